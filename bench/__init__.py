@@ -1,0 +1,1 @@
+"""Benchmarks (``slimspec-bench``): printed ratios measured side by side in one process."""

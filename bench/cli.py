@@ -1,0 +1,30 @@
+"""``slimspec-bench``: benchmarks. Each subcommand measures its alternatives side by side in one process.
+
+    slimspec-bench head      dense vs low-rank LM head (r = d/8, d/16), batch 1 and 64, fp32 and bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import head
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimspec-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    head.add_arguments(sub.add_parser("head", help="dense vs low-rank head timing"))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "head":
+        return head.main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+# coding=utf-8
+# Copyright 2026 The SlimSpec authors. Licensed under the Apache License, Version 2.0.
+"""Assisted generation with a SlimSpec drafter: ``target.generate(**inputs, assistant_model=drafter)``.
+
+Hub custom code (imported by ``modeling_slimspec``): standard library, torch and transformers only.
+
+Mechanism, and why. An EAGLE-3 drafter reads the *target's* hidden states at three layers for every accepted
+position. transformers (>= 5.8) lets a ``CandidateGenerator`` declare ``requires_model_outputs = True`` and
+``model_kwargs_overrides = {"output_hidden_states": [layer indices]}``: the target's verification forward then
+returns exactly those layers, and the decoding loop hands the previous forward's outputs to ``get_candidates``
+together with ``n_last_matches``. That is the documented extension point DFlash uses, so:
+
+* we do not fork the decoding loop (acceptance, sampling, stopping criteria and caches stay transformers' own);
+* we add no forward hooks to the target and monkeypatch nothing globally;
+* the only change to the target is one *instance* attribute, ``_get_candidate_generator``, which ``attach`` sets
+  and ``detach`` removes: it returns our generator when ``assistant_model`` is the attached drafter and defers to
+  the class's own method otherwise (so ``generate`` without the drafter is unaffected while attached).
+
+The version probe (``assisted_generation_support``) checks for the ``requires_model_outputs`` protocol and the
+``_get_candidate_generator`` hook and explains what is missing on older releases.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+try:
+    from transformers.generation import CandidateGenerator
+except ImportError:  # pragma: no cover - very old transformers
+    CandidateGenerator = object
+
+
+def assisted_generation_support(target=None) -> Optional[str]:
+    """None if this transformers can drive a SlimSpec drafter, else a sentence saying why not."""
+    import transformers
+
+    if CandidateGenerator is object or not hasattr(CandidateGenerator, "requires_model_outputs"):
+        return (
+            f"transformers {transformers.__version__} lacks CandidateGenerator.requires_model_outputs (added in 5.8): "
+            f"upgrade with `pip install -U 'transformers>=5.8'`."
+        )
+    if target is not None and not callable(getattr(type(target), "_get_candidate_generator", None)):
+        return f"{type(target).__name__} has no _get_candidate_generator: it is not a transformers generative model."
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Acceptance statistics
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class SlimSpecGenerateStats:
+    """What one ``generate`` call did. Convention: the prefill pass (which verifies nothing) is counted in
+    ``target_passes`` but not in ``tau``; every later target pass verifies the drafts of one cycle.
+
+    tau = tokens produced by verification passes / verification passes  (each pass yields its accepted drafts
+    plus the target's own bonus token, so tau >= 1; this is EAGLE's mean acceptance length).
+    """
+
+    prompt_length: int = 0
+    new_tokens: int = 0
+    target_passes: int = 0
+    drafted_per_pass: list = field(default_factory=list)  # drafts proposed in each verification pass
+    accepted_per_pass: list = field(default_factory=list)  # drafts accepted in each verification pass
+    drafter_seconds: float = 0.0  # drafter body (decoder layer, fc, embeddings)
+    head_seconds: float = 0.0  # drafter LM head
+    select_seconds: float = 0.0  # turning logits into draft tokens (processors, sampling, vocab map)
+
+    @property
+    def verification_passes(self) -> int:
+        return len(self.accepted_per_pass)
+
+    @property
+    def tau(self) -> float:
+        produced = sum(self.accepted_per_pass) + self.verification_passes
+        return produced / self.verification_passes if self.verification_passes else float("nan")
+
+    @property
+    def acceptance_rate(self) -> float:
+        drafted = sum(self.drafted_per_pass)
+        return sum(self.accepted_per_pass) / drafted if drafted else float("nan")
+
+    def per_position_acceptance(self) -> list:
+        """Fraction of passes whose draft at position j (0-based) was accepted, among passes that drafted >= j+1."""
+        longest = max(self.drafted_per_pass, default=0)
+        rates = []
+        for j in range(longest):
+            offered = [a for a, d in zip(self.accepted_per_pass, self.drafted_per_pass) if d > j]
+            rates.append(sum(a > j for a in offered) / len(offered))
+        return rates
+
+    def as_dict(self) -> dict:
+        return dict(prompt_length=self.prompt_length, new_tokens=self.new_tokens, target_passes=self.target_passes,
+                    verification_passes=self.verification_passes, tau=self.tau, acceptance_rate=self.acceptance_rate,
+                    drafted_per_pass=list(self.drafted_per_pass), accepted_per_pass=list(self.accepted_per_pass),
+                    per_position_acceptance=self.per_position_acceptance(), drafter_seconds=self.drafter_seconds,
+                    head_seconds=self.head_seconds, select_seconds=self.select_seconds)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The candidate generator
+# ----------------------------------------------------------------------------------------------------------------------
+class SlimSpecCandidateGenerator(CandidateGenerator):
+    """Drafts K tokens per cycle with an EAGLE-3 drafter fed by the target's hidden states.
+
+    Cycle n (after the target verified cycle n-1): the target's last forward returned hidden states for positions
+    [stable, cur_len - 1) (the previous bonus token and the accepted drafts); rejected positions are never used.
+    The drafter's cache is cropped back to ``stable`` (dropping its own speculative steps), the new
+    (feature_t, token_{t+1}) pairs are appended, and K tokens are drafted autoregressively from the drafter's own
+    pre-norm outputs.
+
+    Sampling: draft token k is drawn from softmax(l_k), where l_k are the drafter's logits over the *full* target
+    vocabulary (-inf outside a truncated draft vocabulary) after the same logits processors the target uses
+    (temperature, top-k, top-p, ...), and exactly those l_k are returned, so transformers' speculative sampling
+    (accept with prob min(1, p/q), else resample from norm(max(p - q, 0))) reproduces the target's distribution.
+    """
+
+    requires_model_outputs = True
+
+    def __init__(self, drafter, target, generation_config, logits_processor, input_ids):
+        self.drafter = drafter
+        self.target = target
+        self.layer_ids = list(drafter.config.target_layer_ids)
+        # Indices into outputs.hidden_states; the target returns None at the others.
+        self.model_kwargs_overrides = {"output_hidden_states": sorted(set(self.layer_ids))}
+        self.do_sample = bool(generation_config.do_sample)
+        self.logits_processor = logits_processor if logits_processor is not None and len(logits_processor) else None
+        self.max_length = generation_config.max_length
+        draft_config = drafter.generation_config
+        self.schedule = getattr(draft_config, "num_assistant_tokens_schedule", "constant") or "constant"
+        self.num_assistant_tokens = int(draft_config.num_assistant_tokens)
+        self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
+        self.cache = None
+        self.stable = 0  # drafter cache positions backed by target features
+        self.stats = SlimSpecGenerateStats(prompt_length=input_ids.shape[1])
+        drafter.last_generate_stats = self.stats
+
+    # -- one cycle ------------------------------------------------------------------------------------------------
+    def get_candidates(self, input_ids, model_kwargs=None, model_outputs=None, is_first_iteration=False,
+                       n_last_matches=0, **kwargs):
+        """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], candidate_logits [1, K, V] or None)."""
+        cur_len = input_ids.shape[1]
+        if is_first_iteration or model_outputs is None:
+            # The target's prefill produces the first token and the prompt's hidden states; nothing to draft from.
+            return input_ids, None
+        g, logits = self._ingest(input_ids, model_outputs.hidden_states)
+        K = min(self.num_assistant_tokens, self.max_length - cur_len - 1)
+        if K <= 0:
+            return input_ids, None
+        drafter = self.drafter
+        ids, chosen_logits = input_ids, []
+        for k in range(K):
+            t0 = time.perf_counter()
+            token, q_logits, confident = self._select(ids, logits)
+            self.stats.select_seconds += time.perf_counter() - t0
+            ids = torch.cat([ids, token.to(ids.device)], dim=-1)
+            chosen_logits.append(q_logits)
+            if k == K - 1 or not confident:
+                break
+            t0 = time.perf_counter()
+            out = drafter(input_ids=token.to(drafter.device), hidden_states=g, past_key_values=self.cache,
+                          logits_to_keep=-1)
+            t1 = time.perf_counter()
+            g = out.last_hidden_state
+            logits = drafter.head(g[:, -1])
+            self.stats.drafter_seconds += t1 - t0
+            self.stats.head_seconds += time.perf_counter() - t1
+        candidate_logits = torch.stack(chosen_logits, dim=1) if self.do_sample else None
+        return ids, candidate_logits
+
+    @torch.no_grad()
+    def _ingest(self, input_ids, hidden_states):
+        """Append the newly verified positions to the drafter cache; return (g [1, 1, d], logits [1, V_d])."""
+        drafter = self.drafter
+        cur_len = input_ids.shape[1]
+        new = cur_len - 1 - self.stable  # positions [stable, cur_len - 1) now have target features
+        missing = [i for i in self.layer_ids if hidden_states is None or hidden_states[i] is None]
+        if missing:
+            raise RuntimeError(f"the target returned no hidden states at layers {missing}: was output_hidden_states "
+                               f"overridden? SlimSpec needs outputs.hidden_states{self.layer_ids}.")
+        rows = hidden_states[self.layer_ids[0]].shape[1]
+        if rows < new:
+            raise RuntimeError(f"the target's last forward covered {rows} positions but {new} need features: "
+                               f"generation from a pre-filled past_key_values is not supported by SlimSpec.")
+        feats = torch.cat([hidden_states[i][:, :new] for i in self.layer_ids], dim=-1)
+        tokens = input_ids[:, self.stable + 1 : cur_len]  # position t is paired with token t+1
+        if self.cache is None:
+            from_cache = None
+        else:
+            self.cache.crop(self.stable)
+            from_cache = self.cache
+        t0 = time.perf_counter()
+        out = drafter(input_ids=tokens.to(drafter.device), target_hidden_states=feats.to(drafter.device),
+                      past_key_values=from_cache, use_cache=True, logits_to_keep=-1)
+        t1 = time.perf_counter()
+        self.cache = out.past_key_values
+        self.stable = cur_len - 1
+        g = out.last_hidden_state[:, -1:]
+        logits = drafter.head(g[:, -1])
+        self.stats.drafter_seconds += t1 - t0
+        self.stats.head_seconds += time.perf_counter() - t1
+        return g, logits
+
+    def _select(self, ids, draft_logits):
+        """Choose the next draft token from [1, V_d] draft logits.
+
+        Returns (token [1, 1] target id, logits over the target vocab actually sampled from [1, V] or None,
+        confident: whether drafting may continue under ``assistant_confidence_threshold``)."""
+        drafter = self.drafter
+        if not self.do_sample and self.logits_processor is None and self.confidence_threshold <= 0:
+            # Greedy, nothing reshapes the distribution: argmax in the draft vocabulary, then map to a target id.
+            return drafter.draft_to_target_ids(draft_logits.argmax(-1, keepdim=True)), None, True
+        logits = drafter.to_target_logits(draft_logits).float().to(ids.device)
+        if self.logits_processor is not None:
+            logits = self.logits_processor(ids, logits)
+        if self.do_sample:
+            probs = torch.softmax(logits, dim=-1)
+            token = torch.multinomial(probs, num_samples=1)
+        else:
+            token = logits.argmax(-1, keepdim=True)
+            probs = None
+        confident = True
+        if self.confidence_threshold > 0:
+            probs = torch.softmax(logits, dim=-1) if probs is None else probs
+            confident = bool(probs.gather(-1, token) >= self.confidence_threshold)
+        return token, (logits if self.do_sample else None), confident
+
+    # -- after verification ---------------------------------------------------------------------------------------
+    def update_candidate_strategy(self, input_ids, scores, num_matches):
+        """Record the pass; adapt K for the "heuristic" schedules (+2 if all drafts were accepted, else -1)."""
+        drafted = scores.shape[1] - 1
+        stats = self.stats
+        stats.target_passes += 1
+        stats.new_tokens = input_ids.shape[1] - stats.prompt_length
+        if stats.target_passes > 1:  # the first pass is the prefill
+            stats.drafted_per_pass.append(drafted)
+            stats.accepted_per_pass.append(int(num_matches))
+        if self.schedule in ("heuristic", "heuristic_transient") and drafted > 0:
+            if num_matches == drafted:
+                self.num_assistant_tokens += 2
+            else:
+                self.num_assistant_tokens = max(1, self.num_assistant_tokens - 1)
+            if self.schedule == "heuristic":  # persists on the drafter, as transformers does for its assistants
+                self.drafter.generation_config.num_assistant_tokens = self.num_assistant_tokens
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# attach / detach
+# ----------------------------------------------------------------------------------------------------------------------
+def check_target_fits(drafter, target) -> None:
+    """Raise ValueError naming every mismatch between a target and the drafter's config."""
+    cfg = drafter.config
+    text = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+    if getattr(target.config, "is_encoder_decoder", False):
+        raise ValueError("SlimSpec drafters assist decoder-only targets; this target is encoder-decoder.")
+    problems = []
+    for name, want in (("hidden_size", cfg.target_hidden_size), ("vocab_size", cfg.vocab_size),
+                       ("num_hidden_layers", cfg.target_num_hidden_layers)):
+        got = getattr(text, name, None)
+        if got != want:
+            problems.append(f"target {name} is {got}, drafter expects {want}")
+    embedding = target.get_input_embeddings()
+    weight = getattr(embedding, "weight", None)
+    if cfg.share_target_embeddings and weight is not None and tuple(weight.shape) != (cfg.vocab_size, cfg.hidden_size):
+        problems.append(f"target input embedding is {tuple(weight.shape)}, drafter needs "
+                        f"({cfg.vocab_size}, {cfg.hidden_size}) to share it")
+    if problems:
+        name = getattr(target.config, "_name_or_path", "") or type(target).__name__
+        raise ValueError(f"this drafter was built for a different target than {name}: " + "; ".join(problems)
+                         + f". The drafter was made for {cfg.target_name_or_path or cfg.target_model_type or 'another model'}.")
+
+
+def attach(drafter, target):
+    """Bind ``drafter`` to ``target`` for ``target.generate(assistant_model=drafter)``. Returns the drafter."""
+    reason = assisted_generation_support(target)
+    if reason:
+        raise RuntimeError(f"SlimSpec assisted generation is unavailable: {reason}")
+    check_target_fits(drafter, target)
+    drafter.check_vocab_maps()
+    if drafter.attached_target is not None:
+        detach(drafter)
+    if "_get_candidate_generator" in vars(target):
+        raise RuntimeError("this target is already bound to another SlimSpec drafter (or patched): detach that first.")
+    class_method = type(target)._get_candidate_generator
+
+    def _get_candidate_generator(**kwargs):
+        if kwargs.get("assistant_model") is not drafter:
+            return class_method(target, **kwargs)
+        input_ids = kwargs["input_ids"]
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"assisted generation in transformers is batch-size 1 only; got a batch of "
+                             f"{input_ids.shape[0]}. Generate one sequence at a time.")
+        config = kwargs["generation_config"]
+        for option in ("prompt_lookup_num_tokens", "assistant_early_exit"):
+            if getattr(config, option, None) is not None:
+                raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec drafter.")
+        return SlimSpecCandidateGenerator(drafter, target, config, kwargs.get("logits_processor"), input_ids)
+
+    _get_candidate_generator.__slimspec__ = drafter
+    target._get_candidate_generator = _get_candidate_generator
+    drafter._attached.module = target
+    if drafter.embed_tokens is None:
+        drafter.use_target_embeddings(target.get_input_embeddings())
+    return drafter
+
+
+def detach(drafter):
+    """Undo ``attach``: the target gets back exactly its own attributes; the drafter forgets the target."""
+    target = drafter.attached_target
+    if target is not None:
+        hook = vars(target).get("_get_candidate_generator")
+        if hook is not None and getattr(hook, "__slimspec__", None) is drafter:
+            del target._get_candidate_generator
+    drafter._attached.module = None
+    if drafter.embed_tokens is None:
+        drafter.use_target_embeddings(None)
+    return drafter

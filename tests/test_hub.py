@@ -1,0 +1,111 @@
+"""Hub compatibility: the saved folder loads through AutoModel with trust_remote_code, in fresh processes,
+both where our package is NOT importable (the Hub case) and where it is installed."""
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, randomize, tiny_config
+from modeling_slimspec import SlimSpecDrafter
+
+HUB_FILES = ["configuration_slimspec.py", "modeling_slimspec.py", "generation_slimspec.py"]
+BLOCK_OUR_PACKAGE = """
+import importlib.abc, sys
+OURS = {"slimspec", "configuration_slimspec", "modeling_slimspec", "generation_slimspec"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in OURS:
+            raise ImportError(f"{name} is blocked: this process plays a Hub user without the package")
+sys.meta_path.insert(0, Block())
+sys.path = [p for p in sys.path if p not in ("", ".", REPO)]
+try:
+    import modeling_slimspec
+    raise SystemExit("our package is importable in the Hub-case process")
+except ImportError:
+    pass
+"""
+LOAD_AND_RUN = """
+import json, sys, torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+folder, data = sys.argv[1], torch.load(sys.argv[2], weights_only=True)
+config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+causal = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+assert type(causal).__name__ == type(model).__name__ == "SlimSpecDrafter", (type(model), type(causal))
+with torch.no_grad():
+    logits = model(input_ids=data["tokens"], target_hidden_states=data["feats"]).logits
+print(json.dumps({"module": type(model).__module__, "config": type(config).__name__,
+                  "equal": bool(torch.equal(logits, data["logits"]))}))
+"""
+
+
+def _saved_drafter(tmp_path, **overrides):
+    torch.manual_seed(0)
+    model = randomize(SlimSpecDrafter(tiny_config(**overrides))).eval()
+    if model.d2t is not None:
+        model.set_vocab_maps(torch.arange(0, 80, 2))
+    folder = tmp_path / "drafter"
+    model.save_pretrained(folder)
+    feats, tokens = torch.randn(1, 5, 72), torch.randint(0, 97, (1, 5))
+    with torch.no_grad():
+        logits = model(input_ids=tokens, target_hidden_states=feats).logits
+    torch.save({"feats": feats, "tokens": tokens, "logits": logits}, tmp_path / "data.pt")
+    return folder, tmp_path / "data.pt"
+
+
+def _run(code, *args, cwd):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_save_pretrained_writes_a_hub_folder(tmp_path):
+    folder, _ = _saved_drafter(tmp_path)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", *HUB_FILES} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map == {"AutoConfig": "configuration_slimspec.SlimSpecConfig",
+                        "AutoModel": "modeling_slimspec.SlimSpecDrafter",
+                        "AutoModelForCausalLM": "modeling_slimspec.SlimSpecDrafter"}
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(head_rank=None, draft_vocab_size=40)])
+def test_loads_in_fresh_process_without_our_package(tmp_path, overrides):
+    folder, data = _saved_drafter(tmp_path, **overrides)
+    code = "REPO = %r\n" % str(REPO) + BLOCK_OUR_PACKAGE + LOAD_AND_RUN
+    result = _run(code, folder, data, cwd=tmp_path)
+    assert result["module"].startswith("transformers_modules.")  # the copied Hub code, not ours
+    assert result["config"] == "SlimSpecConfig" and result["equal"]
+
+
+def test_loads_in_fresh_process_with_package_installed(tmp_path):
+    folder, data = _saved_drafter(tmp_path)
+    code = "import sys; sys.path.insert(0, %r)\nimport slimspec\n" % str(REPO) + LOAD_AND_RUN
+    result = _run(code, folder, data, cwd=tmp_path)
+    assert result["equal"]
+
+
+@pytest.mark.parametrize("filename", HUB_FILES)
+def test_hub_files_import_only_torch_transformers_and_stdlib(filename):
+    tree = ast.parse((REPO / filename).read_text())
+    allowed = {"torch", "transformers", "configuration_slimspec", "generation_slimspec", *sys.stdlib_module_names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            roots = [] if node.level else [node.module.split(".")[0]]  # relative imports stay inside the folder
+        else:
+            continue
+        for root in roots:
+            assert root in allowed, f"{filename} imports {root}"
+            assert root not in {"urllib", "http", "socket", "requests", "ftplib"}, f"{filename} may not touch the network"

