@@ -43,6 +43,11 @@ except ImportError:  # Installed case: the Hub files are top-level modules.
     from generation_slimspec import attach as _attach
     from generation_slimspec import detach as _detach
 
+_NOT_ATTACHED = (
+    "this SlimSpec drafter is not attached to the model you called generate() on: call drafter.attach(target) "
+    "before target.generate(..., assistant_model=drafter)."
+)
+
 # Drafting defaults, saved as generation_config.json next to the weights (transformers' assistant options).
 DEFAULT_DRAFTING = dict(num_assistant_tokens=5, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
 
@@ -442,6 +447,14 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
     @property
     def attached_target(self):
         return self._attached.module
+
+    def generate(self, *args, **kwargs):
+        """A drafter does not generate on its own; transformers' stock assistant path lands here when the
+        drafter was passed as ``assistant_model`` without ``attach``."""
+        raise RuntimeError(_NOT_ATTACHED)
+
+    def _supports_logits_to_keep(self):  # the first thing transformers' stock assistant path asks an assistant
+        raise RuntimeError(_NOT_ATTACHED)
 
     # ------------------------------------------------------------------ embeddings
     def get_input_embeddings(self):

@@ -1,6 +1,7 @@
 """``slimspec-bench``: benchmarks. Each subcommand measures its alternatives side by side in one process.
 
     slimspec-bench head      dense vs low-rank LM head (r = d/8, d/16), batch 1 and 64, fp32 and bf16
+    slimspec-bench generate  plain vs assisted generate (and prompt lookup) on a real target
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import head
+from . import generate, head
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     head.add_arguments(sub.add_parser("head", help="dense vs low-rank head timing"))
+    generate.add_arguments(sub.add_parser("generate", help="plain vs assisted generate on a real target"))
     return parser
 
 
@@ -23,6 +25,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "head":
         return head.main(args)
+    if args.command == "generate":
+        return generate.main(args)
     return 2
 
 

@@ -74,3 +74,48 @@ def test_gemma_sized_drafter_round_trips_through_the_hub_path(gemma, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["module"].startswith("transformers_modules.")
     assert result["finite"] and result["equal"] and result["shape"] == [1, tokens.shape[1], 262144]
+
+
+GEMMA_PROMPTS = [
+    "def fibonacci(n):\n    ",
+    "The capital of France is",
+    "Here is a list of fruits: apple, banana,",
+    "import numpy as np\n\ndef softmax(x):\n",
+    "Once upon a time, in a small village,",
+    "The three laws of thermodynamics are",
+]
+
+
+@pytest.mark.parametrize("head", [dict(head_rank="d/8"), dict(head_rank=None), dict(head_rank="d/8", draft_vocab_size=32000)])
+def test_gemma_greedy_identical_with_random_drafter(gemma, head):
+    """fp32 target, random drafter: the assisted output is token-identical to plain greedy."""
+    from configuration_slimspec import SlimSpecConfig
+    from modeling_slimspec import SlimSpecDrafter
+
+    target, tokenizer, _ = gemma
+    torch.manual_seed(0)
+    drafter = SlimSpecDrafter(SlimSpecConfig.from_target_config(target.config, **head)).eval()
+    if drafter.d2t is not None:
+        drafter.set_vocab_maps(torch.arange(32000))  # low ids: bytes, punctuation, common pieces
+    drafter.generation_config.num_assistant_tokens = 4
+    drafter.attach(target)
+    try:
+        for prompt in GEMMA_PROMPTS[:5]:
+            inputs = tokenizer(prompt, return_tensors="pt")
+            plain = target.generate(**inputs, do_sample=False, max_new_tokens=16)
+            assisted = target.generate(**inputs, do_sample=False, max_new_tokens=16, assistant_model=drafter)
+            assert torch.equal(plain, assisted), (prompt, tokenizer.decode(plain[0]), tokenizer.decode(assisted[0]))
+            stats = drafter.last_generate_stats
+            assert stats.new_tokens == plain.shape[1] - inputs["input_ids"].shape[1]
+            assert stats.target_passes == stats.verification_passes + 1
+            assert 1.0 <= stats.tau <= 5.0 and all(0 <= a <= d <= 4 for a, d in zip(stats.accepted_per_pass, stats.drafted_per_pass))
+            produced = sum(stats.accepted_per_pass) + stats.verification_passes + 1  # + the prefill's token
+            assert produced == stats.new_tokens
+        # stop strings: handled exactly as without the assistant
+        inputs = tokenizer(GEMMA_PROMPTS[5], return_tensors="pt")
+        kw = dict(do_sample=False, max_new_tokens=40, stop_strings=["."], tokenizer=tokenizer)
+        plain = target.generate(**inputs, **kw)
+        assisted = target.generate(**inputs, assistant_model=drafter, **kw)
+        assert torch.equal(plain, assisted), (tokenizer.decode(plain[0]), tokenizer.decode(assisted[0]))
+    finally:
+        drafter.detach()

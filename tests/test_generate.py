@@ -1,0 +1,322 @@
+"""Assisted generation: target.generate(assistant_model=drafter) is lossless.
+
+Greedy: token-identical to the target alone (fp32), for any drafter. Sampling: the target's distribution,
+checked with a chi-square test that is shown to fail when the drafter misreports its distribution."""
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+import generation_slimspec
+from configuration_slimspec import SlimSpecConfig
+from conftest import randomize
+from modeling_slimspec import SlimSpecDrafter
+
+
+def tiny_target(vocab=101, seed=0, layers=6):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=256, pad_token_id=None,
+                      bos_token_id=None, eos_token_id=None)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def drafter_for(target, seed=1, scale=0.3, **overrides):
+    torch.manual_seed(seed)
+    cfg = SlimSpecConfig.from_target_config(target.config, **{"head_rank": "d/8", "intermediate_size": 64, **overrides})
+    drafter = randomize(SlimSpecDrafter(cfg), seed=seed, scale=scale).eval()
+    return drafter
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_target()
+
+
+def prompts(n, vocab, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, vocab, (1, int(torch.randint(1, 14, (1,), generator=g))), generator=g) for _ in range(n)]
+
+
+def plain_and_assisted(target, drafter, ids, **kw):
+    plain = target.generate(ids, do_sample=False, **kw)
+    assisted = target.generate(ids, do_sample=False, assistant_model=drafter, **kw)
+    return plain, assisted
+
+
+@pytest.mark.parametrize("num_assistant_tokens", [1, 3, 6])
+@pytest.mark.parametrize("head", [dict(head_rank="d/8"), dict(head_rank=None), dict(head_rank="d/8", draft_vocab_size=30)])
+def test_greedy_is_token_identical(target, num_assistant_tokens, head):
+    drafter = drafter_for(target, **head)
+    if drafter.d2t is not None:
+        drafter.set_vocab_maps(torch.randperm(101, generator=torch.Generator().manual_seed(5))[:30])
+    drafter.generation_config.num_assistant_tokens = num_assistant_tokens
+    drafter.attach(target)
+    try:
+        for i, ids in enumerate(prompts(8, 101, seed=num_assistant_tokens)):
+            plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=[1, 5, 17, 30][i % 4])
+            assert torch.equal(plain, assisted), (ids, plain, assisted)
+            stats = drafter.last_generate_stats
+            assert stats.new_tokens == plain.shape[1] - ids.shape[1]
+            assert all(d <= num_assistant_tokens for d in stats.drafted_per_pass)
+    finally:
+        drafter.detach()
+
+
+def test_every_draft_rejected_still_identical(target):
+    """A draft vocabulary holding none of the tokens the target emits: every draft is rejected."""
+    ids_list = prompts(6, 101, seed=11)
+    emitted = set()
+    for ids in ids_list:
+        emitted |= set(target.generate(ids, do_sample=False, max_new_tokens=20)[0].tolist())
+    never = [t for t in range(101) if t not in emitted][:12]
+    drafter = drafter_for(target, draft_vocab_size=len(never))
+    with pytest.raises(ValueError, match="never set"):
+        drafter.attach(target)  # a truncated drafter without vocab maps cannot draft
+    drafter.set_vocab_maps(torch.tensor(never))
+    drafter.attach(target)
+    try:
+        for ids in ids_list:
+            plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=20)
+            assert torch.equal(plain, assisted)
+            stats = drafter.last_generate_stats
+            assert sum(stats.accepted_per_pass) == 0 and sum(stats.drafted_per_pass) > 0
+            assert stats.tau == 1.0
+    finally:
+        drafter.detach()
+
+
+def oracle_pair():
+    """Target and drafter whose final norms are zero: both give all-zero logits, so after the same logits
+    processors the drafter proposes exactly the target's next token. Every draft is accepted."""
+    target = tiny_target(vocab=50, seed=3)
+    drafter = drafter_for(target)
+    with torch.no_grad():
+        target.model.norm.weight.zero_()
+        drafter.norm.weight.zero_()
+    return target, drafter
+
+
+@pytest.mark.parametrize("K", [2, 5])
+def test_drafts_running_into_eos_and_max_length(K):
+    target, drafter = oracle_pair()
+    drafter.generation_config.num_assistant_tokens = K
+    drafter.attach(target)
+    ids = torch.tensor([[7, 8, 9]])
+    try:
+        # eos = token 0, suppressed for the first 7 new tokens: the target emits 1 x 7, then 0 and stops; the
+        # drafter's all-accepted block runs into that eos mid-block.
+        for max_new in (4, 7, 8, 12, 30):
+            kw = dict(max_new_tokens=max_new, eos_token_id=0, min_new_tokens=7)
+            plain, assisted = plain_and_assisted(target, drafter, ids, **kw)
+            assert torch.equal(plain, assisted), (max_new, plain, assisted)
+            stats = drafter.last_generate_stats
+            # the oracle is always right; only the last pass may be cut by eos or the length budget
+            assert stats.accepted_per_pass[:-1] == stats.drafted_per_pass[:-1]
+        assert plain.shape[1] == 3 + 8 and plain[0, -1] == 0
+        assert drafter.last_generate_stats.tau > 1.5
+    finally:
+        drafter.detach()
+
+
+def test_attach_detach_and_no_registration(target, tmp_path):
+    drafter = drafter_for(target)
+    before_attrs = dict(vars(target))
+    before_params = {n for n, _ in drafter.named_parameters()}
+    hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in target.modules())
+    assert drafter.attach(target) is drafter and drafter.attached_target is target
+    assert {n for n, _ in drafter.named_parameters()} == before_params  # the target is not a submodule
+    assert not any("model.layers" in k or "embed" in k for k in drafter.state_dict())
+    drafter.to(torch.float64)
+    assert target.dtype == torch.float32  # .to() on the drafter never moves the target
+    drafter.to(torch.float32)
+    drafter.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").stat().st_size < 2_000_000
+    ids = prompts(1, 101)[0]
+    unassisted = target.generate(ids, do_sample=False, max_new_tokens=8)  # unaffected while attached
+    drafter.detach()
+    assert target.generate(ids, do_sample=False, max_new_tokens=8).tolist() == unassisted.tolist()
+    assert vars(target).keys() == before_attrs.keys()
+    hooks_after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in target.modules())
+    assert hooks_after == hooks_before or "_output_capturing_hooks_installed" in vars(target)
+    with pytest.raises(RuntimeError, match="attach"):
+        drafter(input_ids=ids, target_hidden_states=torch.zeros(1, ids.shape[1], 144))
+
+
+def test_unattached_drafter_is_a_clear_error(target):
+    drafter = drafter_for(target)
+    ids = prompts(1, 101)[0]
+    with pytest.raises(Exception, match="attach"):
+        target.generate(ids, do_sample=False, max_new_tokens=5, assistant_model=drafter)
+
+
+def test_wrong_target_and_batch_errors(target):
+    drafter = drafter_for(target)
+    other = tiny_target(vocab=103)
+    with pytest.raises(ValueError, match="vocab_size is 103, drafter expects 101"):
+        drafter.attach(other)
+    shallow = tiny_target(layers=4)
+    with pytest.raises(ValueError, match="num_hidden_layers is 4, drafter expects 6"):
+        drafter.attach(shallow)
+    drafter.attach(target)
+    try:
+        with pytest.raises(ValueError, match="batch-size 1"):
+            target.generate(torch.ones(2, 4, dtype=torch.long), do_sample=False, max_new_tokens=3, assistant_model=drafter)
+    finally:
+        drafter.detach()
+
+
+def test_rebinding_to_a_second_target(target):
+    drafter = drafter_for(target)
+    second = tiny_target(seed=9)
+    drafter.attach(target)
+    drafter.attach(second)  # re-binds: the first target is released
+    assert "_get_candidate_generator" not in vars(target) and drafter.attached_target is second
+    ids = prompts(1, 101, seed=4)[0]
+    plain, assisted = plain_and_assisted(second, drafter, ids, max_new_tokens=12)
+    assert torch.equal(plain, assisted)
+    drafter.detach()
+
+
+def test_drafter_dtype_differs_from_target(target):
+    drafter = drafter_for(target).to(torch.bfloat16)
+    drafter.attach(target)
+    try:
+        for ids in prompts(4, 101, seed=8):
+            plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=15)
+            assert torch.equal(plain, assisted)
+    finally:
+        drafter.detach()
+
+
+def test_generation_config_travels_with_the_drafter(target, tmp_path):
+    drafter = drafter_for(target)
+    drafter.generation_config.num_assistant_tokens = 3
+    drafter.generation_config.num_assistant_tokens_schedule = "heuristic"
+    drafter.save_pretrained(tmp_path)
+    assert (tmp_path / "generation_config.json").exists()
+    loaded = SlimSpecDrafter.from_pretrained(tmp_path)
+    assert loaded.generation_config.num_assistant_tokens == 3
+    assert loaded.generation_config.num_assistant_tokens_schedule == "heuristic"
+    loaded.attach(target)
+    try:
+        ids = prompts(1, 101, seed=2)[0]
+        plain, assisted = plain_and_assisted(target, loaded, ids, max_new_tokens=20)
+        assert torch.equal(plain, assisted)
+    finally:
+        loaded.detach()
+
+
+def test_heuristic_schedule_adapts_draft_length():
+    target, drafter = oracle_pair()
+    drafter.generation_config.num_assistant_tokens = 2
+    drafter.generation_config.num_assistant_tokens_schedule = "heuristic"
+    drafter.attach(target)
+    target.generate(torch.tensor([[3, 4]]), do_sample=False, max_new_tokens=20)
+    target.generate(torch.tensor([[3, 4]]), do_sample=False, max_new_tokens=20, assistant_model=drafter)
+    drafter.detach()
+    drafted = drafter.last_generate_stats.drafted_per_pass
+    assert drafted[:3] == [2, 4, 6]  # all accepted: +2 per pass
+    assert drafter.generation_config.num_assistant_tokens > 2  # "heuristic" persists on the drafter
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sampling: the output distribution is the target's
+# ----------------------------------------------------------------------------------------------------------------------
+def processors(temperature, top_k, top_p):
+    procs = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k:
+        procs.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        procs.append(TopPLogitsWarper(top_p))
+    return procs
+
+
+@torch.no_grad()
+def exact_joint(target, prompt, steps, procs):
+    """P(x_1..x_steps | prompt) for every continuation, by enumeration: {tuple: prob}."""
+    dist = {(): 1.0}
+    for _ in range(steps):
+        nxt = {}
+        for seq, p in dist.items():
+            ids = torch.cat([prompt, torch.tensor([seq], dtype=torch.long).view(1, -1)], dim=1)
+            logits = procs(ids, target(ids).logits[:, -1].float())
+            probs = torch.softmax(logits, -1)[0]
+            for tok in torch.nonzero(probs > 1e-12).flatten().tolist():
+                nxt[seq + (tok,)] = p * float(probs[tok])
+        dist = nxt
+    return dist
+
+
+def chi_square_pvalue(samples, dist, min_expected=5.0):
+    from scipy.stats import chi2
+
+    n = len(samples)
+    counts = {}
+    for s in samples:
+        counts[s] = counts.get(s, 0) + 1
+    cells = sorted(dist, key=lambda s: -dist[s])
+    big = [c for c in cells if dist[c] * n >= min_expected]
+    rest_p = 1.0 - sum(dist[c] for c in big)
+    obs = [counts.get(c, 0) for c in big] + [n - sum(counts.get(c, 0) for c in big)]
+    exp = [dist[c] * n for c in big] + [rest_p * n]
+    stat = sum((o - e) ** 2 / e for o, e in zip(obs, exp) if e > 0)
+    return float(chi2.sf(stat, df=len([e for e in exp if e > 0]) - 1))
+
+
+def sample_assisted(target, drafter, prompt, steps, n, gen_kw):
+    out = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        seq = target.generate(prompt, do_sample=True, max_new_tokens=steps, assistant_model=drafter, **gen_kw)
+        out.append(tuple(seq[0, prompt.shape[1]:].tolist()))
+    return out
+
+
+SAMPLING_CASES = [dict(temperature=1.0, top_k=0, top_p=1.0), dict(temperature=0.7, top_k=4, top_p=0.9)]
+
+
+@pytest.mark.parametrize("gen_kw", SAMPLING_CASES)
+def test_sampling_matches_target_distribution(gen_kw):
+    """The first token comes from the prefill (no draft); tokens 2 and 3 are drafted and verified."""
+    target = tiny_target(vocab=6, seed=4)
+    drafter = drafter_for(target, scale=1.0, head_rank=None).attach(target)  # sharp and unlike the target
+    drafter.generation_config.num_assistant_tokens = 2
+    prompt = torch.tensor([[1, 2, 3]])
+    procs = processors(**gen_kw)
+    dist = exact_joint(target, prompt, 3, procs)
+    samples = sample_assisted(target, drafter, prompt, 3, 1500, gen_kw)
+    drafter.detach()
+    assert sum(drafter.last_generate_stats.drafted_per_pass) > 0
+    tail = {}
+    for s, p in dist.items():
+        tail[s[1:]] = tail.get(s[1:], 0.0) + p
+    assert chi_square_pvalue([s[1:] for s in samples], tail) > 1e-3
+
+
+def test_sampling_test_detects_a_wrong_draft_distribution(monkeypatch):
+    """Negative control: a drafter that samples from one distribution but reports another must fail the test."""
+    target = tiny_target(vocab=6, seed=4)
+    drafter = drafter_for(target, scale=1.0, head_rank=None).attach(target)
+    drafter.generation_config.num_assistant_tokens = 2
+    original = generation_slimspec.SlimSpecCandidateGenerator._select
+
+    def misreporting_select(self, ids, draft_logits):
+        token, logits, confident = original(self, ids, draft_logits)
+        return token, torch.zeros_like(logits), confident  # claims uniform q while sampling a sharp q
+
+    monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "_select", misreporting_select)
+    prompt = torch.tensor([[1, 2, 3]])
+    gen_kw = SAMPLING_CASES[0]
+    dist = exact_joint(target, prompt, 3, processors(**gen_kw))
+    samples = sample_assisted(target, drafter, prompt, 3, 1500, gen_kw)
+    drafter.detach()
+    tail = {}
+    for s, p in dist.items():
+        tail[s[1:]] = tail.get(s[1:], 0.0) + p
+    assert chi_square_pvalue([s[1:] for s in samples], tail) < 1e-6
