@@ -136,6 +136,8 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         self.num_assistant_tokens = int(draft_config.num_assistant_tokens)
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
         self.stop_strings = _stop_string_criteria(generation_config, tokenizer)
+        eos = generation_config.eos_token_id
+        self.eos_ids = set() if eos is None else set([eos] if isinstance(eos, int) else [int(e) for e in eos])
         self.cache = None
         self.stable = 0  # drafter cache positions backed by target features
         self.stats = SlimSpecGenerateStats(prompt_length=input_ids.shape[1])
@@ -169,9 +171,10 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
             t0 = time.perf_counter()
             token, q_logits, confident = self._select(ids, logits)
             extended = torch.cat([ids, token.to(ids.device)], dim=-1)
-            if self.stop_strings is not None and bool(self.stop_strings(extended, None)[0]):
-                # transformers checks stop strings only at the end of an accepted block: end the block before a
-                # draft that would complete one, so the target's own token there ends the block (and generation).
+            if int(token) in self.eos_ids or (self.stop_strings is not None and bool(self.stop_strings(extended, None)[0])):
+                # Stopping criteria look only at the end of an accepted block (and some transformers releases keep
+                # tokens after an accepted eos): end the block *before* a draft that would stop generation, so the
+                # target's own token at that position ends the block, exactly as without an assistant.
                 self.stats.select_seconds += time.perf_counter() - t0
                 break
             self.stats.select_seconds += time.perf_counter() - t0
