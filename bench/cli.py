@@ -2,6 +2,7 @@
 
     slimspec-bench head      dense vs low-rank LM head (r = d/8, d/16), batch 1 and 64, fp32 and bf16
     slimspec-bench generate  plain vs assisted generate (and prompt lookup) on a real target
+    slimspec-bench svd       time and peak memory of factorizing a Llama-3.1-8B-sized head
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import generate, head
+from . import generate, head, svd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     head.add_arguments(sub.add_parser("head", help="dense vs low-rank head timing"))
     generate.add_arguments(sub.add_parser("generate", help="plain vs assisted generate on a real target"))
+    svd.add_arguments(sub.add_parser("svd", help="time and peak memory of factorizing a large head"))
     return parser
 
 
@@ -27,6 +29,8 @@ def main(argv=None) -> int:
         return head.main(args)
     if args.command == "generate":
         return generate.main(args)
+    if args.command == "svd":
+        return svd.main(args)
     return 2
 
 

@@ -1,0 +1,377 @@
+"""``convert_drafter``: a published EAGLE-3 drafter -> a SlimSpec Hub folder (or a dense export), in named steps.
+
+    resolve source -> read config and weights (detect format, map names strictly, translate layer ids)
+    -> check against the target -> factorize the head (truncated SVD, fp32) -> load into SlimSpecDrafter strictly
+    -> measure head quality -> write everything to a temporary folder -> reload it in a fresh process
+    -> move it into place -> push to the Hub (optional)
+
+A failure at any step leaves no output behind, and an existing OUTPUT is never replaced without ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .factorize import factorize, head_agreement, rank_for_energy, resolve_rank
+from .formats import WRITERS, ConversionError, SourceDrafter, read_source
+
+
+@dataclass
+class ConversionReport:
+    output: str
+    format: str
+    source_format: str
+    rank: int | None
+    energy_kept: float | None
+    dense_head_params: int
+    head_params: int
+    total_params: int
+    quality: dict | None
+    files: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    pushed_to: str | None = None
+
+    @property
+    def head_reduction(self) -> float:
+        return self.dense_head_params / self.head_params
+
+    def summary(self) -> str:
+        lines = [f"{self.source_format} -> {self.format}: {self.output}"]
+        if self.rank:
+            lines.append(f"rank {self.rank}, spectral energy kept {100 * self.energy_kept:.2f}%, head parameters "
+                         f"{self.dense_head_params:,} -> {self.head_params:,} ({self.head_reduction:.1f}x fewer parameters "
+                         f"and bytes)")
+        if self.quality:
+            kind = "real target hidden states" if self.quality.get("real") else "random-normal probes"
+            lines.append(f"head vs dense on {self.quality['probes']} {kind}: top-1 agreement "
+                         f"{self.quality['top1_agreement']:.4f}, KL {self.quality['kl']:.5f}")
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Steps
+# ----------------------------------------------------------------------------------------------------------------------
+def check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not overwrite:
+        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+    if output.exists() and not output.is_dir():
+        raise ConversionError(f"{output} exists and is not a folder")
+
+
+def resolve_source(source: str) -> Path:
+    """A local folder, or a Hub repo id downloaded with huggingface_hub (needs a network)."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ConversionError(f"{source} is a file; give the drafter's folder")
+    if source.count("/") != 1 or source.startswith((".", "/")):
+        raise ConversionError(f"{source} is neither a local folder nor a Hub repo id (owner/name)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.bin", "README.md"]))
+    except Exception as err:
+        raise ConversionError(f"could not download {source} from the Hub ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def read_target_config(target: str | None):
+    if target is None:
+        return None
+    from transformers import AutoConfig
+
+    from slimspec.targets import resolve_target
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_target(target))
+    except (OSError, ValueError) as err:
+        raise ConversionError(f"cannot read the target config {target!r}: {str(err).splitlines()[0]}") from None
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def check_target(src: SourceDrafter, target_config) -> None:
+    if target_config is None:
+        return
+    problems = []
+    for ours, theirs in (("target_hidden_size", "hidden_size"), ("vocab_size", "vocab_size"),
+                         ("target_num_hidden_layers", "num_hidden_layers")):
+        want, got = src.config.get(ours), getattr(target_config, theirs, None)
+        if want is not None and got is not None and want != got:
+            problems.append(f"drafter {ours}={want} but target {theirs}={got}")
+    if problems:
+        raise ConversionError("the drafter does not fit the target: " + "; ".join(problems) + " (wrong --target?)")
+    src.config.setdefault("target_model_type", getattr(target_config, "model_type", None))
+    if not src.config.get("target_name_or_path"):
+        src.config["target_name_or_path"] = getattr(target_config, "_name_or_path", None) or None
+
+
+def build_drafter(src: SourceDrafter, fact, keep_embeddings: bool):
+    """SlimSpecDrafter with the source weights, loaded strictly."""
+    from configuration_slimspec import SlimSpecConfig
+    from modeling_slimspec import SlimSpecDrafter
+
+    state = dict(src.state_dict)
+    dense = state.pop("lm_head.weight")
+    if fact is not None:
+        state["lm_head.down.weight"], state["lm_head.up.weight"] = fact.down, fact.up
+    else:
+        state["lm_head.weight"] = dense
+    has_embed = "embed_tokens.weight" in state
+    if has_embed and not keep_embeddings:
+        state.pop("embed_tokens.weight")
+    cfg = dict(src.config, head_rank=fact.rank if fact else None, share_target_embeddings=not (has_embed and keep_embeddings))
+    try:
+        config = SlimSpecConfig(**cfg)
+    except ValueError as err:
+        raise ConversionError(f"the source config does not make a valid SlimSpec drafter: {err}") from None
+    dtype = dense.dtype
+    with torch.device("meta"):
+        model = SlimSpecDrafter(config)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    if result.missing_keys or result.unexpected_keys:
+        raise ConversionError(f"weights do not match the drafter: missing {result.missing_keys}, "
+                              f"unexpected {result.unexpected_keys}")
+    model.config.dtype = dtype
+    model.check_vocab_maps()
+    return model.eval(), dense
+
+
+def check_shapes(src: SourceDrafter, fact) -> None:
+    """Every tensor must have the shape the config implies (caught before anything is built)."""
+    from configuration_slimspec import SlimSpecConfig
+    from modeling_slimspec import SlimSpecDrafter
+
+    cfg = dict(src.config, head_rank=None, share_target_embeddings="embed_tokens.weight" not in src.state_dict)
+    try:
+        config = SlimSpecConfig(**cfg)
+    except ValueError as err:
+        raise ConversionError(f"the source config does not make a valid SlimSpec drafter: {err}") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in SlimSpecDrafter(config).state_dict().items()}
+    wrong = [f"{k}: {tuple(v.shape)} (config implies {expected[k]})" for k, v in src.state_dict.items()
+             if k in expected and tuple(v.shape) != expected[k]]
+    if wrong:
+        raise ConversionError("tensor shapes disagree with the config: " + "; ".join(wrong[:4]))
+
+
+def probe_hidden(model, target: str | None, prompts: str | None, n_random: int = 256, seed: int = 0):
+    """Hidden states that feed the head: the drafter's own first-step norm(g) on real target features when a target
+    and a prompt file are given, else random-normal vectors through the drafter's final norm (labelled as such)."""
+    if target and prompts:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from slimspec.targets import resolve_target
+
+        path = resolve_target(target)
+        tm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        tok = AutoTokenizer.from_pretrained(path)
+        texts = [t for t in Path(prompts).read_text().split("\n\n") if t.strip()][:16]
+        if model.embed_tokens is None:
+            model.use_target_embeddings(tm.get_input_embeddings())
+        hs = []
+        with torch.no_grad():
+            for text in texts:
+                ids = tok(text, return_tensors="pt")["input_ids"][:, :256]
+                out = tm(ids, output_hidden_states=True)
+                feats = torch.cat([out.hidden_states[i] for i in model.config.target_layer_ids], -1)[:, :-1]
+                g = model.float()(input_ids=ids[:, 1:], target_hidden_states=feats.float(), logits_to_keep=-1).last_hidden_state
+                hs.append(model.norm(g)[0])
+        model.use_target_embeddings(None) if model.config.share_target_embeddings else None
+        return torch.cat(hs), True
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_random, model.config.hidden_size, generator=g)
+    with torch.no_grad():
+        return model.norm.float()(x), False
+
+
+def write_folder(folder: Path, model, src: SourceDrafter, export: str | None, card) -> None:
+    """The output folder: SlimSpec (save_pretrained) or an engine export with a dense head."""
+    if export is None:
+        model.save_pretrained(folder)
+    else:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        if "lm_head.up.weight" in state:
+            up, down = state.pop("lm_head.up.weight"), state.pop("lm_head.down.weight")
+            state["lm_head.weight"] = (up.float() @ down.float()).to(up.dtype)
+        raw, tensors = WRITERS[export](model.config, state)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors", metadata={"format": "pt"})
+        raw["torch_dtype"] = str(model.config.dtype or "float32").replace("torch.", "")
+        (folder / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    card.save(folder / "README.md")
+
+
+_RELOAD = """
+import sys, torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+n = sum(p.numel() for p in model.parameters())
+print(type(model).__name__, n)
+"""
+
+
+def validate_folder(folder: Path, export: str | None, expected_params: int, model=None) -> None:
+    """Reload the result as a user would before declaring success: a SlimSpec folder through AutoModel with
+    trust_remote_code in a fresh process; an engine export through our own reader for that format."""
+    if export is not None:
+        back = read_source(folder, fmt=export, num_layers=model.config.target_num_hidden_layers)
+        n = sum(v.numel() for k, v in back.state_dict.items() if k not in ("d2t", "t2d"))
+        if n != expected_params or back.config["target_layer_ids"] != list(model.config.target_layer_ids):
+            raise ConversionError(f"the {export} export does not read back as written ({n} vs {expected_params} "
+                                  f"parameters, layers {back.config['target_layer_ids']})")
+        return
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", _RELOAD, str(folder)], capture_output=True, text=True, env=env,
+                          cwd=tempfile.gettempdir(), timeout=900)
+    if proc.returncode != 0:
+        raise ConversionError(f"the written folder does not reload with AutoModel.from_pretrained(trust_remote_code="
+                              f"True): {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no output'}")
+    name, n = proc.stdout.split()[-2:]
+    if name != "SlimSpecDrafter" or int(n) != expected_params:
+        raise ConversionError(f"reloaded folder gave {name} with {n} parameters, expected {expected_params}")
+
+
+def publish(folder: Path, repo_id: str, *, private: bool, revision: str | None, commit_message: str | None) -> str:
+    """create_repo(exist_ok=True) + upload_folder with the user's standard HF token (never printed)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision,
+                      commit_message=commit_message or "Add SlimSpec drafter")
+    return str(url)
+
+
+def place(tmp: Path, output: Path, overwrite: bool) -> None:
+    """Move the finished folder into place; an existing one is replaced only with ``overwrite``."""
+    if output.exists():
+        if not overwrite:
+            raise ConversionError(f"{output} appeared while converting; not replacing it without --overwrite")
+        old = output.with_name(f".{output.name}.old-{os.getpid()}")
+        os.replace(output, old)
+        os.replace(tmp, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, output)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The function
+# ----------------------------------------------------------------------------------------------------------------------
+def convert_drafter(
+    *,
+    source: str,
+    output: str,
+    rank=None,
+    energy: float | None = None,
+    format: str = "auto",
+    target: str | None = None,
+    target_num_layers: int | None = None,
+    prompts: str | None = None,
+    export: str | None = None,
+    keep_embeddings: bool = True,
+    method: str = "auto",
+    push_to_hub: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    validate: bool = True,
+    progress: bool = True,
+    num_assistant_tokens: int = 5,
+) -> ConversionReport:
+    """Convert an EAGLE-3 drafter into a SlimSpec drafter folder (or, with ``export``, a dense engine export).
+
+    rank: None (keep the head dense), an int, or "d/8" / "d/16"; energy: keep this fraction of spectral energy
+    instead. export: None (SlimSpec folder), "eagle" or "speculators" (dense ``lm_head.weight`` = up @ down).
+    """
+    if rank is not None and energy is not None:
+        raise ConversionError("give either a rank or an energy fraction, not both")
+    if export not in (None, *WRITERS):
+        raise ConversionError(f"unknown export format {export!r}; choose from {list(WRITERS)}")
+    bar = _progress(progress)
+    output = Path(output)
+    if not dry_run:
+        check_output(output, overwrite)
+    target_config = read_target_config(target)
+    num_layers = target_num_layers or (target_config.num_hidden_layers if target_config is not None else None)
+    src = read_source(resolve_source(source), fmt=format, num_layers=num_layers, progress=bar)
+    check_target(src, target_config)
+    check_shapes(src, None)
+    dense = src.state_dict["lm_head.weight"]
+    V_d, d = dense.shape
+    fact = None
+    if energy is not None:
+        rank = rank_for_energy(energy, dense, bar)
+    if rank is not None:
+        try:
+            r = resolve_rank(rank, d, V_d)
+        except ValueError as err:
+            raise ConversionError(str(err)) from None
+        fact = factorize(dense, r, method=method, progress=bar)
+    model, dense = build_drafter(src, fact, keep_embeddings)
+    quality = None
+    if fact is not None:
+        hidden, real = probe_hidden(model, target, prompts)
+        quality = dict(head_agreement(dense, fact.up, fact.down, hidden), real=real)
+    model.generation_config.num_assistant_tokens = num_assistant_tokens
+    head_params = sum(p.numel() for p in model.lm_head.parameters())
+    head_params_slim = head_params
+    report = ConversionReport(
+        output=str(output), format=export or "slimspec", source_format=src.format, rank=fact.rank if fact else None,
+        energy_kept=fact.energy_kept if fact else None, dense_head_params=dense.numel(),
+        head_params=head_params if export is None else dense.numel(),
+        total_params=sum(p.numel() for p in model.parameters()), quality=quality, notes=list(src.notes))
+    report.head_params_slim = head_params_slim
+    from .card import build_card
+
+    card = build_card(config=model.config, license=src.license, repo_id=push_to_hub, info=dict(
+        source=source, source_format=src.format, energy_kept=report.energy_kept, dense_head_params=dense.numel(),
+        head_params=report.head_params, total_params=report.total_params, quality=quality, notes=src.notes,
+        num_assistant_tokens=num_assistant_tokens))
+    parent = output.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=parent))
+    try:
+        steps = ["write", "validate"]
+        for step in (bar(steps, desc="writing", unit="step") if bar else steps):
+            if step == "write":
+                write_folder(tmp, model, src, export, card)
+            elif validate:
+                validate_folder(tmp, export, report.total_params if export is None else
+                                report.total_params - report.head_params_slim + dense.numel(), model)
+        report.files = sorted(p.name for p in tmp.iterdir())
+        if dry_run:
+            report.notes.append(f"dry run: would write {output} and upload {report.files}"
+                                + (f" to {push_to_hub}" if push_to_hub else ""))
+            return report
+        place(tmp, output, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if push_to_hub:
+        report.pushed_to = publish(output, push_to_hub, private=private, revision=revision, commit_message=commit_message)
+    return report

@@ -1,0 +1,1 @@
+"""Model card template (template.md) for SlimSpec drafters; installed as package data."""
