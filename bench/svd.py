@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", default="llama3.1-8b", choices=list(SHAPES))
     p.add_argument("--rank", default="d/8", help="an int or d/N")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"])
+    p.add_argument("--method", default="auto", choices=["auto", "exact", "gram", "randomized"])
     p.add_argument("--check-exact", action="store_true", help="also compute the exact retained energy")
 
 

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", help="text file of prompts (blank-line separated) for the quality probe")
     p.add_argument("--export", choices=["eagle", "speculators"], help="write that format with a dense lm_head instead")
     p.add_argument("--drop-embeddings", action="store_true", help="do not keep the source's embed_tokens (share the target's)")
-    p.add_argument("--svd", default="auto", choices=["auto", "exact", "randomized"], help="SVD method")
+    p.add_argument("--svd", default="auto", choices=["auto", "exact", "gram", "randomized"],
+                   help="SVD method (auto: exact for heads up to 64M entries, else gram)")
     p.add_argument("--num-assistant-tokens", type=int, default=5, help="draft length saved in generation_config.json")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the result with your HF token")
     p.add_argument("--private", action="store_true", help="create the Hub repo private")

@@ -1,9 +1,17 @@
 """Truncated SVD of an LM head: W [V, d] ~= up [V, r] @ down [r, d].
 
-Computed in fp32 and cast back to the head's dtype (as peft's LoRA conversion does). Small heads use the exact
-``torch.linalg.svd``; large ones a seeded randomized SVD (Halko, Martinsson & Tropp 2011) with oversampling and
-power iterations, which keeps the retained energy within 0.1% of the exact SVD's. The singular values are split
+Computed in fp32 and cast back to the head's dtype (as peft's LoRA conversion does). The singular values are split
 evenly between the factors (up = U sqrt(S), down = sqrt(S) V^T) so both stay in the same numeric range.
+
+Methods:
+    exact       ``torch.linalg.svd`` of the whole head; used for heads up to 64M entries.
+    gram        exact too, for large heads: the d x d Gram matrix W^T W is accumulated over row blocks (fp32
+                products, fp64 sums), its eigendecomposition gives V and S^2, and U S = W V. Cost 2 V d^2 flops in
+                one streaming pass plus an O(d^3) eigensolve, memory one block + d x d. The default for large heads.
+    randomized  seeded randomized SVD (Halko, Martinsson & Tropp 2011), oversampling 64, 2 power iterations.
+                Measured on a Llama-3.1-8B-sized head with a flat spectrum (``slimspec-bench svd``) it kept 2.96%
+                less energy than the exact SVD in 49.6 s, against 0.1% allowed; kept as an option for heads whose
+                spectrum decays fast.
 
 Rank: an int, "d/8" / "d/16" (fractions of the hidden size d), or the smallest rank that keeps a fraction
 ``energy`` of the spectral energy sum(s_i^2). The full spectrum comes from the eigenvalues of the d x d Gram
@@ -16,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-EXACT_MAX_ELEMENTS = 64 * 1024 * 1024  # heads up to 64M entries (e.g. 128k x 512) use the exact SVD
+EXACT_MAX_ELEMENTS = 64 * 1024 * 1024  # heads up to 64M entries (e.g. 128k x 512) use torch.linalg.svd
 ROW_BLOCK = 16384
 
 
@@ -92,7 +100,7 @@ def _t_matmul_blocks(W: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def randomized_svd(W: torch.Tensor, rank: int, oversample: int = 32, power_iters: int = 2, seed: int = 0,
+def randomized_svd(W: torch.Tensor, rank: int, oversample: int = 64, power_iters: int = 2, seed: int = 0,
                    progress=None):
     """Top-``rank`` SVD of W [V, d] (V >= d typical): returns U [V, r], S [r], Vh [r, d] in fp32.
 
@@ -113,19 +121,34 @@ def randomized_svd(W: torch.Tensor, rank: int, oversample: int = 32, power_iters
     return U[:, :rank], S[:rank], Vh[:rank]
 
 
+def gram_svd(W: torch.Tensor, rank: int, progress=None):
+    """Exact top-``rank`` SVD of W [V, d] through the eigendecomposition of W^T W: U [V, r], S [r], Vh [r, d]."""
+    # fp64 sums, fp32 eigensolve: 7.7 s instead of 13.1 s at d = 4096, and the top eigenpairs (all that is kept)
+    # are far above fp32's resolution of the spectrum.
+    evals, evecs = torch.linalg.eigh(gram(W, progress).float())  # ascending
+    top = torch.arange(evals.numel() - 1, evals.numel() - 1 - rank, -1)
+    S = evals[top].clamp_min(0).sqrt()
+    Vr = evecs[:, top]  # [d, r]
+    US = _matmul_blocks(W, Vr, progress, "project")  # [V, r] = U S
+    U = US / S.float().clamp_min(torch.finfo(torch.float32).tiny)
+    return U, S.float(), Vr.T.contiguous()
+
+
 def factorize(W: torch.Tensor, rank: int, method: str = "auto", seed: int = 0, progress=None) -> Factorization:
     """Best rank-``rank`` approximation of the head W [V, d]; factors in W's dtype."""
     V, d = W.shape
     rank = resolve_rank(rank, d, V)
     if method == "auto":
-        method = "exact" if V * d <= EXACT_MAX_ELEMENTS else "randomized"
+        method = "exact" if V * d <= EXACT_MAX_ELEMENTS else "gram"
     if method == "exact":
         U, S, Vh = torch.linalg.svd(W.float(), full_matrices=False)
         U, S, Vh = U[:, :rank], S[:rank], Vh[:rank]
+    elif method == "gram":
+        U, S, Vh = gram_svd(W, rank, progress=progress)
     elif method == "randomized":
         U, S, Vh = randomized_svd(W, rank, seed=seed, progress=progress)
     else:
-        raise ValueError(f"method must be auto, exact or randomized, got {method!r}")
+        raise ValueError(f"method must be auto, exact, gram or randomized, got {method!r}")
     total = sum(float(W[s : s + ROW_BLOCK].float().pow(2).sum()) for s in range(0, V, ROW_BLOCK))
     kept = float(S.double().pow(2).sum()) / total if total > 0 else 1.0
     root = S.sqrt()

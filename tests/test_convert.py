@@ -259,3 +259,24 @@ def test_push_to_hub_against_a_local_fake_hub(tmp_path, monkeypatch):
         assert all(r["headers"].get("authorization") == "Bearer hf_secret_test_token" for r in hub.requests)
         assert hub.commits[-1]["summary"] == "convert" and hub.commits[-1]["revision"] == "v1"
     assert report.pushed_to and "hf_secret_test_token" not in report.summary()
+
+
+def test_factorization_methods_keep_the_exact_energy():
+    from slimspec.convert.factorize import factorize, rank_for_energy
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(256, 256, generator=g))[0]
+    W = (torch.randn(6000, 256, generator=g) * torch.logspace(0, -2, 256)) @ basis
+    for r in (8, 64):
+        exact = factorize(W, r, method="exact")
+        gram = factorize(W, r, method="gram")
+        rand = factorize(W, r, method="randomized")
+        assert abs(gram.energy_kept - exact.energy_kept) / exact.energy_kept < 1e-5
+        assert abs(rand.energy_kept - exact.energy_kept) / exact.energy_kept < 1e-3  # within 0.1% here
+        torch.testing.assert_close(gram.up @ gram.down, exact.up @ exact.down, atol=1e-4, rtol=1e-3)
+    half = factorize(W.bfloat16(), 64, method="gram")
+    assert half.up.dtype == half.down.dtype == torch.bfloat16  # cast back to the head's dtype
+    r90 = rank_for_energy(0.9, W)
+    assert factorize(W, r90).energy_kept >= 0.9 > factorize(W, r90 - 1).energy_kept
+    with pytest.raises(ValueError, match="rank 257 does not fit"):
+        factorize(W, 257)

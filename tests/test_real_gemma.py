@@ -119,3 +119,50 @@ def test_gemma_greedy_identical_with_random_drafter(gemma, head):
         assert torch.equal(plain, assisted), (tokenizer.decode(plain[0]), tokenizer.decode(assisted[0]))
     finally:
         drafter.detach()
+
+
+def test_convert_an_eagle_drafter_for_gemma_with_real_quality_probes(gemma, tmp_path):
+    """A SafeAILab-format drafter sized for Gemma 3 270M (random weights), factorized at d/8 with --target and a
+    prompt file: quality is measured on the drafter's real hidden states, and the result drafts losslessly."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from slimspec.convert import convert_drafter
+
+    target, tokenizer, _ = gemma
+    d, V, inter, L = 640, 262144, 512, 18
+    g = torch.Generator().manual_seed(0)
+    hd = d // 4
+    state = {"fc.weight": 0.02 * torch.randn(d, 3 * d, generator=g), "norm.weight": torch.ones(d),
+             "lm_head.weight": 0.05 * torch.randn(V, 64, generator=g) @ torch.randn(64, d, generator=g) / 8
+             + 0.01 * torch.randn(V, d, generator=g)}
+    for name, shape in {"self_attn.q_proj": (4 * hd, 2 * d), "self_attn.k_proj": (hd, 2 * d),
+                        "self_attn.v_proj": (hd, 2 * d), "self_attn.o_proj": (d, 4 * hd), "mlp.gate_proj": (inter, d),
+                        "mlp.up_proj": (inter, d), "mlp.down_proj": (d, inter)}.items():
+        state[f"midlayer.{name}.weight"] = 0.02 * torch.randn(*shape, generator=g)
+    for name in ("hidden_norm", "input_layernorm", "post_attention_layernorm"):
+        state[f"midlayer.{name}.weight"] = torch.ones(d)
+    src = tmp_path / "eagle"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=d, intermediate_size=inter,
+        num_attention_heads=4, num_key_value_heads=1, num_hidden_layers=1, vocab_size=V, draft_vocab_size=V,
+        rms_norm_eps=1e-6, hidden_act="silu", max_position_embeddings=4096)))
+    save_file(state, src / "model.safetensors")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("def add(a, b):\n    return a + b\n\nThe weather today is sunny and warm.\n\nimport os\nprint(os.getcwd())")
+    report = convert_drafter(source=str(src), output=str(tmp_path / "slim"), rank="d/8", target="gemma3-270m",
+                             prompts=str(prompts), progress=False)
+    assert report.rank == 80 and report.quality["real"] and report.quality["probes"] >= 20
+    assert 0.0 <= report.quality["top1_agreement"] <= 1.0 and report.quality["kl"] >= 0.0
+    assert report.head_reduction > 7.5
+    from transformers import AutoModel
+
+    drafter = AutoModel.from_pretrained(tmp_path / "slim", trust_remote_code=True).attach(target)
+    try:
+        inputs = tokenizer(GEMMA_PROMPTS[1], return_tensors="pt")
+        plain = target.generate(**inputs, do_sample=False, max_new_tokens=8)
+        assert torch.equal(plain, target.generate(**inputs, do_sample=False, max_new_tokens=8, assistant_model=drafter))
+    finally:
+        drafter.detach()
