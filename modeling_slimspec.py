@@ -160,8 +160,12 @@ class SlimSpecAttention(nn.Module):
         self.v_proj = nn.Linear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Optional[SlimSpecCache]):
-        """x: [B, T, 2d] -> [B, T, d]. Appends this call's keys/values to ``cache`` when given."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Optional[SlimSpecCache],
+                attn_mask: Optional[torch.Tensor] = None):
+        """x: [B, T, 2d] -> [B, T, d]. Appends this call's keys/values to ``cache`` when given.
+
+        ``attn_mask`` (bool, [T, S] with S = cached + T keys, True = may attend) replaces the causal rule; training
+        uses it for EAGLE-3's training-time test, where the keys of earlier unrolled steps sit in the cache."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -175,7 +179,9 @@ class SlimSpecAttention(nn.Module):
             rep = self.num_heads // self.num_kv_heads
             k = k.repeat_interleave(rep, dim=1)
             v = v.repeat_interleave(rep, dim=1)
-        if T == 1:  # one new query sees every cached key
+        if attn_mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        elif T == 1:  # one new query sees every cached key
             out = F.scaled_dot_product_attention(q, k, v)
         elif past == 0:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -211,14 +217,14 @@ class SlimSpecDecoderLayer(nn.Module):
         self.input_layernorm = SlimSpecRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = SlimSpecRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, input_embeds, hidden_states, cos, sin, cache: Optional[SlimSpecCache] = None):
+    def forward(self, input_embeds, hidden_states, cos, sin, cache: Optional[SlimSpecCache] = None, attn_mask=None):
         """input_embeds, hidden_states: [B, T, d] -> pre-norm output g: [B, T, d]."""
         residual = hidden_states
         hidden_states = self.hidden_norm(hidden_states)
         if self.norm_before_residual:
             residual = hidden_states
         attn_in = torch.cat((self.input_layernorm(input_embeds), hidden_states), dim=-1)
-        hidden_states = residual + self.self_attn(attn_in, cos, sin, cache)
+        hidden_states = residual + self.self_attn(attn_in, cos, sin, cache, attn_mask)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
@@ -577,6 +583,7 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         past_key_values: Optional[SlimSpecCache] = None,
         use_cache: Optional[bool] = None,
         logits_to_keep: int = 0,
+        attention_mask: Optional[torch.Tensor] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
     ) -> SlimSpecOutput:
@@ -591,6 +598,7 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
             position_ids: [B, T] or [T]; default ``cache length + arange(T)``.
             past_key_values: a ``SlimSpecCache`` to extend (created when ``use_cache`` and None).
             logits_to_keep: compute logits for the last k positions only (0 = all; -1 = none).
+            attention_mask: optional bool [T, cache length + T] (True = may attend) replacing the causal rule.
         """
         if (hidden_states is None) == (target_hidden_states is None):
             raise ValueError("give exactly one of hidden_states ([B, T, d]) or target_hidden_states ([B, T, 3 * d_t]).")
@@ -615,7 +623,7 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
             position_ids = torch.arange(past, past + T, device=hidden_states.device)
         position_ids = position_ids.view(-1, T).expand(B, T)
         cos, sin = self._rotary(position_ids, hidden_states.dtype)
-        g = self.midlayer(inputs_embeds.to(hidden_states.dtype), hidden_states, cos, sin, cache)
+        g = self.midlayer(inputs_embeds.to(hidden_states.dtype), hidden_states, cos, sin, cache, attention_mask)
         logits = None
         if logits_to_keep >= 0:
             logits = self.head(g if logits_to_keep == 0 else g[:, -logits_to_keep:])

@@ -1,0 +1,211 @@
+"""Training pieces on a tiny target and tiny self-distillation data."""
+
+import math
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from modeling_slimspec import SlimSpecCache
+from slimspec.train import losses
+from slimspec.train.data import DistillationData, collate, generate_data
+from slimspec.train.fit import FitConfig, FrozenTargetHead, batch_loss, build_drafter, fit
+from slimspec.train.ttt import ttt_mask, ttt_unroll
+from test_generate import tiny_target
+
+
+def tiny_tokenizer(vocab=101):
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t3"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="t0", eos_token="t1", unk_token="t3")
+
+
+PROMPTS = [" ".join(f"t{(7 * i + 3 * j) % 97 + 4}" for j in range(3 + i % 5)) for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    target = tiny_target()
+    folder = tmp_path_factory.mktemp("data")
+    meta = generate_data(target=target, tokenizer=tiny_tokenizer(), prompts=PROMPTS, out=str(folder),
+                         layer_ids=[2, 3, 3], max_new_tokens=12, batch_size=4, shard_prompts=4, progress=False)
+    return target, folder, meta
+
+
+# --- losses -------------------------------------------------------------------------------------------------------
+def test_losses_match_hand_computed_values():
+    p = torch.tensor([[0.75, 0.25]])
+    q_logits = torch.log(torch.tensor([[0.5, 0.5]]))
+    logp = p.log()
+    kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert losses.forward_kl(q_logits, logp).item() == pytest.approx(kl, rel=1e-6)
+    assert losses.hard_ce(q_logits, logp).item() == pytest.approx(-math.log(0.5), rel=1e-6)
+    alpha = min(0.75, 0.5) + min(0.25, 0.5)  # = 0.75 = 1 - TV
+    assert losses.acceptance(q_logits, logp).item() == pytest.approx(alpha, rel=1e-6)
+    assert losses.lk_log(q_logits, logp).item() == pytest.approx(-math.log(alpha), rel=1e-6)
+    assert losses.lk_tv(q_logits, logp).item() == pytest.approx((1 - alpha) * kl + alpha * (1 - alpha), rel=1e-6)
+    same = losses.forward_kl(logp, logp)
+    assert same.item() == pytest.approx(0.0, abs=1e-7) and losses.acceptance(logp, logp).item() == pytest.approx(1.0)
+
+
+# --- training-time test -------------------------------------------------------------------------------------------
+def test_ttt_mask():
+    m = ttt_mask(4, 2).int()
+    assert m.shape == (4, 12)
+    # step-0 block: positions <= t - 2; step-1 block: position t - 1; step-2 block: position t (itself)
+    assert m[3].tolist() == [1, 1, 0, 0] + [0, 0, 1, 0] + [0, 0, 0, 1]
+    assert m[0].tolist() == [0, 0, 0, 0] + [0, 0, 0, 0] + [1, 0, 0, 0]
+    assert ttt_mask(5, 0).equal(torch.ones(5, 5, dtype=torch.bool).tril())
+
+
+def test_ttt_unroll_replays_chain_drafting(tiny_data):
+    """Step j at position t of the unroll equals the j-th drafting step of a chain whose prefix ends at t - j,
+    drafting the true tokens, run with the inference cache."""
+    target, folder, _ = tiny_data
+    drafter, _ = build_drafter(target, FitConfig(head_rank="d/8", head_init="random"), DistillationData(folder))
+    item = DistillationData(folder)[0]
+    tokens, feats = item["tokens"][None], item["feats"][None].float()
+    T = feats.shape[1]
+    with torch.no_grad():
+        outs = ttt_unroll(drafter, tokens, feats, steps=3)
+        for end in (2, T - 3):  # prefix = positions 0..end
+            cache = SlimSpecCache()
+            out = drafter(input_ids=tokens[:, 1 : end + 2], target_hidden_states=feats[:, : end + 1],
+                          past_key_values=cache, logits_to_keep=-1)
+            g = out.last_hidden_state[:, -1:]
+            torch.testing.assert_close(g[0, 0], outs[0][0, end], atol=1e-5, rtol=1e-5)
+            for j in (1, 2):
+                out = drafter(input_ids=tokens[:, end + 1 + j : end + 2 + j], hidden_states=g, past_key_values=cache,
+                              logits_to_keep=-1)
+                g = out.last_hidden_state
+                torch.testing.assert_close(g[0, 0], outs[j][0, end + j], atol=1e-5, rtol=1e-5)
+    drafter.detach()
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+def test_data_records_and_resume(tiny_data, tmp_path):
+    target, folder, meta = tiny_data
+    assert len(meta["shards"]) == 3 and meta["tokens"] > 0 and meta["tokens_per_s"] > 0
+    ds = DistillationData(folder, window=8)
+    item = ds[0]
+    assert item["feats"].shape == (len(item["tokens"]) - 1, 3 * 48) and item["feats"].dtype == torch.bfloat16
+    assert item["final"].shape[-1] == 48 and item["loss_mask"].any()
+    # final hidden states reproduce the target's logits: the stored records are faithful
+    seq = torch.from_numpy(__import__("numpy").load(folder / "shard_00000" / "tokens.npy")[:5].astype("int64"))[None]
+    with torch.no_grad():
+        want = target(seq).logits[0, -1]
+        got = FrozenTargetHead(target).log_probs(ds[0]["final"][4:5].float()[None])[0, 0]
+    assert int(want.argmax()) == int(got.argmax())
+    again = generate_data(target=target, tokenizer=tiny_tokenizer(), prompts=PROMPTS, out=str(folder),
+                          layer_ids=[2, 3, 3], max_new_tokens=12, batch_size=4, shard_prompts=4, progress=False)
+    assert again["shards"] == meta["shards"]  # finished shards are skipped
+    with pytest.raises(ValueError, match="other settings"):
+        generate_data(target=target, tokenizer=tiny_tokenizer(), prompts=PROMPTS, out=str(folder), layer_ids=[2, 3, 3],
+                      max_new_tokens=5, batch_size=4, shard_prompts=4, progress=False)
+
+
+def test_truncated_vocab_from_frequencies(tiny_data):
+    target, folder, _ = tiny_data
+    ds = DistillationData(folder)
+    drafter, columns = build_drafter(target, FitConfig(head_rank="d/8", draft_vocab=20), ds)
+    counts = ds.token_counts(101)
+    drafter.check_vocab_maps()
+    kept = set(columns.tolist())
+    top = torch.argsort(-counts.float(), stable=True)[:20]
+    assert kept == set(top.tolist()) and counts[list(kept)].min() >= counts.sort(descending=True).values[19]
+    drafter.detach()
+
+
+# --- fitting ------------------------------------------------------------------------------------------------------
+def test_one_step_lowers_the_loss_and_the_target_stays_frozen(tiny_data):
+    target, folder, _ = tiny_data
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    cfg = FitConfig(head_rank="d/8", ttt_steps=3, lr=3e-3)
+    ds = DistillationData(folder, window=16)
+    drafter, columns = build_drafter(target, cfg, ds)
+    batch = collate([ds[i] for i in range(4)])
+    head = FrozenTargetHead(target)
+    opt = torch.optim.AdamW(drafter.parameters(), lr=cfg.lr)
+    loss0, agreement = batch_loss(drafter, head, batch, cfg)
+    assert len(agreement) == 3
+    loss0.backward()
+    opt.step()
+    opt.zero_grad()
+    with torch.no_grad():
+        loss1, _ = batch_loss(drafter, head, batch, cfg)
+    assert float(loss1) < float(loss0.detach())
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+    drafter.detach()
+
+
+def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
+    target, folder, _ = tiny_data
+    base = dict(head_rank="d/8", ttt_steps=2, batch_size=2, window=16, seed=3, log_every=1)
+    straight = tmp_path / "straight"
+    fit(target=target, data=str(folder), out=str(straight), config=FitConfig(max_steps=4, save_every=4, **base),
+        progress=False)
+    resumed = tmp_path / "resumed"
+    first = fit(target=target, data=str(folder), out=str(resumed), config=FitConfig(max_steps=4, save_every=4, **base),
+                progress=False, stop_after=2)  # interrupted after 2 steps; its checkpoint stays
+    assert first == dict(steps=2, history=first["history"], finished=False)
+    assert not (resumed / "model.safetensors").exists()
+    result = fit(target=target, data=str(folder), out=str(resumed), config=FitConfig(max_steps=4, save_every=4, **base),
+                 progress=False)
+    assert result["steps"] == 4 and result["finished"] and len(result["history"]) == 2
+    from safetensors.torch import load_file
+
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6)
+
+
+def test_healing_lowers_the_kl_to_the_dense_head(tiny_data, tmp_path):
+    """dense drafter -> factorized at d/16 -> healed (head only, distilled from the dense head): KL drops."""
+    from slimspec.convert import convert_drafter
+    from slimspec.train.fit import load_teacher_head
+
+    target, folder, _ = tiny_data
+    dense_dir, slim_dir, healed_dir = tmp_path / "dense", tmp_path / "slim", tmp_path / "healed"
+    fit(target=target, data=str(folder), out=str(dense_dir), progress=False,
+        config=FitConfig(head_rank=None, ttt_steps=1, max_steps=3, batch_size=2, window=16, save_every=100))
+    convert_drafter(source=str(dense_dir), output=str(slim_dir), rank=3, validate=False, progress=False)
+    teacher = load_teacher_head(str(dense_dir))
+    cfg = FitConfig(init_from=str(slim_dir), trainable="head", teacher=str(dense_dir), ttt_steps=1, max_steps=30,
+                    batch_size=4, window=16, lr=1e-2, save_every=100)
+
+    def kl_to_dense(path):
+        from modeling_slimspec import SlimSpecDrafter
+
+        drafter = SlimSpecDrafter.from_pretrained(path).attach(target)
+        batch = collate([DistillationData(folder, window=16)[i] for i in range(6)])
+        with torch.no_grad():
+            loss, _ = batch_loss(drafter, FrozenTargetHead(target), batch, cfg, teacher=teacher)
+        drafter.detach()
+        return float(loss)
+
+    before = kl_to_dense(slim_dir)
+    fit(target=target, data=str(folder), out=str(healed_dir), config=cfg, progress=False)
+    after = kl_to_dense(healed_dir)
+    assert after < 0.85 * before, (before, after)
+    from safetensors.torch import load_file
+
+    a, b = load_file(slim_dir / "model.safetensors"), load_file(healed_dir / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("lm_head."))  # only the head was trained
+
+
+def test_healing_with_lora_merges_adapters_before_saving(tiny_data, tmp_path):
+    from safetensors.torch import load_file
+
+    target, folder, _ = tiny_data
+    base, healed = tmp_path / "base", tmp_path / "healed"
+    fit(target=target, data=str(folder), out=str(base), progress=False,
+        config=FitConfig(max_steps=2, batch_size=2, window=16, ttt_steps=1, save_every=100))
+    fit(target=target, data=str(folder), out=str(healed), progress=False,
+        config=FitConfig(init_from=str(base), trainable="head", lora_rank=4, lr=1e-2, max_steps=3, batch_size=2,
+                         window=16, ttt_steps=1, save_every=100))
+    a, b = load_file(base / "model.safetensors"), load_file(healed / "model.safetensors")
+    assert sorted(a) == sorted(b) and not any("lora" in k for k in b)  # adapters merged, names unchanged
+    assert not torch.equal(a["midlayer.self_attn.q_proj.weight"], b["midlayer.self_attn.q_proj.weight"])
+    assert torch.equal(a["fc.weight"], b["fc.weight"])  # not adapted, frozen

@@ -1,0 +1,109 @@
+"""``slimspec-train``: self-distillation data, training and healing of SlimSpec drafters.
+
+    slimspec-train data --target T --prompts FILE --out DATA [--max-new-tokens N]
+    slimspec-train fit  --target T --data DATA --out DRAFTER [--head-rank R|d/8|d/16|dense] [--draft-vocab N]
+                        [--max-steps N] [--loss kl|ce|lk|lk_log]
+    slimspec-train heal --target T --data DATA --drafter IN --out OUT [--teacher DENSE] [--max-steps N] [--lora-rank R]
+
+T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
+sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _rank(value: str):
+    return None if value == "dense" else (int(value) if value.isdigit() else value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimspec-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("data", help="self-distillation data from a target")
+    d.add_argument("--target", default="gemma3-270m")
+    d.add_argument("--prompts", default="builtin", help="jsonl/txt file, 'builtin' or 'builtin-eval'")
+    d.add_argument("--out", required=True)
+    d.add_argument("--max-new-tokens", type=int, default=128)
+    d.add_argument("--max-prompt-tokens", type=int, default=384)
+    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    d.add_argument("--no-sampled", action="store_true", help="greedy responses only (default: greedy + sampled)")
+    d.add_argument("--layer-ids", default=None, help="target hidden_states indices, e.g. 2,9,15 (default EAGLE-3's)")
+    d.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    for name, helptext in (("fit", "train a drafter"), ("heal", "heal a converted (factorized) drafter")):
+        f = sub.add_parser(name, help=helptext)
+        f.add_argument("--target", default="gemma3-270m")
+        f.add_argument("--data", required=True)
+        f.add_argument("--out", required=True)
+        f.add_argument("--max-steps", type=int, default=1000 if name == "fit" else 300)
+        f.add_argument("--batch-size", type=int, default=4)
+        f.add_argument("--window", type=int, default=256)
+        f.add_argument("--ttt-steps", type=int, default=3)
+        f.add_argument("--lr", type=float, default=4e-4)
+        f.add_argument("--loss", default="kl", choices=["kl", "ce", "lk", "lk_log"])
+        f.add_argument("--seed", type=int, default=0)
+        f.add_argument("--save-every", type=int, default=200)
+        if name == "fit":
+            f.add_argument("--head-rank", type=_rank, default="d/8", help="int, d/8, d/16 or dense")
+            f.add_argument("--draft-vocab", type=int, default=None, help="truncated draft vocabulary size")
+            f.add_argument("--head-init", default="target", choices=["target", "random"])
+        else:
+            f.add_argument("--drafter", required=True, help="the converted SlimSpec drafter to heal")
+            f.add_argument("--teacher", default=None, help="dense drafter folder to distill from (default: the target)")
+            f.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters on the decoder layer (0 = head only)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from slimspec.targets import load_target
+
+    try:
+        target, tokenizer = load_target(args.target, dtype=torch.bfloat16 if getattr(args, "dtype", "fp32") == "bf16"
+                                        else torch.float32)
+        if args.command == "data":
+            from configuration_slimspec import default_target_layer_ids
+
+            from .data import generate_data, load_prompt_file
+
+            if args.prompts in ("builtin", "builtin-eval"):
+                from slimspec.prompts import builtin_prompts
+
+                prompts = builtin_prompts("eval" if args.prompts == "builtin-eval" else "train")
+            else:
+                prompts = load_prompt_file(args.prompts)
+            prompts = prompts[: args.limit] if args.limit else prompts
+            L = target.config.get_text_config().num_hidden_layers
+            layer_ids = [int(x) for x in args.layer_ids.split(",")] if args.layer_ids else default_target_layer_ids(L)
+            meta = generate_data(target=target, tokenizer=tokenizer, prompts=prompts, out=args.out, layer_ids=layer_ids,
+                                 max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+                                 batch_size=args.batch_size, sampled=not args.no_sampled, target_name=args.target)
+            print(f"{meta['tokens']:,} tokens in {len(meta['shards'])} shards, {meta['tokens_per_s']:.0f} tokens/s")
+            return 0
+        from .fit import FitConfig, fit
+
+        common = dict(max_steps=args.max_steps, batch_size=args.batch_size, window=args.window,
+                      ttt_steps=args.ttt_steps, lr=args.lr, loss=args.loss, seed=args.seed, save_every=args.save_every)
+        if args.command == "fit":
+            config = FitConfig(head_rank=args.head_rank, draft_vocab=args.draft_vocab, head_init=args.head_init, **common)
+        else:
+            config = FitConfig(init_from=args.drafter, trainable="head", teacher=args.teacher, lora_rank=args.lora_rank,
+                               **common)
+        result = fit(target=target, data=args.data, out=args.out, config=config)
+        last = result["history"][-1] if result["history"] else {}
+        print(f"{result['steps']} steps; last loss {last.get('loss', float('nan')):.4f}, per-step top-1 "
+              f"{last.get('agreement')}; drafter written to {args.out}")
+        return 0
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"slimspec-train: error: {err}".splitlines()[0], file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

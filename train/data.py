@@ -1,0 +1,212 @@
+"""Self-distillation data (``slimspec-train data``): the target writes its own responses, and the records keep
+what EAGLE-3 training needs from it.
+
+Layout of a DATA folder (resumable: each shard is written to a temporary folder and renamed when complete;
+``meta.json`` lists finished shards, and a rerun skips them):
+
+    meta.json                       target, layer ids, sizes, shards, generation settings, tokens/s
+    shard_00000/tokens.npy          int32 [N]        all sequences concatenated (prompt + response)
+    shard_00000/mask.npy            uint8 [N]        1 on response tokens (the loss mask)
+    shard_00000/feats.npy           bf16 as int16 [N, 3 d_t]   target hidden_states at the drafter's layer ids
+    shard_00000/final.npy           bf16 as int16 [N, d_t]     target final (normed) hidden state: logits = lm_head(final)
+    shard_00000/offsets.npy         int64 [S + 1]    sequence boundaries
+
+Arrays are plain .npy files read back memory-mapped. The target distribution is not stored (262k floats per
+token); ``final`` lets training recompute it exactly with the target's frozen LM head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def load_prompt_file(path: str) -> list:
+    """jsonl (a "prompt", "text" or "instruction" field per line) or txt (prompts separated by blank lines)."""
+    text = Path(path).read_text()
+    if str(path).endswith((".jsonl", ".json")):
+        out = []
+        for i, line in enumerate(text.splitlines()):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            value = next((record[k] for k in ("prompt", "text", "instruction") if k in record), None)
+            if value is None:
+                raise ValueError(f"{path}:{i + 1} has none of the fields prompt, text, instruction")
+            out.append(value)
+        return out
+    return [p.strip("\n") for p in text.split("\n\n") if p.strip()]
+
+
+def _to_int16(t: torch.Tensor) -> np.ndarray:
+    return t.to(torch.bfloat16).contiguous().view(torch.int16).numpy()
+
+
+def from_int16(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, copy=True)).view(torch.bfloat16)
+
+
+@torch.no_grad()
+def _records(target, tokenizer, prompts, layer_ids, max_new_tokens, max_prompt_tokens, do_sample, seed):
+    """Generate responses for a batch of prompts and run one full forward over each prompt + response."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens)
+    torch.manual_seed(seed)
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
+    seqs = target.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kw)
+    attn = torch.cat([enc["attention_mask"], torch.ones_like(seqs[:, enc["input_ids"].shape[1]:])], dim=1)
+    positions = (attn.cumsum(-1) - 1).clamp_min(0)
+    out = target(input_ids=seqs, attention_mask=attn, position_ids=positions, output_hidden_states=True)
+    hs = out.hidden_states
+    P = enc["input_ids"].shape[1]
+    eos = tokenizer.eos_token_id
+    for b in range(seqs.shape[0]):
+        start = int((attn[b] == 0).sum())  # left padding
+        end = seqs.shape[1]
+        gen = seqs[b, P:]
+        if eos is not None and (gen == eos).any():  # keep the response up to and including its first eos
+            end = P + int((gen == eos).nonzero()[0]) + 1
+        tokens = seqs[b, start:end]
+        mask = torch.zeros(end - start, dtype=torch.uint8)
+        mask[P - start :] = 1
+        feats = torch.cat([hs[i][b, start:end] for i in layer_ids], dim=-1)
+        yield tokens, mask, feats, hs[-1][b, start:end]
+
+
+def write_shard(folder: Path, records) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        tokens, masks, feats, finals, offsets = [], [], [], [], [0]
+        for t, m, f, h in records:
+            tokens.append(t.to(torch.int32).numpy()), masks.append(m.numpy())
+            feats.append(_to_int16(f)), finals.append(_to_int16(h))
+            offsets.append(offsets[-1] + len(t))
+        for name, arrays in (("tokens", tokens), ("mask", masks), ("feats", feats), ("final", finals)):
+            np.save(tmp / f"{name}.npy", np.concatenate(arrays))
+        np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        return offsets[-1]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list, max_new_tokens: int = 128,
+                  max_prompt_tokens: int = 512, batch_size: int = 8, shard_prompts: int = 64, sampled: bool = True,
+                  seed: int = 0, target_name: str = "", progress: bool = True) -> dict:
+    """Write (or resume) a DATA folder; each prompt gets a greedy response and, with ``sampled``, a sampled one."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "meta.json"
+    text_config = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+    settings = dict(target=target_name, layer_ids=list(layer_ids), hidden_size=text_config.hidden_size,
+                    vocab_size=text_config.vocab_size, num_hidden_layers=text_config.num_hidden_layers,
+                    max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, sampled=sampled, seed=seed,
+                    prompts=len(prompts), shard_prompts=shard_prompts)
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else dict(settings, shards=[], seconds=0.0)
+    changed = {k: (meta.get(k), v) for k, v in settings.items() if meta.get(k) != v}
+    if changed:
+        raise ValueError(f"{out} holds data made with other settings {changed}; use a new folder")
+    done = {s["name"] for s in meta["shards"]}
+    chunks = [prompts[i : i + shard_prompts] for i in range(0, len(prompts), shard_prompts)]
+    bar = tqdm(total=len(chunks) * shard_prompts * (2 if sampled else 1), desc="self-distillation", unit="response",
+               disable=not progress)
+    for index, chunk in enumerate(chunks):
+        name = f"shard_{index:05d}"
+        if name in done:
+            bar.update(len(chunk) * (2 if sampled else 1))
+            continue
+        t0 = time.perf_counter()
+        records = []
+        for mode in ([False, True] if sampled else [False]):
+            for b in range(0, len(chunk), batch_size):
+                batch = chunk[b : b + batch_size]
+                records += list(_records(target, tokenizer, batch, layer_ids, max_new_tokens, max_prompt_tokens,
+                                         mode, seed + 1000 * index + b))
+                bar.update(len(batch))
+        n = write_shard(out / name, records)
+        meta["shards"].append(dict(name=name, sequences=len(records), tokens=n))
+        meta["seconds"] += time.perf_counter() - t0
+        meta["tokens"] = sum(s["tokens"] for s in meta["shards"])
+        meta["tokens_per_s"] = meta["tokens"] / meta["seconds"]
+        meta_path.write_text(json.dumps(meta, indent=2))
+        bar.set_postfix(tokens=meta["tokens"], tok_s=f"{meta['tokens_per_s']:.0f}")
+    bar.close()
+    return meta
+
+
+class DistillationData(torch.utils.data.Dataset):
+    """Training windows over a DATA folder: each item is one sequence cut to at most ``window`` positions.
+
+    item: tokens [T + 1] long, feats [T, 3 d_t] bf16, final [T, d_t] bf16, loss_mask [T] bool (position t is
+    trained to predict token t + 2, a response token)."""
+
+    def __init__(self, folder: str, window: int = 256):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.window = window
+        self.items = []
+        self.shards = {}
+        for s in self.meta["shards"]:
+            offsets = np.load(self.folder / s["name"] / "offsets.npy")
+            for a, b in zip(offsets[:-1], offsets[1:]):
+                for start in range(int(a), int(b) - 2, window):
+                    self.items.append((s["name"], start, min(int(b), start + window + 1)))
+
+    def _arrays(self, shard):
+        if shard not in self.shards:
+            self.shards[shard] = {n: np.load(self.folder / shard / f"{n}.npy", mmap_mode="r")
+                                  for n in ("tokens", "mask", "feats", "final")}
+        return self.shards[shard]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        shard, a, b = self.items[i]
+        arr = self._arrays(shard)
+        tokens = torch.from_numpy(np.asarray(arr["tokens"][a:b], dtype=np.int64))
+        T = len(tokens) - 1
+        mask = torch.from_numpy(np.asarray(arr["mask"][a:b], dtype=np.bool_))
+        loss_mask = torch.zeros(T, dtype=torch.bool)
+        loss_mask[: T - 1] = mask[2:]  # position t predicts token t + 2
+        return dict(tokens=tokens, feats=from_int16(arr["feats"][a : a + T]), final=from_int16(arr["final"][a : a + T]),
+                    loss_mask=loss_mask)
+
+    def token_counts(self, vocab_size: int) -> torch.Tensor:
+        """Frequencies of response tokens (for a truncated draft vocabulary, EAGLE-3 / VocabTrim style)."""
+        counts = torch.zeros(vocab_size, dtype=torch.long)
+        for s in self.meta["shards"]:
+            arr = self._arrays(s["name"])
+            toks = torch.from_numpy(np.asarray(arr["tokens"], dtype=np.int64))
+            keep = torch.from_numpy(np.asarray(arr["mask"], dtype=np.bool_))
+            counts += torch.bincount(toks[keep], minlength=vocab_size)
+        return counts
+
+
+def collate(items: list) -> dict:
+    """Right-pad a list of windows to one batch (padded positions carry no loss)."""
+    T = max(len(x["tokens"]) - 1 for x in items)
+    B = len(items)
+    d3, d = items[0]["feats"].shape[-1], items[0]["final"].shape[-1]
+    batch = dict(tokens=torch.zeros(B, T + 1, dtype=torch.long), feats=torch.zeros(B, T, d3, dtype=torch.bfloat16),
+                 final=torch.zeros(B, T, d, dtype=torch.bfloat16), loss_mask=torch.zeros(B, T, dtype=torch.bool))
+    for i, x in enumerate(items):
+        n = len(x["tokens"]) - 1
+        batch["tokens"][i, : n + 1] = x["tokens"]
+        batch["feats"][i, :n] = x["feats"]
+        batch["final"][i, :n] = x["final"]
+        batch["loss_mask"][i, :n] = x["loss_mask"]
+    return batch

@@ -1,0 +1,249 @@
+"""``slimspec-train fit``: EAGLE-3 training of a SlimSpec drafter on self-distillation data.
+
+Per batch: unroll the drafter ``ttt_steps`` times (``ttt.ttt_unroll``); at every step compare its head with the
+target's distribution p_{t+1} (recomputed from the stored final hidden states with the target's frozen LM head,
+restricted to the draft vocabulary and renormalized when it is truncated); loss = sum_j 0.8^j mean_t loss_j(t).
+The target's embedding and LM head stay frozen and outside the optimizer (Gemma ties them: a leak would change
+the target itself). Built on HF Accelerate: the same code runs as one CPU process here and as DDP elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .data import DistillationData, collate
+from .losses import LOSSES
+from .ttt import ttt_unroll
+
+
+@dataclass
+class FitConfig:
+    head_rank: object = "d/8"  # int, "d/8", "d/16", or None / "dense"
+    draft_vocab: int | None = None  # truncated draft vocabulary (d2t/t2d from token frequencies)
+    head_init: str = "target"  # "target": SVD of (or copy of) the target's LM head; "random"
+    loss: str = "kl"
+    ttt_steps: int = 3
+    step_weight: float = 0.8
+    lr: float = 4e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 0.5
+    batch_size: int = 4
+    window: int = 256
+    max_steps: int = 1000
+    epochs: int = 1
+    seed: int = 0
+    save_every: int = 200
+    log_every: int = 10
+    init_from: str | None = None  # start from this SlimSpec drafter folder (healing a converted drafter)
+    trainable: str = "all"  # "all", or "head" (healing: only the factorized head learns)
+    lora_rank: int = 0  # healing: LoRA adapters of this rank on the decoder layer (peft), merged before saving
+    teacher: str | None = None  # healing: a dense drafter folder whose head is the teacher (None: the target)
+
+
+class FrozenTargetHead:
+    """The target's LM head weight [V, d_t] (frozen, not a parameter of anything we optimize)."""
+
+    def __init__(self, target):
+        head = target.get_output_embeddings()
+        self.weight = head.weight.detach()
+        text = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+        self.softcap = getattr(text, "final_logit_softcapping", None)
+
+    def log_probs(self, final: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """final [B, T, d_t] -> log p over the vocabulary (or over ``columns`` only, renormalized): [B, T, V']."""
+        W = self.weight if columns is None else self.weight[columns]
+        logits = final.float() @ W.float().T
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return torch.log_softmax(logits, dim=-1)
+
+
+def build_drafter(target, config: FitConfig, data: DistillationData):
+    from configuration_slimspec import SlimSpecConfig
+    from modeling_slimspec import SlimSpecDrafter
+
+    from slimspec.convert.factorize import factorize
+
+    if config.init_from:
+        drafter = SlimSpecDrafter.from_pretrained(config.init_from)
+        if list(drafter.config.target_layer_ids) != list(data.meta["layer_ids"]):
+            raise ValueError(f"{config.init_from} reads target layers {drafter.config.target_layer_ids} but the data "
+                             f"holds layers {data.meta['layer_ids']}: regenerate the data with the drafter's layers")
+        columns = None
+        if drafter.d2t is not None:
+            columns = torch.arange(drafter.config.draft_vocab_size) + drafter.d2t
+        drafter.attach(target)
+        return drafter, columns
+
+    layer_ids = data.meta["layer_ids"]
+    head_rank = None if config.head_rank in (None, "dense") else config.head_rank
+    cfg = SlimSpecConfig.from_target_config(target.config, head_rank=head_rank, draft_vocab_size=config.draft_vocab,
+                                            target_layer_ids=layer_ids)
+    torch.manual_seed(config.seed)
+    drafter = SlimSpecDrafter(cfg)
+    columns = None
+    if config.draft_vocab:
+        counts = data.token_counts(cfg.vocab_size)
+        columns = torch.argsort(-counts.float(), stable=True)[: config.draft_vocab].sort().values
+        drafter.set_vocab_maps(columns)
+    if config.head_init == "target":
+        W = FrozenTargetHead(target).weight
+        W = W if columns is None else W[columns]
+        with torch.no_grad():
+            if cfg.head_rank is None:
+                drafter.lm_head.weight.copy_(W)
+            else:
+                f = factorize(W.float(), cfg.head_rank)
+                drafter.lm_head.up.weight.copy_(f.up)
+                drafter.lm_head.down.weight.copy_(f.down)
+    elif config.head_init != "random":
+        raise ValueError(f"head_init must be 'target' or 'random', got {config.head_init!r}")
+    drafter.attach(target)  # shares the target's input embedding (frozen, unregistered)
+    return drafter, columns
+
+
+def _add_lora(drafter, rank: int):
+    """LoRA adapters (peft) on the decoder layer's projections; the base weights stay frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=[f"midlayer.self_attn.{t}" for t in targets[:4]]
+                      + [f"midlayer.mlp.{t}" for t in targets[4:]], lora_dropout=0.0, bias="none")
+    head_trainable = {n for n, p in drafter.named_parameters() if p.requires_grad and n.startswith("lm_head.")}
+    model = get_peft_model(drafter, lora)
+    for n, p in model.base_model.model.named_parameters():
+        if n in head_trainable:
+            p.requires_grad_(True)
+    return model
+
+
+def load_teacher_head(folder: str) -> torch.Tensor:
+    """The dense head [V_d, d] of a dense drafter folder (the teacher when healing a factorized copy of it)."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(folder) / "model.safetensors"))
+    if "lm_head.weight" not in weights:
+        raise ValueError(f"{folder} has no dense lm_head.weight to distill from")
+    return weights["lm_head.weight"].float()
+
+
+def batch_loss(drafter, head: FrozenTargetHead, batch: dict, config: FitConfig, columns=None, teacher=None):
+    """Weighted TTT loss and per-step top-1 agreement for one batch. With ``teacher`` (a dense head [V_d, d]), the
+    reference distribution is that head applied to the drafter's own hidden states (head distillation)."""
+    loss_fn = LOSSES[config.loss]
+    tokens, feats, final, mask = batch["tokens"], batch["feats"], batch["final"], batch["loss_mask"]
+    T = feats.shape[1]
+    with torch.no_grad():
+        target_logp = torch.zeros(*final.shape[:2], head.weight.shape[0] if columns is None else len(columns))
+        target_logp[:, :-1] = head.log_probs(final[:, 1:], columns)  # position t: distribution of token t + 2
+    outputs = ttt_unroll(drafter, tokens, feats.float(), config.ttt_steps)
+    total, agreement = 0.0, []
+    positions = torch.arange(T)
+    for j, g in enumerate(outputs):
+        valid = mask & (positions >= j)[None, :]
+        if not valid.any():
+            agreement.append(float("nan"))
+            continue
+        logits = drafter.head(g[valid])
+        if teacher is not None:
+            with torch.no_grad():
+                p = torch.log_softmax(drafter.norm(g[valid].detach()).float() @ teacher.T, dim=-1)
+        else:
+            p = target_logp[valid]
+        total = total + config.step_weight**j * loss_fn(logits, p).mean()
+        agreement.append(float((logits.argmax(-1) == p.argmax(-1)).float().mean()))
+    return total, agreement
+
+
+def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, progress: bool = True,
+        stop_after: int | None = None) -> dict:
+    """Train a drafter and write a Hub-ready folder to ``out``; checkpoints in ``out/.checkpoints``.
+
+    ``stop_after``: leave after that many steps of this run (checkpointed), to be resumed by a later call with the
+    same config; the schedule is always that of the full ``max_steps`` run."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    set_seed(config.seed)
+    dataset = DistillationData(data, window=config.window)
+    if len(dataset) == 0:
+        raise ValueError(f"{data} holds no training windows")
+    drafter, columns = build_drafter(target, config, dataset)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    if config.trainable == "head":
+        for name, p in drafter.named_parameters():
+            p.requires_grad_(name.startswith("lm_head."))
+    elif config.trainable != "all":
+        raise ValueError(f"trainable must be 'all' or 'head', got {config.trainable!r}")
+    if config.lora_rank:
+        drafter = _add_lora(drafter, config.lora_rank)
+    params = [p for p in drafter.parameters() if p.requires_grad]
+    target_ids = {id(p) for p in target.parameters()}
+    assert not any(id(p) in target_ids for p in params), "a target parameter reached the optimizer"
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    total_steps = min(config.max_steps, steps_per_epoch * config.epochs)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
+                                         generator=generator)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    drafter, optimizer, loader, scheduler = accelerator.prepare(drafter, optimizer, loader, scheduler)
+    head = FrozenTargetHead(target)
+    teacher = load_teacher_head(config.teacher) if config.teacher else None
+    ckpt_root = Path(out) / ".checkpoints"
+    step = 0
+    if resume and ckpt_root.exists():
+        done = sorted(ckpt_root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+        if done:
+            accelerator.load_state(str(done[-1]))
+            step = int(done[-1].name.split("_")[1])
+    history = []
+    bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", disable=not progress)
+    drafter.train()
+    stop_at = total_steps if stop_after is None else min(total_steps, step + stop_after)
+    while step < stop_at:
+        epoch, skip = divmod(step, steps_per_epoch)
+        generator.manual_seed(config.seed + epoch)  # the same order on a resumed run
+        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        for batch in epoch_loader:
+            loss, agreement = batch_loss(drafter, head, batch, config, columns, teacher)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(drafter.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            history.append(dict(step=step, loss=float(loss.detach()), agreement=agreement))
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", top1="/".join(f"{a:.2f}" for a in agreement))
+            if step % config.save_every == 0 or step in (total_steps, stop_at):
+                path = ckpt_root / f"step_{step}"
+                accelerator.save_state(str(path))
+                for old in ckpt_root.glob("step_*"):
+                    if old != path:
+                        shutil.rmtree(old, ignore_errors=True)
+            if step >= stop_at:
+                break
+    bar.close()
+    if step < total_steps:
+        accelerator.unwrap_model(drafter).detach()
+        return dict(steps=step, history=history, finished=False)
+    drafter = accelerator.unwrap_model(drafter).eval()
+    drafter.detach()
+    if config.lora_rank:
+        drafter = drafter.merge_and_unload()
+    drafter.save_pretrained(out)
+    (Path(out) / "training.json").write_text(json.dumps(dict(config=asdict(config), data=str(data),
+                                                             history=history), indent=2, default=str))
+    return dict(steps=step, history=history, finished=True)
