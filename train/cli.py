@@ -96,9 +96,12 @@ def main(argv=None) -> int:
             config = FitConfig(init_from=args.drafter, trainable="head", teacher=args.teacher, lora_rank=args.lora_rank,
                                **common)
         result = fit(target=target, data=args.data, out=args.out, config=config)
-        last = result["history"][-1] if result["history"] else {}
+        history = result["history"]
+        last = history[-1] if history else {}
+        timed = history[1:] or history  # the first step includes one-time setup
+        tps = sum(h["tokens"] for h in timed) / max(sum(h["seconds"] for h in timed), 1e-9)
         print(f"{result['steps']} steps; last loss {last.get('loss', float('nan')):.4f}, per-step top-1 "
-              f"{last.get('agreement')}; drafter written to {args.out}")
+              f"{last.get('agreement')}; {tps:.0f} training positions/s; drafter written to {args.out}")
         return 0
     except (ValueError, OSError, RuntimeError) as err:
         print(f"slimspec-train: error: {err}".splitlines()[0], file=sys.stderr)

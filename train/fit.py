@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -217,6 +218,7 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
         generator.manual_seed(config.seed + epoch)  # the same order on a resumed run
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
+            t0 = time.perf_counter()
             loss, agreement = batch_loss(drafter, head, batch, config, columns, teacher)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(drafter.parameters(), config.grad_clip)
@@ -224,7 +226,8 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            history.append(dict(step=step, loss=float(loss.detach()), agreement=agreement))
+            history.append(dict(step=step, loss=float(loss.detach()), agreement=agreement,
+                                tokens=int(batch["loss_mask"].numel()), seconds=time.perf_counter() - t0))
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", top1="/".join(f"{a:.2f}" for a in agreement))
             if step % config.save_every == 0 or step in (total_steps, stop_at):
