@@ -153,6 +153,8 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     result = fit(target=target, data=str(folder), out=str(resumed), config=FitConfig(max_steps=4, save_every=4, **base),
                  progress=False)
     assert result["steps"] == 4 and result["finished"] and len(result["history"]) == 2
+    assert {"README.md", "config.json", "generation_config.json", "model.safetensors", "modeling_slimspec.py"} <= {
+        p.name for p in resumed.iterdir()}  # a Hub-ready folder with its model card
     from safetensors.torch import load_file
 
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")

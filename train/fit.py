@@ -163,6 +163,24 @@ def batch_loss(drafter, head: FrozenTargetHead, batch: dict, config: FitConfig, 
     return total, agreement
 
 
+def _write_card(drafter, out: str, data: str, config: FitConfig, history: list) -> None:
+    """The same model card as slimspec-convert writes, describing how this drafter was trained."""
+    from slimspec.convert.card import build_card
+
+    head_params = sum(p.numel() for p in drafter.lm_head.parameters())
+    dense = drafter.config.head_vocab_size * drafter.config.hidden_size
+    last = history[-1] if history else {}
+    notes = [f"trained with slimspec-train on {data}: {len(history)} steps this run, loss {config.loss}, "
+             f"TTT {config.ttt_steps} steps, lr {config.lr}, batch {config.batch_size} x {config.window} positions"]
+    if last:
+        notes.append(f"last training loss {last['loss']:.4f}, per-step top-1 agreement {last['agreement']}")
+    card = build_card(config=drafter.config, info=dict(
+        source=config.init_from or "trained from scratch", source_format="slimspec-train", energy_kept=None,
+        dense_head_params=dense, head_params=head_params, total_params=sum(p.numel() for p in drafter.parameters()),
+        quality=None, notes=notes, num_assistant_tokens=drafter.generation_config.num_assistant_tokens))
+    card.save(Path(out) / "README.md")
+
+
 def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, progress: bool = True,
         stop_after: int | None = None) -> dict:
     """Train a drafter and write a Hub-ready folder to ``out``; checkpoints in ``out/.checkpoints``.
@@ -247,6 +265,7 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     if config.lora_rank:
         drafter = drafter.merge_and_unload()
     drafter.save_pretrained(out)
+    _write_card(drafter, out, data, config, history)
     (Path(out) / "training.json").write_text(json.dumps(dict(config=asdict(config), data=str(data),
                                                              history=history), indent=2, default=str))
     return dict(steps=step, history=history, finished=True)
