@@ -121,7 +121,7 @@ def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list
         raise ValueError(f"{out} holds data made with other settings {changed}; use a new folder")
     done = {s["name"] for s in meta["shards"]}
     chunks = [prompts[i : i + shard_prompts] for i in range(0, len(prompts), shard_prompts)]
-    bar = tqdm(total=len(chunks) * shard_prompts * (2 if sampled else 1), desc="self-distillation", unit="response",
+    bar = tqdm(total=len(prompts) * (2 if sampled else 1), desc="self-distillation", unit="response",
                disable=not progress)
     for index, chunk in enumerate(chunks):
         name = f"shard_{index:05d}"
