@@ -175,7 +175,11 @@ def check_shapes(src: SourceDrafter, fact) -> None:
 
 def probe_hidden(model, target: str | None, prompts: str | None, n_random: int = 256, seed: int = 0):
     """Hidden states that feed the head: the drafter's own first-step norm(g) on real target features when a target
-    and a prompt file are given, else random-normal vectors through the drafter's final norm (labelled as such)."""
+    and a prompt file are given, else random-normal vectors through the drafter's final norm (labelled as such).
+    Works on an fp32 copy, so the drafter being converted keeps its dtype."""
+    import copy
+
+    probe = copy.deepcopy(model).float().eval()
     if target and prompts:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -185,22 +189,20 @@ def probe_hidden(model, target: str | None, prompts: str | None, n_random: int =
         tm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         tok = AutoTokenizer.from_pretrained(path)
         texts = [t for t in Path(prompts).read_text().split("\n\n") if t.strip()][:16]
-        if model.embed_tokens is None:
-            model.use_target_embeddings(tm.get_input_embeddings())
+        if probe.embed_tokens is None:
+            probe.use_target_embeddings(tm.get_input_embeddings())
         hs = []
         with torch.no_grad():
             for text in texts:
                 ids = tok(text, return_tensors="pt")["input_ids"][:, :256]
                 out = tm(ids, output_hidden_states=True)
-                feats = torch.cat([out.hidden_states[i] for i in model.config.target_layer_ids], -1)[:, :-1]
-                g = model.float()(input_ids=ids[:, 1:], target_hidden_states=feats.float(), logits_to_keep=-1).last_hidden_state
-                hs.append(model.norm(g)[0])
-        model.use_target_embeddings(None) if model.config.share_target_embeddings else None
+                feats = torch.cat([out.hidden_states[i] for i in probe.config.target_layer_ids], -1)[:, :-1]
+                g = probe(input_ids=ids[:, 1:], target_hidden_states=feats, logits_to_keep=-1).last_hidden_state
+                hs.append(probe.norm(g)[0])
         return torch.cat(hs), True
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_random, model.config.hidden_size, generator=g)
     with torch.no_grad():
-        return model.norm.float()(x), False
+        return probe.norm(torch.randn(n_random, model.config.hidden_size, generator=g)), False
 
 
 def write_folder(folder: Path, model, src: SourceDrafter, export: str | None, card) -> None:
@@ -340,13 +342,14 @@ def convert_drafter(
         quality = dict(head_agreement(dense, fact.up, fact.down, hidden), real=real)
     model.generation_config.num_assistant_tokens = num_assistant_tokens
     head_params = sum(p.numel() for p in model.lm_head.parameters())
-    head_params_slim = head_params
+    total_params = sum(p.numel() for p in model.parameters())
+    # an engine export carries the dense head instead of the factors
+    expected_params = total_params if export is None else total_params - head_params + dense.numel()
     report = ConversionReport(
         output=str(output), format=export or "slimspec", source_format=src.format, rank=fact.rank if fact else None,
         energy_kept=fact.energy_kept if fact else None, dense_head_params=dense.numel(),
         head_params=head_params if export is None else dense.numel(),
-        total_params=sum(p.numel() for p in model.parameters()), quality=quality, notes=list(src.notes))
-    report.head_params_slim = head_params_slim
+        total_params=total_params, quality=quality, notes=list(src.notes))
     from .card import build_card
 
     card = build_card(config=model.config, license=src.license, repo_id=push_to_hub, info=dict(
@@ -362,8 +365,7 @@ def convert_drafter(
             if step == "write":
                 write_folder(tmp, model, src, export, card)
             elif validate:
-                validate_folder(tmp, export, report.total_params if export is None else
-                                report.total_params - report.head_params_slim + dense.numel(), model)
+                validate_folder(tmp, export, expected_params, model)
         report.files = sorted(p.name for p in tmp.iterdir())
         if dry_run:
             report.notes.append(f"dry run: would write {output} and upload {report.files}"

@@ -280,3 +280,15 @@ def test_factorization_methods_keep_the_exact_energy():
     assert factorize(W, r90).energy_kept >= 0.9 > factorize(W, r90 - 1).energy_kept
     with pytest.raises(ValueError, match="rank 257 does not fit"):
         factorize(W, 257)
+
+
+def test_conversion_keeps_the_source_dtype(tmp_path):
+    """Quality probes run on an fp32 copy: a bf16 source stays bf16 in every tensor (d2t/t2d keep theirs)."""
+    state = eagle_state(draft_vocab=40, dtype=torch.bfloat16)
+    src = WRITERS["speculators"](tmp_path / "src", state, draft_vocab=40)
+    out = tmp_path / "out"
+    convert_drafter(source=str(src), output=str(out), rank="d/8", target_num_layers=L, **FAST)
+    saved = load_file(out / "model.safetensors")
+    assert {k: v.dtype for k, v in saved.items() if k not in ("d2t", "t2d")} == {
+        k: torch.bfloat16 for k in saved if k not in ("d2t", "t2d")}
+    assert saved["d2t"].dtype == torch.int64 and saved["t2d"].dtype == torch.bool
