@@ -25,6 +25,7 @@ The EAGLE-3 equations (SafeAILab/EAGLE ``cnets.py``, SpecForge ``llama3_eagle.py
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -253,7 +254,8 @@ def ensure_fast_layout(weight: torch.Tensor) -> torch.Tensor:
         return weight
     column_major = weight.stride() == (1, weight.shape[0])
     if _preferred_column_major(weight) != column_major:
-        with torch.no_grad():
+        # (a normal tensor even when called under inference_mode, so the drafter can still be trained afterwards)
+        with torch.inference_mode(False), torch.no_grad():
             weight.data = weight.data.t().contiguous().t() if not column_major else weight.data.contiguous()
     return weight
 
@@ -283,8 +285,6 @@ def _linear_native_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def _native_gemv_is_faster(x: torch.Tensor, weight: torch.Tensor) -> bool:
     key = (tuple(weight.shape), weight.stride(), weight.dtype, torch.get_num_threads())
     if key not in _NATIVE_GEMV_FASTER:
-        import time
-
         with torch.no_grad():
             best = {}
             for native, fn in ((False, F.linear), (True, _linear_native_gemv)):

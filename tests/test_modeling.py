@@ -250,3 +250,12 @@ def test_head_kernels_and_layouts_agree(dtype):
     torch.testing.assert_close(batched.float(), want.expand(5, 1, 3000), **tol)
     if dtype == torch.float32:
         assert head.up.weight.stride() == (1, 3000)  # column-major storage for fp32 single-row calls
+
+
+def test_head_trains_after_inference_mode_relayout():
+    head = SlimSpecLowRankHead(64, 8, 1000)
+    with torch.inference_mode():
+        head(torch.randn(1, 64))  # a drafting call re-lays the fp32 factor out
+    assert head.up.weight.stride() == (1, 1000) and not head.up.weight.is_inference()
+    head(torch.randn(4, 64)).sum().backward()  # still trainable
+    assert head.up.weight.grad is not None and head.up.weight.grad.shape == (1000, 8)
