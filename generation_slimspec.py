@@ -122,9 +122,8 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
 
     requires_model_outputs = True
 
-    def __init__(self, drafter, target, generation_config, logits_processor, input_ids, tokenizer=None):
+    def __init__(self, drafter, generation_config, logits_processor, input_ids, tokenizer=None):
         self.drafter = drafter
-        self.target = target
         self.layer_ids = list(drafter.config.target_layer_ids)
         # Indices into outputs.hidden_states; the target returns None at the others.
         self.model_kwargs_overrides = {"output_hidden_states": sorted(set(self.layer_ids))}
@@ -335,7 +334,7 @@ def attach(drafter, target):
         for option in ("prompt_lookup_num_tokens", "assistant_early_exit"):
             if getattr(config, option, None) is not None:
                 raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec drafter.")
-        return SlimSpecCandidateGenerator(drafter, target, config, kwargs.get("logits_processor"), input_ids,
+        return SlimSpecCandidateGenerator(drafter, config, kwargs.get("logits_processor"), input_ids,
                                           tokenizer=kwargs.get("target_tokenizer"))
 
     _get_candidate_generator.__slimspec__ = drafter

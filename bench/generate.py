@@ -75,10 +75,7 @@ def run(args) -> dict:
     for kw in methods.values():
         target.generate(**warm, **common, **kw)
     totals = {m: dict(seconds=0.0, tokens=0, identical=0) for m in methods}
-    split = dict(target=0.0, drafter_body=0.0, drafter_head=0.0, draft_select=0.0, adapter=0.0, passes=0,
-                 verification_passes=0,
-                 accepted=0, drafted=0)
-    per_position = []
+    target_seconds, assisted_seconds, runs = 0.0, 0.0, []
     for prompt in tqdm(prompts, desc="generate benchmark", unit="prompt"):
         inputs = tokenizer(prompt, return_tensors="pt")
         n_prompt = inputs["input_ids"].shape[1]
@@ -94,18 +91,9 @@ def run(args) -> dict:
             totals[name]["identical"] += int(torch.equal(out, reference))
             if timer is not None:
                 timer.close()
-                s = drafter.last_generate_stats
-                split["target"] += timer.seconds
-                split["drafter_body"] += s.drafter_seconds
-                split["drafter_head"] += s.head_seconds
-                split["draft_select"] += s.select_seconds
-                split["adapter"] += s.adapter_seconds
-                split["total"] = split.get("total", 0.0) + seconds
-                split["passes"] += s.target_passes
-                split["verification_passes"] += s.verification_passes
-                split["accepted"] += sum(s.accepted_per_pass)
-                split["drafted"] += sum(s.drafted_per_pass)
-                per_position.append(s)
+                target_seconds += timer.seconds
+                assisted_seconds += seconds
+                runs.append(drafter.last_generate_stats)
     drafter.detach()
     result = dict(target=args.target, dtype=args.dtype, prompts=len(prompts), max_new_tokens=args.max_new_tokens,
                   num_assistant_tokens=drafter.generation_config.num_assistant_tokens, methods={})
@@ -114,23 +102,28 @@ def run(args) -> dict:
         tps = t["tokens"] / t["seconds"]
         result["methods"][name] = dict(tokens_per_s=tps, speedup_vs_plain=tps / plain_tps,
                                        identical_to_plain=f"{t['identical']}/{len(prompts)}")
-    vp = max(split["verification_passes"], 1)
-    result["methods"]["slimspec"]["tau"] = (split["accepted"] + split["verification_passes"]) / vp
-    longest = max((len(s.per_position_acceptance()) for s in per_position), default=0)
-    acc = []
-    for j in range(longest):
-        offered = [(a, d) for s in per_position for a, d in zip(s.accepted_per_pass, s.drafted_per_pass) if d > j]
-        acc.append(sum(a > j for a, _ in offered) / max(len(offered), 1))
-    result["methods"]["slimspec"]["per_position_acceptance"] = acc
-    passes = max(split["passes"], 1)
-    rest = (split["total"] - split["target"] - split["drafter_body"] - split["drafter_head"] - split["draft_select"]
-            - split["adapter"])
-    result["methods"]["slimspec"]["time_split_ms_per_pass"] = {
-        "target_forward": 1e3 * split["target"] / passes, "drafter_body": 1e3 * split["drafter_body"] / passes,
-        "drafter_head": 1e3 * split["drafter_head"] / passes, "draft_select": 1e3 * split["draft_select"] / passes,
-        "adapter": 1e3 * split["adapter"] / passes,
-        "transformers_loop": 1e3 * rest / passes}
+    s = merge_stats(runs)
+    result["methods"]["slimspec"]["tau"] = s.tau
+    result["methods"]["slimspec"]["per_position_acceptance"] = s.per_position_acceptance()
+    parts = {"target_forward": target_seconds, "drafter_body": s.drafter_seconds, "drafter_head": s.head_seconds,
+             "draft_select": s.select_seconds, "adapter": s.adapter_seconds}
+    parts["transformers_loop"] = assisted_seconds - sum(parts.values())
+    passes = max(s.target_passes, 1)
+    result["methods"]["slimspec"]["time_split_ms_per_pass"] = {k: 1e3 * v / passes for k, v in parts.items()}
     return result
+
+
+def merge_stats(runs: list):
+    """One SlimSpecGenerateStats over several generate calls (passes concatenated, times summed)."""
+    merged = type(runs[0])()
+    for s in runs:
+        merged.new_tokens += s.new_tokens
+        merged.target_passes += s.target_passes
+        merged.drafted_per_pass += s.drafted_per_pass
+        merged.accepted_per_pass += s.accepted_per_pass
+        for name in ("drafter_seconds", "head_seconds", "select_seconds", "adapter_seconds"):
+            setattr(merged, name, getattr(merged, name) + getattr(s, name))
+    return merged
 
 
 def format_report(r: dict) -> str:

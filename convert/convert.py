@@ -155,7 +155,7 @@ def build_drafter(src: SourceDrafter, fact, keep_embeddings: bool):
     return model.eval(), dense
 
 
-def check_shapes(src: SourceDrafter, fact) -> None:
+def check_shapes(src: SourceDrafter) -> None:
     """Every tensor must have the shape the config implies (caught before anything is built)."""
     from configuration_slimspec import SlimSpecConfig
     from modeling_slimspec import SlimSpecDrafter
@@ -205,7 +205,7 @@ def probe_hidden(model, target: str | None, prompts: str | None, n_random: int =
         return probe.norm(torch.randn(n_random, model.config.hidden_size, generator=g)), False
 
 
-def write_folder(folder: Path, model, src: SourceDrafter, export: str | None, card) -> None:
+def write_folder(folder: Path, model, export: str | None, card) -> None:
     """The output folder: SlimSpec (save_pretrained) or an engine export with a dense head."""
     if export is None:
         model.save_pretrained(folder)
@@ -323,7 +323,7 @@ def convert_drafter(
     num_layers = target_num_layers or (target_config.num_hidden_layers if target_config is not None else None)
     src = read_source(resolve_source(source), fmt=format, num_layers=num_layers, progress=bar)
     check_target(src, target_config)
-    check_shapes(src, None)
+    check_shapes(src)
     dense = src.state_dict["lm_head.weight"]
     V_d, d = dense.shape
     fact = None
@@ -363,7 +363,7 @@ def convert_drafter(
         steps = ["write", "validate"]
         for step in (bar(steps, desc="writing", unit="step") if bar else steps):
             if step == "write":
-                write_folder(tmp, model, src, export, card)
+                write_folder(tmp, model, export, card)
             elif validate:
                 validate_folder(tmp, export, expected_params, model)
         report.files = sorted(p.name for p in tmp.iterdir())

@@ -307,8 +307,7 @@ def read_source(folder, fmt: str = "auto", num_layers=None, progress=None) -> So
     detected = detect_format(raw, state.keys()) if fmt == "auto" else fmt
     if detected not in READERS:
         raise ConversionError(f"unknown format {fmt!r}; choose from auto, {', '.join(FORMATS)}")
-    if detected == "slimspec" or num_layers is None:
-        num_layers = num_layers or raw.get("target_num_hidden_layers")
+    num_layers = num_layers or raw.get("target_num_hidden_layers")  # only SlimSpec configs record it
     source = READERS[detected](raw, state, num_layers)
     source.config.setdefault("target_num_hidden_layers", num_layers)
     source.source = str(folder)

@@ -59,7 +59,7 @@ def test_low_rank_error_falls_as_rank_grows(tmp_path):
     src, state = source(tmp_path, "eagle")
     feats, tokens = probe_inputs()
     embedding = torch.nn.Embedding(V, 32)
-    _, want = ref.first_step(state, None or _cfg(tmp_path, src), embedding.weight.detach(), feats[0], tokens[0])
+    _, want = ref.first_step(state, _cfg(tmp_path, src), embedding.weight.detach(), feats[0], tokens[0])
     errors, energies = [], []
     for r in (2, 8, 16, 32):
         out = tmp_path / f"r{r}"

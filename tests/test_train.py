@@ -141,7 +141,7 @@ def test_one_step_lowers_the_loss_and_the_target_stays_frozen(tiny_data):
 
 def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     target, folder, _ = tiny_data
-    base = dict(head_rank="d/8", ttt_steps=2, batch_size=2, window=16, seed=3, log_every=1)
+    base = dict(head_rank="d/8", ttt_steps=2, batch_size=2, window=16, seed=3)
     straight = tmp_path / "straight"
     fit(target=target, data=str(folder), out=str(straight), config=FitConfig(max_steps=4, save_every=4, **base),
         progress=False)

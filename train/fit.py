@@ -41,7 +41,6 @@ class FitConfig:
     epochs: int = 1
     seed: int = 0
     save_every: int = 200
-    log_every: int = 10
     init_from: str | None = None  # start from this SlimSpec drafter folder (healing a converted drafter)
     trainable: str = "all"  # "all", or "head" (healing: only the factorized head learns)
     lora_rank: int = 0  # healing: LoRA adapters of this rank on the decoder layer (peft), merged before saving
