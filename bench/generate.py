@@ -19,6 +19,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from slimspec.train.evaluate import merge_stats
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -111,19 +113,6 @@ def run(args) -> dict:
     passes = max(s.target_passes, 1)
     result["methods"]["slimspec"]["time_split_ms_per_pass"] = {k: 1e3 * v / passes for k, v in parts.items()}
     return result
-
-
-def merge_stats(runs: list):
-    """One SlimSpecGenerateStats over several generate calls (passes concatenated, times summed)."""
-    merged = type(runs[0])()
-    for s in runs:
-        merged.new_tokens += s.new_tokens
-        merged.target_passes += s.target_passes
-        merged.drafted_per_pass += s.drafted_per_pass
-        merged.accepted_per_pass += s.accepted_per_pass
-        for name in ("drafter_seconds", "head_seconds", "select_seconds", "adapter_seconds"):
-            setattr(merged, name, getattr(merged, name) + getattr(s, name))
-    return merged
 
 
 def format_report(r: dict) -> str:

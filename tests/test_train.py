@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerFast
 from modeling_slimspec import SlimSpecCache
 from slimspec.train import losses
 from slimspec.train.data import DistillationData, collate, generate_data
-from slimspec.train.fit import FitConfig, FrozenTargetHead, batch_loss, build_drafter, fit
+from slimspec.train.fit import FitConfig, batch_loss, build_drafter, fit, target_support
 from slimspec.train.ttt import ttt_mask, ttt_unroll
 from test_generate import tiny_target
 
@@ -37,16 +37,61 @@ def tiny_data(tmp_path_factory):
 def test_losses_match_hand_computed_values():
     p = torch.tensor([[0.75, 0.25]])
     q_logits = torch.log(torch.tensor([[0.5, 0.5]]))
-    logp = p.log()
+    ids, logp = torch.tensor([[0, 1]]), p.log()
+    logq = losses.draft_logq(q_logits, ids)
     kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
-    assert losses.forward_kl(q_logits, logp).item() == pytest.approx(kl, rel=1e-6)
-    assert losses.hard_ce(q_logits, logp).item() == pytest.approx(-math.log(0.5), rel=1e-6)
+    assert losses.forward_kl(logq, logp).item() == pytest.approx(kl, rel=1e-6)
+    assert losses.hard_ce(logq, logp).item() == pytest.approx(-math.log(0.5), rel=1e-6)
     alpha = min(0.75, 0.5) + min(0.25, 0.5)  # = 0.75 = 1 - TV
-    assert losses.acceptance(q_logits, logp).item() == pytest.approx(alpha, rel=1e-6)
-    assert losses.lk_log(q_logits, logp).item() == pytest.approx(-math.log(alpha), rel=1e-6)
-    assert losses.lk_tv(q_logits, logp).item() == pytest.approx((1 - alpha) * kl + alpha * (1 - alpha), rel=1e-6)
+    assert losses.acceptance(logq, logp).item() == pytest.approx(alpha, rel=1e-6)
+    assert losses.lk_log(logq, logp).item() == pytest.approx(-math.log(alpha), rel=1e-6)
+    assert losses.lk_tv(logq, logp).item() == pytest.approx((1 - alpha) * kl + alpha * (1 - alpha), rel=1e-6)
     same = losses.forward_kl(logp, logp)
     assert same.item() == pytest.approx(0.0, abs=1e-7) and losses.acceptance(logp, logp).item() == pytest.approx(1.0)
+
+
+def test_losses_on_a_support_normalize_q_over_the_full_vocabulary():
+    """p on a 2-token support inside a 4-token vocabulary, in any order, with an empty (-inf) slot: q's mass on the
+    other tokens counts, so the values equal the dense formulas with p zero off the support."""
+    q = torch.tensor([[0.4, 0.1, 0.3, 0.2]])
+    ids, logp = torch.tensor([[2, 0, 1]]), torch.tensor([[math.log(0.6), math.log(0.4), float("-inf")]])
+    kl = 0.6 * math.log(0.6 / 0.3) + 0.4 * math.log(0.4 / 0.4)
+    logq = losses.draft_logq(q.log(), ids)
+    assert losses.forward_kl(logq, logp).item() == pytest.approx(kl, rel=1e-6)
+    assert losses.hard_ce(logq, logp).item() == pytest.approx(-math.log(0.3), rel=1e-6)
+    assert losses.acceptance(logq, logp).item() == pytest.approx(0.3 + 0.4, rel=1e-6)
+
+
+@pytest.mark.parametrize("rank", ["d/8", None])
+def test_chunked_head_loss_matches_full_logits(tiny_data, rank):
+    """support_logq (chunked logsumexp, recomputed softmax in backward) equals log_softmax of the full logits at the
+    support ids, with the same gradients for g and the head weights, and finds the same argmax."""
+    from slimspec.train.head_loss import support_logq
+
+    target, folder, _ = tiny_data
+    drafter, _ = build_drafter(target, FitConfig(head_rank=rank, head_init="random"), DistillationData(folder))
+    torch.manual_seed(0)
+    g = torch.randn(7, drafter.config.hidden_size, requires_grad=True)
+    ids = torch.randint(0, drafter.config.vocab_size, (7, 5))
+    weights = torch.randn(7, 5)
+    grads = []
+    for chunked in (True, False):
+        drafter.zero_grad()
+        g.grad = None
+        if chunked:
+            logq, best = support_logq(drafter, g, ids, chunk=16)  # 101 = 6 chunks of 16 + a ragged one
+        else:
+            logits = drafter.head(g)
+            logq, best = losses.draft_logq(logits, ids), logits.argmax(-1)
+        (logq * weights).sum().backward()
+        grads.append((logq.detach(), best, g.grad.clone(), [p.grad.clone() for p in drafter.lm_head.parameters()]))
+    (a, best_a, ga, pa), (b, best_b, gb, pb) = grads
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.equal(best_a, best_b)
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
+    for x, y in zip(pa, pb):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    drafter.detach()
 
 
 # --- training-time test -------------------------------------------------------------------------------------------
@@ -90,13 +135,15 @@ def test_data_records_and_resume(tiny_data, tmp_path):
     ds = DistillationData(folder, window=8)
     item = ds[0]
     assert item["feats"].shape == (len(item["tokens"]) - 1, 3 * 48) and item["feats"].dtype == torch.bfloat16
-    assert item["final"].shape[-1] == 48 and item["loss_mask"].any()
-    # final hidden states reproduce the target's logits: the stored records are faithful
-    seq = torch.from_numpy(__import__("numpy").load(folder / "shard_00000" / "tokens.npy")[:5].astype("int64"))[None]
+    assert item["loss_mask"].any() and item["target_ids"].shape == (len(item["tokens"]) - 1, 64)
+    # the stored top-k is the target's distribution of token t + 2 at position t: the records are faithful
+    tokens = item["tokens"][None]
     with torch.no_grad():
-        want = target(seq).logits[0, -1]
-        got = FrozenTargetHead(target).log_probs(ds[0]["final"][4:5].float()[None])[0, 0]
-    assert int(want.argmax()) == int(got.argmax())
+        want = torch.log_softmax(target(tokens).logits[0].float(), dim=-1)
+    t = 3
+    torch.testing.assert_close(item["target_logp"][t], want[t + 1].topk(64).values, atol=2e-3, rtol=2e-3)
+    assert torch.equal(item["target_ids"][t, :5], want[t + 1].topk(5).indices)
+    assert 64 / 101 < meta["topk_mass"] <= 1.0  # a random target: near-flat, the top 64 of 101 hold more than 64/101
     again = generate_data(target=target, tokenizer=tiny_tokenizer(), prompts=PROMPTS, out=str(folder),
                           layer_ids=[2, 3, 3], max_new_tokens=12, batch_size=4, shard_prompts=4, progress=False)
     assert again["shards"] == meta["shards"]  # finished shards are skipped
@@ -114,6 +161,14 @@ def test_truncated_vocab_from_frequencies(tiny_data):
     kept = set(columns.tolist())
     top = torch.argsort(-counts.float(), stable=True)[:20]
     assert kept == set(top.tolist()) and counts[list(kept)].min() >= counts.sort(descending=True).values[19]
+    # the target's top-k moves to draft ids; entries outside the draft vocabulary drop out, the rest renormalize
+    batch = collate([ds[0]])
+    ids, logp, covered = target_support(batch, columns, 101)
+    b, t = covered.nonzero()[0].tolist()
+    kept_k = torch.isin(batch["target_ids"][b, t], columns)
+    assert torch.isfinite(logp[b, t]).eq(kept_k).all()
+    assert torch.equal(columns[ids[b, t][kept_k]], batch["target_ids"][b, t][kept_k])
+    assert logp[b, t][kept_k].exp().sum().item() == pytest.approx(1.0, abs=1e-5)
     drafter.detach()
 
 
@@ -125,15 +180,14 @@ def test_one_step_lowers_the_loss_and_the_target_stays_frozen(tiny_data):
     ds = DistillationData(folder, window=16)
     drafter, columns = build_drafter(target, cfg, ds)
     batch = collate([ds[i] for i in range(4)])
-    head = FrozenTargetHead(target)
     opt = torch.optim.AdamW(drafter.parameters(), lr=cfg.lr)
-    loss0, agreement = batch_loss(drafter, head, batch, cfg)
+    loss0, agreement = batch_loss(drafter, batch, cfg)
     assert len(agreement) == 3
     loss0.backward()
     opt.step()
     opt.zero_grad()
     with torch.no_grad():
-        loss1, _ = batch_loss(drafter, head, batch, cfg)
+        loss1, _ = batch_loss(drafter, batch, cfg)
     assert float(loss1) < float(loss0.detach())
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
     drafter.detach()
@@ -182,8 +236,10 @@ def test_healing_lowers_the_kl_to_the_dense_head(tiny_data, tmp_path):
 
         drafter = SlimSpecDrafter.from_pretrained(path).attach(target)
         batch = collate([DistillationData(folder, window=16)[i] for i in range(6)])
-        with torch.no_grad():
-            loss, _ = batch_loss(drafter, FrozenTargetHead(target), batch, cfg, teacher=teacher)
+        with torch.no_grad():  # KL over the full vocabulary (training only sees the teacher's top-k)
+            g = ttt_unroll(drafter, batch["tokens"], batch["feats"].float(), 1)[0][batch["loss_mask"]]
+            p = torch.log_softmax(drafter.norm(g) @ teacher.T, dim=-1)
+            loss = losses.forward_kl(torch.log_softmax(drafter.head(g), dim=-1), p).mean()
         drafter.detach()
         return float(loss)
 

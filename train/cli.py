@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _rank(value: str):
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-sampled", action="store_true", help="greedy responses only (default: greedy + sampled)")
     d.add_argument("--layer-ids", default=None, help="target hidden_states indices, e.g. 2,9,15 (default EAGLE-3's)")
     d.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    d.add_argument("--topk", type=int, default=64, help="store the target's top-k next-token log-probabilities")
     for name, helptext in (("fit", "train a drafter"), ("heal", "heal a converted (factorized) drafter")):
         f = sub.add_parser(name, help=helptext)
         f.add_argument("--target", default="gemma3-270m")
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--loss", default="kl", choices=["kl", "ce", "lk", "lk_log"])
         f.add_argument("--seed", type=int, default=0)
         f.add_argument("--save-every", type=int, default=200)
+        f.add_argument("--bf16", action="store_true", help="bf16 autocast for the drafter (fp32 master weights)")
+        f.add_argument("--loss-on", default="response", choices=["response", "all"],
+                       help="train on response positions only, or on prompt positions too")
         if name == "fit":
             f.add_argument("--head-rank", type=_rank, default="d/8", help="int, d/8, d/16 or dense")
             f.add_argument("--draft-vocab", type=int, default=None, help="truncated draft vocabulary size")
@@ -55,7 +60,34 @@ def build_parser() -> argparse.ArgumentParser:
             f.add_argument("--drafter", required=True, help="the converted SlimSpec drafter to heal")
             f.add_argument("--teacher", default=None, help="dense drafter folder to distill from (default: the target)")
             f.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters on the decoder layer (0 = head only)")
+    for name, helptext in (("reference", "build, cache and evaluate the reference drafter set"),
+                           ("curve", "tau of SlimSpec d/8 against the training budget")):
+        r = sub.add_parser(name, help=helptext)
+        r.add_argument("--target", default="gemma3-270m", help="embedded target name")
+        r.add_argument("--max-steps", type=int, default=None, help="training budget in steps (default: the recipe's)")
+        r.add_argument("--eval-prompts", type=int, default=16, help="held-out prompts for tau")
+        r.add_argument("--num-assistant-tokens", type=int, default=5, help="K drafts per pass for tau")
+        if name == "reference":
+            r.add_argument("--only", default=None, help="comma-separated members (default: all)")
+        else:
+            r.add_argument("--steps", default="75,150,300,600", help="comma-separated budgets in steps")
     return p
+
+
+def _reference(args) -> int:
+    from dataclasses import replace
+
+    from .reference import Recipe, build_reference_set, learning_curve
+
+    recipe = Recipe() if args.max_steps is None else replace(Recipe(), max_steps=args.max_steps)
+    kw = dict(target_name=args.target, recipe=recipe, eval_prompts=args.eval_prompts,
+              num_assistant_tokens=args.num_assistant_tokens)
+    if args.command == "curve":
+        result = learning_curve(steps=[int(s) for s in args.steps.split(",")], **kw)
+    else:
+        result = build_reference_set(names=args.only.split(",") if args.only else None, **kw)
+    print(Path(result["report"]).read_text())
+    return 0
 
 
 def main(argv=None) -> int:
@@ -65,6 +97,8 @@ def main(argv=None) -> int:
     from slimspec.targets import load_target
 
     try:
+        if args.command in ("reference", "curve"):
+            return _reference(args)
         target, tokenizer = load_target(args.target, dtype=torch.bfloat16 if getattr(args, "dtype", "fp32") == "bf16"
                                         else torch.float32)
         if args.command == "data":
@@ -83,13 +117,16 @@ def main(argv=None) -> int:
             layer_ids = [int(x) for x in args.layer_ids.split(",")] if args.layer_ids else default_target_layer_ids(L)
             meta = generate_data(target=target, tokenizer=tokenizer, prompts=prompts, out=args.out, layer_ids=layer_ids,
                                  max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                                 batch_size=args.batch_size, sampled=not args.no_sampled, target_name=args.target)
-            print(f"{meta['tokens']:,} tokens in {len(meta['shards'])} shards, {meta['tokens_per_s']:.0f} tokens/s")
+                                 batch_size=args.batch_size, sampled=not args.no_sampled, topk=args.topk,
+                                 target_name=args.target)
+            print(f"{meta['tokens']:,} tokens in {len(meta['shards'])} shards, {meta['tokens_per_s']:.0f} tokens/s; "
+                  f"the stored top-{args.topk} hold {meta['topk_mass']:.3f} of the target's probability mass")
             return 0
         from .fit import FitConfig, fit
 
         common = dict(max_steps=args.max_steps, batch_size=args.batch_size, window=args.window,
-                      ttt_steps=args.ttt_steps, lr=args.lr, loss=args.loss, seed=args.seed, save_every=args.save_every)
+                      ttt_steps=args.ttt_steps, lr=args.lr, loss=args.loss, seed=args.seed, save_every=args.save_every,
+                      bf16=args.bf16, loss_on=args.loss_on)
         if args.command == "fit":
             config = FitConfig(head_rank=args.head_rank, draft_vocab=args.draft_vocab, head_init=args.head_init, **common)
         else:

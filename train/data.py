@@ -8,11 +8,14 @@ Layout of a DATA folder (resumable: each shard is written to a temporary folder 
     shard_00000/tokens.npy          int32 [N]        all sequences concatenated (prompt + response)
     shard_00000/mask.npy            uint8 [N]        1 on response tokens (the loss mask)
     shard_00000/feats.npy           bf16 as int16 [N, 3 d_t]   target hidden_states at the drafter's layer ids
-    shard_00000/final.npy           bf16 as int16 [N, d_t]     target final (normed) hidden state: logits = lm_head(final)
+    shard_00000/topk_ids.npy        int32 [N, k]     the target's k most likely next tokens at each position
+    shard_00000/topk_logp.npy       fp16 [N, k]      their log-probabilities (log_softmax over the full vocabulary)
     shard_00000/offsets.npy         int64 [S + 1]    sequence boundaries
 
-Arrays are plain .npy files read back memory-mapped. The target distribution is not stored (262k floats per
-token); ``final`` lets training recompute it exactly with the target's frozen LM head.
+Arrays are plain .npy files read back memory-mapped. The full target distribution (262k floats per token) is
+not stored: its top k (default 64) come free from the forward pass that records the hidden states, and training
+renormalizes them. ``meta.json`` reports the mean probability mass they hold (``topk_mass``); training with
+them skips a 262k-wide target head per position (the slowest part of a training step before).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def from_int16(a: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _records(target, tokenizer, prompts, layer_ids, max_new_tokens, max_prompt_tokens, do_sample, seed):
+def _records(target, tokenizer, prompts, layer_ids, max_new_tokens, max_prompt_tokens, do_sample, seed, topk):
     """Generate responses for a batch of prompts and run one full forward over each prompt + response."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -79,18 +82,21 @@ def _records(target, tokenizer, prompts, layer_ids, max_new_tokens, max_prompt_t
         mask = torch.zeros(end - start, dtype=torch.uint8)
         mask[P - start :] = 1
         feats = torch.cat([hs[i][b, start:end] for i in layer_ids], dim=-1)
-        yield tokens, mask, feats, hs[-1][b, start:end]
+        logp, ids = torch.log_softmax(out.logits[b, start:end].float(), dim=-1).topk(
+            min(topk, out.logits.shape[-1]), dim=-1)
+        yield tokens, mask, feats, ids, logp
 
 
 def write_shard(folder: Path, records) -> int:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        tokens, masks, feats, finals, offsets = [], [], [], [], [0]
-        for t, m, f, h in records:
-            tokens.append(t.to(torch.int32).numpy()), masks.append(m.numpy())
-            feats.append(_to_int16(f)), finals.append(_to_int16(h))
+        tokens, masks, feats, ids, logps, offsets = [], [], [], [], [], [0]
+        for t, m, f, i, lp in records:
+            tokens.append(t.to(torch.int32).numpy()), masks.append(m.numpy()), feats.append(_to_int16(f))
+            ids.append(i.to(torch.int32).numpy()), logps.append(lp.to(torch.float16).numpy())
             offsets.append(offsets[-1] + len(t))
-        for name, arrays in (("tokens", tokens), ("mask", masks), ("feats", feats), ("final", finals)):
+        for name, arrays in (("tokens", tokens), ("mask", masks), ("feats", feats), ("topk_ids", ids),
+                             ("topk_logp", logps)):
             np.save(tmp / f"{name}.npy", np.concatenate(arrays))
         np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         if folder.exists():
@@ -103,7 +109,7 @@ def write_shard(folder: Path, records) -> int:
 
 def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list, max_new_tokens: int = 128,
                   max_prompt_tokens: int = 512, batch_size: int = 8, shard_prompts: int = 64, sampled: bool = True,
-                  seed: int = 0, target_name: str = "", progress: bool = True) -> dict:
+                  seed: int = 0, topk: int = 64, target_name: str = "", progress: bool = True) -> dict:
     """Write (or resume) a DATA folder; each prompt gets a greedy response and, with ``sampled``, a sampled one."""
     from tqdm.auto import tqdm
 
@@ -114,7 +120,7 @@ def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list
     settings = dict(target=target_name, layer_ids=list(layer_ids), hidden_size=text_config.hidden_size,
                     vocab_size=text_config.vocab_size, num_hidden_layers=text_config.num_hidden_layers,
                     max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, sampled=sampled, seed=seed,
-                    prompts=len(prompts), shard_prompts=shard_prompts)
+                    prompts=len(prompts), shard_prompts=shard_prompts, topk=topk)
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else dict(settings, shards=[], seconds=0.0)
     changed = {k: (meta.get(k), v) for k, v in settings.items() if meta.get(k) != v}
     if changed:
@@ -134,13 +140,15 @@ def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list
             for b in range(0, len(chunk), batch_size):
                 batch = chunk[b : b + batch_size]
                 records += list(_records(target, tokenizer, batch, layer_ids, max_new_tokens, max_prompt_tokens,
-                                         mode, seed + 1000 * index + b))
+                                         mode, seed + 1000 * index + b, topk))
                 bar.update(len(batch))
+        mass = float(torch.cat([lp.float().exp().sum(-1) for *_, lp in records]).mean())
         n = write_shard(out / name, records)
-        meta["shards"].append(dict(name=name, sequences=len(records), tokens=n))
+        meta["shards"].append(dict(name=name, sequences=len(records), tokens=n, topk_mass=mass))
         meta["seconds"] += time.perf_counter() - t0
         meta["tokens"] = sum(s["tokens"] for s in meta["shards"])
         meta["tokens_per_s"] = meta["tokens"] / meta["seconds"]
+        meta["topk_mass"] = sum(s["topk_mass"] * s["tokens"] for s in meta["shards"]) / meta["tokens"]
         meta_path.write_text(json.dumps(meta, indent=2))
         bar.set_postfix(tokens=meta["tokens"], tok_s=f"{meta['tokens_per_s']:.0f}")
     bar.close()
@@ -150,8 +158,9 @@ def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list
 class DistillationData(torch.utils.data.Dataset):
     """Training windows over a DATA folder: each item is one sequence cut to at most ``window`` positions.
 
-    item: tokens [T + 1] long, feats [T, 3 d_t] bf16, final [T, d_t] bf16, loss_mask [T] bool (position t is
-    trained to predict token t + 2, a response token)."""
+    item: tokens [T + 1] long, feats [T, 3 d_t] bf16, loss_mask [T] bool (position t is trained to predict token
+    t + 2, a response token; any_mask: any token t + 2, prompt tokens included), target_ids [T, k] long and target_logp [T, k] fp32: the target's top-k distribution
+    of token t + 2 (the target's prediction at position t + 1)."""
 
     def __init__(self, folder: str, window: int = 256):
         self.folder = Path(folder)
@@ -168,7 +177,7 @@ class DistillationData(torch.utils.data.Dataset):
     def _arrays(self, shard):
         if shard not in self.shards:
             self.shards[shard] = {n: np.load(self.folder / shard / f"{n}.npy", mmap_mode="r")
-                                  for n in ("tokens", "mask", "feats", "final")}
+                                  for n in ("tokens", "mask", "feats", "topk_ids", "topk_logp")}
         return self.shards[shard]
 
     def __len__(self):
@@ -182,8 +191,11 @@ class DistillationData(torch.utils.data.Dataset):
         mask = torch.from_numpy(np.asarray(arr["mask"][a:b], dtype=np.bool_))
         loss_mask = torch.zeros(T, dtype=torch.bool)
         loss_mask[: T - 1] = mask[2:]  # position t predicts token t + 2
-        return dict(tokens=tokens, feats=from_int16(arr["feats"][a : a + T]), final=from_int16(arr["final"][a : a + T]),
-                    loss_mask=loss_mask)
+        any_mask = torch.zeros(T, dtype=torch.bool)
+        any_mask[: T - 1] = True  # every position with a token t + 2 in the window (prompt positions included)
+        return dict(tokens=tokens, feats=from_int16(arr["feats"][a : a + T]), loss_mask=loss_mask, any_mask=any_mask,
+                    target_ids=torch.from_numpy(np.asarray(arr["topk_ids"][a + 1 : a + T + 1], dtype=np.int64)),
+                    target_logp=torch.from_numpy(np.asarray(arr["topk_logp"][a + 1 : a + T + 1], dtype=np.float32)))
 
     def token_counts(self, vocab_size: int) -> torch.Tensor:
         """Frequencies of response tokens (for a truncated draft vocabulary, EAGLE-3 / VocabTrim style)."""
@@ -200,13 +212,13 @@ def collate(items: list) -> dict:
     """Right-pad a list of windows to one batch (padded positions carry no loss)."""
     T = max(len(x["tokens"]) - 1 for x in items)
     B = len(items)
-    d3, d = items[0]["feats"].shape[-1], items[0]["final"].shape[-1]
+    d3, k = items[0]["feats"].shape[-1], items[0]["target_ids"].shape[-1]
     batch = dict(tokens=torch.zeros(B, T + 1, dtype=torch.long), feats=torch.zeros(B, T, d3, dtype=torch.bfloat16),
-                 final=torch.zeros(B, T, d, dtype=torch.bfloat16), loss_mask=torch.zeros(B, T, dtype=torch.bool))
+                 loss_mask=torch.zeros(B, T, dtype=torch.bool), any_mask=torch.zeros(B, T, dtype=torch.bool), target_ids=torch.zeros(B, T, k, dtype=torch.long),
+                 target_logp=torch.zeros(B, T, k))
     for i, x in enumerate(items):
         n = len(x["tokens"]) - 1
         batch["tokens"][i, : n + 1] = x["tokens"]
-        batch["feats"][i, :n] = x["feats"]
-        batch["final"][i, :n] = x["final"]
-        batch["loss_mask"][i, :n] = x["loss_mask"]
+        for name in ("feats", "loss_mask", "any_mask", "target_ids", "target_logp"):
+            batch[name][i, :n] = x[name]
     return batch

@@ -1,8 +1,7 @@
 """``slimspec-train fit``: EAGLE-3 training of a SlimSpec drafter on self-distillation data.
 
 Per batch: unroll the drafter ``ttt_steps`` times (``ttt.ttt_unroll``); at every step compare its head with the
-target's distribution p_{t+1} (recomputed from the stored final hidden states with the target's frozen LM head,
-restricted to the draft vocabulary and renormalized when it is truncated); loss = sum_j 0.8^j mean_t loss_j(t).
+target's distribution p_{t+1} (its top-k stored with the data, mapped to the draft vocabulary and renormalized); loss = sum_j 0.8^j mean_t loss_j(t).
 The target's embedding and LM head stay frozen and outside the optimizer (Gemma ties them: a leak would change
 the target itself). Built on HF Accelerate: the same code runs as one CPU process here and as DDP elsewhere.
 """
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .data import DistillationData, collate
+from .head_loss import support_logq
 from .losses import LOSSES
 from .ttt import ttt_unroll
 
@@ -45,24 +45,14 @@ class FitConfig:
     trainable: str = "all"  # "all", or "head" (healing: only the factorized head learns)
     lora_rank: int = 0  # healing: LoRA adapters of this rank on the decoder layer (peft), merged before saving
     teacher: str | None = None  # healing: a dense drafter folder whose head is the teacher (None: the target)
+    bf16: bool = False  # bf16 autocast for the drafter's forward and backward (fp32 master weights)
+    loss_on: str = "response"  # "response": the target's own tokens; "all": prompt positions too (the target's
+    #                            distribution there is just as exact: more signal from the same data)
 
 
-class FrozenTargetHead:
-    """The target's LM head weight [V, d_t] (frozen, not a parameter of anything we optimize)."""
-
-    def __init__(self, target):
-        head = target.get_output_embeddings()
-        self.weight = head.weight.detach()
-        text = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
-        self.softcap = getattr(text, "final_logit_softcapping", None)
-
-    def log_probs(self, final: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
-        """final [B, T, d_t] -> log p over the vocabulary (or over ``columns`` only, renormalized): [B, T, V']."""
-        W = self.weight if columns is None else self.weight[columns]
-        logits = final.float() @ W.float().T
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return torch.log_softmax(logits, dim=-1)
+def target_head_weight(target) -> torch.Tensor:
+    """The target's LM head weight [V, d_t], detached (frozen; Gemma ties it to the input embedding)."""
+    return target.get_output_embeddings().weight.detach()
 
 
 def build_drafter(target, config: FitConfig, data: DistillationData):
@@ -94,7 +84,7 @@ def build_drafter(target, config: FitConfig, data: DistillationData):
         columns = torch.argsort(-counts.float(), stable=True)[: config.draft_vocab].sort().values
         drafter.set_vocab_maps(columns)
     if config.head_init == "target":
-        W = FrozenTargetHead(target).weight
+        W = target_head_weight(target)
         W = W if columns is None else W[columns]
         with torch.no_grad():
             if cfg.head_rank is None:
@@ -134,31 +124,64 @@ def load_teacher_head(folder: str) -> torch.Tensor:
     return weights["lm_head.weight"].float()
 
 
-def batch_loss(drafter, head: FrozenTargetHead, batch: dict, config: FitConfig, columns=None, teacher=None):
-    """Weighted TTT loss and per-step top-1 agreement for one batch. With ``teacher`` (a dense head [V_d, d]), the
-    reference distribution is that head applied to the drafter's own hidden states (head distillation)."""
-    loss_fn = LOSSES[config.loss]
-    tokens, feats, final, mask = batch["tokens"], batch["feats"], batch["final"], batch["loss_mask"]
-    T = feats.shape[1]
+def target_support(batch: dict, columns=None, vocab_size: int | None = None):
+    """The target's stored top-k distribution of every position's next-next token, on the draft vocabulary
+    (target ids -> draft ids; entries outside a truncated vocabulary dropped) and renormalized over what is left.
+
+    Returns ids [B, T, k], logp [B, T, k] (-inf on dropped entries) and covered [B, T] (some entry left)."""
+    ids, logp = batch["target_ids"], batch["target_logp"].float()
+    if columns is not None:
+        lookup = torch.full((vocab_size,), -1, dtype=torch.long)
+        lookup[columns] = torch.arange(len(columns))
+        ids = lookup[ids]
+        logp = logp.masked_fill(ids < 0, float("-inf"))
+        ids = ids.clamp_min(0)
+    norm = torch.logsumexp(logp, dim=-1, keepdim=True)
+    covered = torch.isfinite(norm[..., 0])
+    return ids, torch.where(covered[..., None], logp - norm, float("-inf")), covered
+
+
+def teacher_support(drafter, g: torch.Tensor, teacher: torch.Tensor):
+    """A dense teacher head [V_d, d] on the drafter's own hidden states g [N, d]: its full distribution, as a
+    support of every draft id (the teacher is computed on the fly, so nothing forces a top-k cut)."""
     with torch.no_grad():
-        target_logp = torch.zeros(*final.shape[:2], head.weight.shape[0] if columns is None else len(columns))
-        target_logp[:, :-1] = head.log_probs(final[:, 1:], columns)  # position t: distribution of token t + 2
-    outputs = ttt_unroll(drafter, tokens, feats.float(), config.ttt_steps)
-    total, agreement = 0.0, []
+        logp = torch.log_softmax(drafter.norm(g.detach()).float() @ teacher.T, dim=-1)
+        return torch.arange(logp.shape[-1]).expand(logp.shape), logp
+
+
+def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=None):
+    """Weighted TTT loss and per-step top-1 agreement for one batch: loss = sum_j 0.8^j mean_t loss_j(t).
+
+    The reference distribution is the target's stored top-k (``target_support``), or with ``teacher`` (a dense
+    head [V_d, d]) that head applied to the drafter's own hidden states (head distillation). With ``config.bf16``
+    the drafter runs under bf16 autocast (weights and optimizer stay fp32)."""
+    loss_fn = LOSSES[config.loss]
+    if config.loss_on not in ("response", "all"):
+        raise ValueError(f"loss_on must be 'response' or 'all', got {config.loss_on!r}")
+    tokens, feats = batch["tokens"], batch["feats"]
+    mask = batch["loss_mask"] if config.loss_on == "response" else batch["any_mask"]
+    ids, logp, covered = target_support(batch, columns, drafter.config.vocab_size)
+    mask = mask & covered
+    T = feats.shape[1]
     positions = torch.arange(T)
-    for j, g in enumerate(outputs):
-        valid = mask & (positions >= j)[None, :]
-        if not valid.any():
-            agreement.append(float("nan"))
-            continue
-        logits = drafter.head(g[valid])
-        if teacher is not None:
-            with torch.no_grad():
-                p = torch.log_softmax(drafter.norm(g[valid].detach()).float() @ teacher.T, dim=-1)
-        else:
-            p = target_logp[valid]
-        total = total + config.step_weight**j * loss_fn(logits, p).mean()
-        agreement.append(float((logits.argmax(-1) == p.argmax(-1)).float().mean()))
+    total, agreement = 0.0, []
+    with torch.autocast(feats.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        outputs = ttt_unroll(drafter, tokens, feats.float(), config.ttt_steps)
+        for j, g in enumerate(outputs):
+            valid = mask & (positions >= j)[None, :]
+            if not valid.any():
+                agreement.append(float("nan"))
+                continue
+            if teacher is not None:
+                s_ids, s_logp = teacher_support(drafter, g[valid], teacher)
+                logits = drafter.head(g[valid])
+                logq, drafted = torch.log_softmax(logits.float(), dim=-1), logits.argmax(-1)
+            else:
+                s_ids, s_logp = ids[valid], logp[valid]
+                logq, drafted = support_logq(drafter, g[valid], s_ids)
+            total = total + config.step_weight**j * loss_fn(logq, s_logp).mean()
+            best = s_ids.gather(-1, s_logp.argmax(-1, keepdim=True))[:, 0]
+            agreement.append(float((drafted == best).float().mean()))
     return total, agreement
 
 
@@ -217,7 +240,6 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
                                          generator=generator)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     drafter, optimizer, loader, scheduler = accelerator.prepare(drafter, optimizer, loader, scheduler)
-    head = FrozenTargetHead(target)
     teacher = load_teacher_head(config.teacher) if config.teacher else None
     ckpt_root = Path(out) / ".checkpoints"
     step = 0
@@ -230,13 +252,14 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", disable=not progress)
     drafter.train()
     stop_at = total_steps if stop_after is None else min(total_steps, step + stop_after)
+    trained_mask = "loss_mask" if config.loss_on == "response" else "any_mask"
     while step < stop_at:
         epoch, skip = divmod(step, steps_per_epoch)
         generator.manual_seed(config.seed + epoch)  # the same order on a resumed run
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
             t0 = time.perf_counter()
-            loss, agreement = batch_loss(drafter, head, batch, config, columns, teacher)
+            loss, agreement = batch_loss(drafter, batch, config, columns, teacher)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(drafter.parameters(), config.grad_clip)
             optimizer.step()
@@ -244,7 +267,8 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
             optimizer.zero_grad()
             step += 1
             history.append(dict(step=step, loss=float(loss.detach()), agreement=agreement,
-                                tokens=int(batch["loss_mask"].numel()), seconds=time.perf_counter() - t0))
+                                tokens=int(batch["loss_mask"].numel()), trained=int(batch[trained_mask].sum()),
+                                seconds=time.perf_counter() - t0))
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", top1="/".join(f"{a:.2f}" for a in agreement))
             if step % config.save_every == 0 or step in (total_steps, stop_at):

@@ -1,0 +1,270 @@
+"""Reference drafters for a target: one command builds, caches and evaluates the whole set on the same data and
+the same training budget, so their tau can be compared (and benchmarked end to end by ``slimspec-bench e2e``).
+
+    slimspec-train reference                      # the set for the embedded Gemma 3 270M
+    slimspec-train reference --only slimspec-d8   # one member (and whatever it depends on)
+    slimspec-train curve                          # tau of SlimSpec d/8 against training tokens
+
+Members (``MEMBERS``): dense full vocabulary; dense truncated 32k draft vocabulary (EAGLE-3 / VocabTrim);
+SlimSpec d/8 and d/16 (low-rank head from the SVD of the target's head); and the dense drafter converted to d/8
+by ``slimspec-convert`` and healed (head-only distillation towards the target).
+
+Everything is cached under ``<cache>/reference/<target>/`` (``cache`` = ~/.cache/slimspec or $SLIMSPEC_CACHE),
+keyed by configuration: ``data-<key>`` holds the self-distillation data (keyed by the data settings) and
+``<member>-<key>`` a Hub-ready drafter (keyed by the whole recipe). A finished folder is reused; an interrupted
+one resumes (data shards and training checkpoints are both resumable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+MEMBERS = {
+    "dense": dict(head_rank=None),
+    "truncated-32k": dict(head_rank=None, draft_vocab=32000),
+    "slimspec-d8": dict(head_rank="d/8"),
+    "slimspec-d16": dict(head_rank="d/16"),
+    "converted-d8-healed": dict(convert_from="dense", rank="d/8"),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Data and training settings shared by every member (the cache key)."""
+
+    prompts: str = "builtin"  # the built-in train split (HumanEval prompts + Python-docs prose)
+    max_new_tokens: int = 128
+    sampled: bool = False
+    topk: int = 64
+    max_steps: int = 600  # the token budget: max_steps x batch_size x window positions
+    batch_size: int = 4
+    window: int = 256
+    ttt_steps: int = 3
+    lr: float = 4e-4
+    loss: str = "kl"
+    loss_on: str = "all"
+    bf16: bool = True
+    heal_steps: int = 150
+    seed: int = 0
+
+    def data_settings(self) -> dict:
+        return dict(prompts=self.prompts, max_new_tokens=self.max_new_tokens, sampled=self.sampled, topk=self.topk)
+
+    def positions(self) -> int:
+        return self.max_steps * self.batch_size * self.window
+
+
+def _key(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def reference_root(target_name: str) -> Path:
+    from slimspec.targets import cache_root
+
+    return cache_root() / "reference" / target_name
+
+
+def data_folder(target_name: str, recipe: Recipe) -> Path:
+    return reference_root(target_name) / f"data-{_key(recipe.data_settings())}"
+
+
+def member_folder(target_name: str, name: str, recipe: Recipe) -> Path:
+    return reference_root(target_name) / f"{name}-{_key(dict(asdict(recipe), member=name))}"
+
+
+def is_built(folder: Path) -> bool:
+    return (folder / "model.safetensors").exists() and (folder / "training.json").exists()
+
+
+def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> Path:
+    from configuration_slimspec import default_target_layer_ids
+
+    from slimspec.prompts import builtin_prompts
+    from slimspec.targets import load_target
+
+    from .data import generate_data
+
+    folder = data_folder(target_name, recipe)
+    meta = folder / "meta.json"
+    prompts = builtin_prompts("train") if recipe.prompts == "builtin" else None
+    if prompts is None:
+        raise ValueError(f"reference data uses the built-in prompts, got {recipe.prompts!r}")
+    if meta.exists():
+        done = json.loads(meta.read_text())
+        if sum(s["sequences"] for s in done["shards"]) == len(prompts) * (2 if recipe.sampled else 1):
+            return folder
+    target, tokenizer = load_target(target_name, dtype=torch.bfloat16)
+    L = target.config.get_text_config().num_hidden_layers
+    generate_data(target=target, tokenizer=tokenizer, prompts=prompts, out=str(folder),
+                  layer_ids=default_target_layer_ids(L), max_new_tokens=recipe.max_new_tokens, max_prompt_tokens=384,
+                  sampled=recipe.sampled, topk=recipe.topk, batch_size=16, target_name=target_name, progress=progress)
+    return folder
+
+
+def fit_config(recipe: Recipe, **member) -> "FitConfig":
+    from .fit import FitConfig
+
+    return FitConfig(max_steps=recipe.max_steps, batch_size=recipe.batch_size, window=recipe.window,
+                     ttt_steps=recipe.ttt_steps, lr=recipe.lr, loss=recipe.loss, loss_on=recipe.loss_on,
+                     bf16=recipe.bf16, seed=recipe.seed, save_every=50, **member)
+
+
+def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = True) -> Path:
+    """Train (or resume, or take from cache) one member; returns its Hub-ready folder."""
+    from slimspec.targets import load_target
+
+    from .fit import fit
+
+    out = member_folder(target_name, name, recipe)
+    if is_built(out):
+        return out
+    spec = dict(MEMBERS[name])
+    data = build_data(target_name, recipe, progress)
+    target, _ = load_target(target_name, dtype=torch.float32)
+    t0 = time.perf_counter()
+    if "convert_from" in spec:
+        from slimspec.convert import convert_drafter
+
+        source = build_member(target_name, spec["convert_from"], recipe, progress)
+        converted = out.parent / f"{out.name}.converted"
+        if not (converted / "model.safetensors").exists():
+            shutil.rmtree(converted, ignore_errors=True)
+            convert_drafter(source=str(source), output=str(converted), rank=spec["rank"], validate=False,
+                            progress=progress)
+        config = replace(fit_config(recipe, init_from=str(converted), trainable="head"), max_steps=recipe.heal_steps)
+    else:
+        config = fit_config(recipe, **spec)
+    fit(target=target, data=str(data), out=str(out), config=config, progress=progress)
+    info = json.loads((out / "training.json").read_text())
+    info["wall_seconds"] = time.perf_counter() - t0
+    (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
+    return out
+
+
+def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assistant_tokens: int = 5,
+                    max_new_tokens: int = 64, progress: bool = True) -> dict:
+    from modeling_slimspec import SlimSpecDrafter
+
+    from .evaluate import evaluate_drafter
+
+    drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype)
+    result = evaluate_drafter(target, tokenizer, drafter, prompts=prompts, num_assistant_tokens=num_assistant_tokens,
+                              max_new_tokens=max_new_tokens, progress=progress)
+    info = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
+    history = info.get("history", [])
+    timed = history[1:] or history
+    seconds = sum(h["seconds"] for h in timed)
+    result.update(folder=str(folder), head_params=sum(p.numel() for p in drafter.lm_head.parameters()),
+                  head_rank=drafter.config.head_rank, draft_vocab_size=drafter.config.draft_vocab_size,
+                  train_seconds=info.get("wall_seconds"),
+                  positions_per_s=sum(h.get("trained", h["tokens"]) for h in timed) / seconds if seconds else None)
+    return result
+
+
+def format_report(report: dict) -> str:
+    r = report["recipe"]
+    lines = [f"Reference drafters for {report['target']}: {r['max_steps']} steps x {r['batch_size']} x {r['window']} "
+             f"positions each (TTT {r['ttt_steps']}, loss {r['loss']}, bf16 {r['bf16']}); tau with the adapter, greedy, "
+             f"K = {report['num_assistant_tokens']}, {report['prompts']} held-out prompts, {report['dtype']} target",
+             "", "| drafter | head params | tau | acceptance per position | train min | trained positions/s |",
+             "|---|---|---|---|---|---|"]
+    for name, m in report["members"].items():
+        acc = ", ".join(f"{a:.2f}" for a in m["per_position_acceptance"])
+        minutes = f"{m['train_seconds'] / 60:.1f}" if m.get("train_seconds") else "-"
+        pps = f"{m['positions_per_s']:.0f}" if m.get("positions_per_s") else "-"
+        lines.append(f"| {name} | {m['head_params'] / 1e6:.1f}M | {m['tau']:.2f} | {acc} | {minutes} | {pps} |")
+    if "converted-d8-unhealed" in report:
+        lines.append(f"\nconverted d/8 before healing: tau {report['converted-d8-unhealed']['tau']:.2f}")
+    return "\n".join(lines)
+
+
+def build_reference_set(*, target_name: str = "gemma3-270m", names: list | None = None, recipe: Recipe = Recipe(),
+                        eval_prompts: int = 16, num_assistant_tokens: int = 5, progress: bool = True) -> dict:
+    """Build (or resume, or reuse) the members, evaluate each, and write report-<key>.json/.md beside them."""
+    from slimspec.targets import load_target
+
+    names = list(MEMBERS) if not names else names
+    unknown = [n for n in names if n not in MEMBERS]
+    if unknown:
+        raise ValueError(f"unknown reference drafters {unknown}; choose from {list(MEMBERS)}")
+    if progress:
+        todo = [n for n in names if not is_built(member_folder(target_name, n, recipe))]
+        print(f"slimspec: reference drafters for {target_name} under {reference_root(target_name)}; "
+              f"to build: {todo or 'nothing (all cached)'}", flush=True)
+    folders = {n: build_member(target_name, n, recipe, progress) for n in names}
+    target, tokenizer = load_target(target_name, dtype=torch.bfloat16)
+    report = dict(target=target_name, recipe=asdict(recipe), dtype="bf16", prompts=eval_prompts,
+                  num_assistant_tokens=num_assistant_tokens, members={})
+    kw = dict(prompts=eval_prompts, num_assistant_tokens=num_assistant_tokens, progress=progress)
+    for name, folder in folders.items():
+        report["members"][name] = evaluate_member(target, tokenizer, folder, **kw)
+    if "converted-d8-healed" in folders:
+        converted = folders["converted-d8-healed"].parent / f"{folders['converted-d8-healed'].name}.converted"
+        if (converted / "model.safetensors").exists():
+            report["converted-d8-unhealed"] = evaluate_member(target, tokenizer, converted, **kw)
+    stem = reference_root(target_name) / f"report-{_key(asdict(recipe))}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+    stem.with_suffix(".md").write_text(format_report(report) + "\n")
+    report["report"] = str(stem.with_suffix(".md"))
+    return report
+
+
+def learning_curve(*, target_name: str = "gemma3-270m", steps: list, recipe: Recipe = Recipe(), eval_prompts: int = 16,
+                   num_assistant_tokens: int = 5, progress: bool = True) -> dict:
+    """tau of SlimSpec d/8 against training budget: one full run (its own cosine schedule) per budget in ``steps``,
+    cached like the members (the run with ``recipe.max_steps`` steps is the reference member itself). Picks the
+    smallest budget whose doubling adds under 3% tau; writes curve-<key>.json/.md/.png."""
+    from slimspec.targets import load_target
+
+    runs = []
+    for s in sorted(steps):
+        r = replace(recipe, max_steps=s)
+        runs.append((r, build_member(target_name, "slimspec-d8", r, progress)))
+    target, tokenizer = load_target(target_name, dtype=torch.bfloat16)
+    points = []
+    for r, folder in runs:
+        m = evaluate_member(target, tokenizer, folder, prompts=eval_prompts, num_assistant_tokens=num_assistant_tokens,
+                            progress=progress)
+        points.append(dict(steps=r.max_steps, positions=r.positions(), tau=m["tau"],
+                           per_position_acceptance=m["per_position_acceptance"], train_seconds=m["train_seconds"]))
+    chosen = next((a["steps"] for a, b in zip(points, points[1:]) if b["steps"] == 2 * a["steps"]
+                   and b["tau"] < 1.03 * a["tau"]), None)
+    curve = dict(target=target_name, recipe=asdict(recipe), points=points, chosen_steps=chosen,
+                 rule="smallest budget whose doubling adds under 3% tau (None: every doubling still helped)")
+    stem = reference_root(target_name) / f"curve-{_key(dict(asdict(recipe), steps=sorted(steps)))}"
+    stem.with_suffix(".json").write_text(json.dumps(curve, indent=2, default=str))
+    lines = ["| steps | training positions | tau | acceptance per position | train min |", "|---|---|---|---|---|"]
+    for p in points:
+        minutes = f"{p['train_seconds'] / 60:.1f}" if p.get("train_seconds") else "-"
+        lines.append(f"| {p['steps']} | {p['positions']:,} | {p['tau']:.2f} | "
+                     f"{', '.join(f'{a:.2f}' for a in p['per_position_acceptance'])} | {minutes} |")
+    lines.append(f"\nchosen budget: {chosen} steps ({curve['rule']})")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _plot_curve(points, stem.with_suffix(".png"), target_name)
+    curve["report"] = str(stem.with_suffix(".md"))
+    return curve
+
+
+def _plot_curve(points: list, path: Path, target_name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([p["positions"] for p in points], [p["tau"] for p in points], "o-")
+    ax.set_xscale("log")
+    ax.set_xlabel("training positions")
+    ax.set_ylabel("tau (greedy, K = 5)")
+    ax.set_title(f"SlimSpec d/8 learning curve, {target_name}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
