@@ -197,8 +197,8 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     target, folder, _ = tiny_data
     base = dict(head_rank="d/8", ttt_steps=2, batch_size=2, window=16, seed=3)
     straight = tmp_path / "straight"
-    fit(target=target, data=str(folder), out=str(straight), config=FitConfig(max_steps=4, save_every=4, **base),
-        progress=False)
+    fit(target=target, data=str(folder), out=str(straight), progress=False,
+        config=FitConfig(max_steps=4, save_every=4, snapshot_steps=(2,), **base))
     resumed = tmp_path / "resumed"
     first = fit(target=target, data=str(folder), out=str(resumed), config=FitConfig(max_steps=4, save_every=4, **base),
                 progress=False, stop_after=2)  # interrupted after 2 steps; its checkpoint stays
@@ -215,6 +215,45 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     assert sorted(a) == sorted(b)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6)
+    from modeling_slimspec import SlimSpecDrafter  # a learning-curve snapshot is a loadable drafter of step 2
+
+    snap = load_file(straight / "snapshots" / "step_2" / "model.safetensors")
+    assert sorted(snap) == sorted(a) and not all(torch.equal(snap[k], a[k]) for k in a)
+    SlimSpecDrafter.from_pretrained(straight / "snapshots" / "step_2")
+
+
+def test_feature_scale_is_folded_into_fc_on_save(tiny_data, tmp_path):
+    """Training sees feats * scale; the saved drafter computes the same outputs from the raw features."""
+    from modeling_slimspec import SlimSpecDrafter
+    from slimspec.train.fit import feature_scale, save_drafter
+
+    target, folder, _ = tiny_data
+    ds = DistillationData(folder)
+    drafter, _ = build_drafter(target, FitConfig(head_rank="d/8", head_init="random"), ds)
+    scale = feature_scale(ds)
+    rms = (collate([ds[i] for i in range(len(ds))])["feats"].float() * scale).pow(2)
+    assert scale.shape == (3 * 48,) and 0.5 < rms[rms > 0].mean().item() < 2.0  # about unit RMS after scaling
+    item = ds[0]
+    tokens, feats = item["tokens"][None], item["feats"][None].float()
+    with torch.no_grad():
+        trained = ttt_unroll(drafter, tokens, feats * scale, steps=2)
+    save_drafter(drafter, tmp_path / "d", scale)
+    drafter.detach()
+    loaded = SlimSpecDrafter.from_pretrained(tmp_path / "d").attach(target)
+    with torch.no_grad():
+        raw = ttt_unroll(loaded, tokens, feats, steps=2)
+    for a, b in zip(trained, raw):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    loaded.detach()
+
+
+def test_learning_curve_budget_rule():
+    from slimspec.train.reference import choose_budget, curve_steps
+
+    assert curve_steps(320) == [40, 80, 160, 320]
+    pts = [dict(steps=40, tau=1.5), dict(steps=80, tau=1.7), dict(steps=160, tau=1.74), dict(steps=320, tau=1.9)]
+    assert choose_budget(pts) == 80  # 80 -> 160 adds 2.4% (< 3%): the first doubling that stops paying
+    assert choose_budget(pts[:2]) is None  # every doubling still helped
 
 
 def test_healing_lowers_the_kl_to_the_dense_head(tiny_data, tmp_path):

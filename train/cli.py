@@ -69,8 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--num-assistant-tokens", type=int, default=5, help="K drafts per pass for tau")
         if name == "reference":
             r.add_argument("--only", default=None, help="comma-separated members (default: all)")
-        else:
-            r.add_argument("--steps", default="75,150,300,600", help="comma-separated budgets in steps")
     return p
 
 
@@ -83,7 +81,7 @@ def _reference(args) -> int:
     kw = dict(target_name=args.target, recipe=recipe, eval_prompts=args.eval_prompts,
               num_assistant_tokens=args.num_assistant_tokens)
     if args.command == "curve":
-        result = learning_curve(steps=[int(s) for s in args.steps.split(",")], **kw)
+        result = learning_curve(**kw)
     else:
         result = build_reference_set(names=args.only.split(",") if args.only else None, **kw)
     print(Path(result["report"]).read_text())

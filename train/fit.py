@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DistillationData, collate
+from .data import DistillationData, collate, from_int16
 from .head_loss import support_logq
 from .losses import LOSSES
 from .ttt import ttt_unroll
@@ -45,6 +45,8 @@ class FitConfig:
     trainable: str = "all"  # "all", or "head" (healing: only the factorized head learns)
     lora_rank: int = 0  # healing: LoRA adapters of this rank on the decoder layer (peft), merged before saving
     teacher: str | None = None  # healing: a dense drafter folder whose head is the teacher (None: the target)
+    normalize_features: bool = True  # train on target features scaled to unit RMS per channel, folded into fc on save
+    snapshot_steps: tuple = ()  # also write a Hub-ready drafter to out/snapshots/step_N at these steps (curves)
     bf16: bool = False  # bf16 autocast for the drafter's forward and backward (fp32 master weights)
     loss_on: str = "response"  # "response": the target's own tokens; "all": prompt positions too (the target's
     #                            distribution there is just as exact: more signal from the same data)
@@ -53,6 +55,35 @@ class FitConfig:
 def target_head_weight(target) -> torch.Tensor:
     """The target's LM head weight [V, d_t], detached (frozen; Gemma ties it to the input embedding)."""
     return target.get_output_embeddings().weight.detach()
+
+
+def feature_scale(data: DistillationData, positions: int = 8192) -> torch.Tensor:
+    """1 / RMS of every feature channel [3 d_t] over the first ``positions`` stored positions (floored at 1% of the
+    median channel RMS, so near-silent channels are not blown up).
+
+    The target's hidden states can be huge (Gemma 3 270M: median norms ~1e3, 5e3, 2e4 at layers 2, 9, 15, single
+    channels ~1e5): fed raw, the fc output swamps the decoder layer's residual updates and Adam's fixed step size
+    is badly scaled for fc. Training sees ``feats * scale``; the saved drafter has ``fc.weight * scale`` instead,
+    which is the same function of the raw features, so inference and the checkpoint format are unchanged."""
+    rows, seen = [], 0
+    for shard in data.meta["shards"]:
+        feats = data._arrays(shard["name"])["feats"]
+        take = min(len(feats), positions - seen)
+        rows.append(from_int16(feats[:take]).float())
+        seen += take
+        if seen >= positions:
+            break
+    rms = torch.cat(rows).pow(2).mean(0).sqrt()
+    return 1.0 / rms.clamp_min(0.01 * rms.median().clamp_min(1e-6))
+
+
+def save_drafter(drafter, folder, scale: torch.Tensor | None = None) -> None:
+    """save_pretrained with the training feature scale folded into fc (see ``feature_scale``)."""
+    state = None
+    if scale is not None:
+        state = dict(drafter.state_dict())
+        state["fc.weight"] = state["fc.weight"] * scale.to(state["fc.weight"].dtype)[None, :]
+    drafter.save_pretrained(folder, state_dict=state)
 
 
 def build_drafter(target, config: FitConfig, data: DistillationData):
@@ -149,12 +180,13 @@ def teacher_support(drafter, g: torch.Tensor, teacher: torch.Tensor):
         return torch.arange(logp.shape[-1]).expand(logp.shape), logp
 
 
-def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=None):
+def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=None, scale=None):
     """Weighted TTT loss and per-step top-1 agreement for one batch: loss = sum_j 0.8^j mean_t loss_j(t).
 
     The reference distribution is the target's stored top-k (``target_support``), or with ``teacher`` (a dense
     head [V_d, d]) that head applied to the drafter's own hidden states (head distillation). With ``config.bf16``
-    the drafter runs under bf16 autocast (weights and optimizer stay fp32)."""
+    the drafter runs under bf16 autocast (weights and optimizer stay fp32); ``scale`` [3 d_t] multiplies the target
+    features (``feature_scale``)."""
     loss_fn = LOSSES[config.loss]
     if config.loss_on not in ("response", "all"):
         raise ValueError(f"loss_on must be 'response' or 'all', got {config.loss_on!r}")
@@ -166,7 +198,8 @@ def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=No
     positions = torch.arange(T)
     total, agreement = 0.0, []
     with torch.autocast(feats.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        outputs = ttt_unroll(drafter, tokens, feats.float(), config.ttt_steps)
+        feats = feats.float() if scale is None else feats.float() * scale
+        outputs = ttt_unroll(drafter, tokens, feats, config.ttt_steps)
         for j, g in enumerate(outputs):
             valid = mask & (positions >= j)[None, :]
             if not valid.any():
@@ -219,6 +252,7 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     if len(dataset) == 0:
         raise ValueError(f"{data} holds no training windows")
     drafter, columns = build_drafter(target, config, dataset)
+    scale = feature_scale(dataset) if config.normalize_features and not config.init_from else None
     for p in target.parameters():
         p.requires_grad_(False)
     if config.trainable == "head":
@@ -259,7 +293,7 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
             t0 = time.perf_counter()
-            loss, agreement = batch_loss(drafter, batch, config, columns, teacher)
+            loss, agreement = batch_loss(drafter, batch, config, columns, teacher, scale)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(drafter.parameters(), config.grad_clip)
             optimizer.step()
@@ -271,6 +305,8 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
                                 seconds=time.perf_counter() - t0))
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", top1="/".join(f"{a:.2f}" for a in agreement))
+            if step in config.snapshot_steps and step < total_steps:
+                save_drafter(accelerator.unwrap_model(drafter), Path(out) / "snapshots" / f"step_{step}", scale)
             if step % config.save_every == 0 or step in (total_steps, stop_at):
                 path = ckpt_root / f"step_{step}"
                 accelerator.save_state(str(path))
@@ -287,7 +323,7 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     drafter.detach()
     if config.lora_rank:
         drafter = drafter.merge_and_unload()
-    drafter.save_pretrained(out)
+    save_drafter(drafter, out, scale)
     _write_card(drafter, out, data, config, history)
     (Path(out) / "training.json").write_text(json.dumps(dict(config=asdict(config), data=str(data),
                                                              history=history), indent=2, default=str))
