@@ -2,6 +2,8 @@
 
     slimspec-bench head      dense vs low-rank LM head (r = d/8, d/16), batch 1 and 64, fp32 and bf16
     slimspec-bench generate  plain vs assisted generate (and prompt lookup) on a real target
+    slimspec-bench e2e       plain vs prompt lookup vs every drafter, bf16/fp32 x greedy/sample, K sweep,
+                             performance model and targets; results.json, report.md, plots (--out)
     slimspec-bench svd       time and peak memory of factorizing a Llama-3.1-8B-sized head
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import generate, head, svd
+from . import e2e, generate, head, svd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     head.add_arguments(sub.add_parser("head", help="dense vs low-rank head timing"))
     generate.add_arguments(sub.add_parser("generate", help="plain vs assisted generate on a real target"))
+    e2e.add_arguments(sub.add_parser("e2e", help="end-to-end benchmark of every method, dtype and mode"))
     svd.add_arguments(sub.add_parser("svd", help="time and peak memory of factorizing a large head"))
     return parser
 
@@ -29,6 +32,8 @@ def main(argv=None) -> int:
         return head.main(args)
     if args.command == "generate":
         return generate.main(args)
+    if args.command == "e2e":
+        return e2e.main(args)
     if args.command == "svd":
         return svd.main(args)
     return 2

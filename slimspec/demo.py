@@ -1,0 +1,135 @@
+"""The README's main job (``slimspec-demo``): the whole story on the embedded Gemma 3 270M.
+
+1. take the SlimSpec d/8 reference drafter from the cache, or build it (self-distillation data + training; the
+   first run says how long up front and shows progress; an interrupted build resumes),
+2. publish it to a local Hub-layout folder with its model card,
+3. reload it the way a user would: ``AutoModel.from_pretrained(folder, trust_remote_code=True)``,
+4. generate with ``target.generate(..., assistant_model=drafter)`` next to plain ``generate`` on held-out prompts,
+   and print the output, tau, whether the output is identical to plain greedy, and the speedup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HUB_FILES = ("config.json", "generation_config.json", "model.safetensors", "README.md", "configuration_slimspec.py",
+             "modeling_slimspec.py", "generation_slimspec.py")
+
+
+def publish_local(folder: Path, out: Path, overwrite: bool = True) -> Path:
+    """Copy a drafter's Hub files into ``out`` (a folder laid out exactly like a Hub repository)."""
+    missing = [f for f in HUB_FILES if not (folder / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a complete drafter folder: missing {missing}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite or choose another --publish-dir")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in HUB_FILES:
+        shutil.copy2(folder / name, tmp / name)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def build_or_load(target_name: str, progress: bool = True) -> Path:
+    from slimspec.train.reference import Recipe, build_member, data_folder, is_built, member_folder
+
+    recipe = Recipe()
+    folder = member_folder(target_name, "slimspec-d8", recipe)
+    if is_built(folder):
+        print(f"[1/4] SlimSpec d/8 drafter for {target_name}: cached at {folder}", flush=True)
+        return folder
+    data_min = 0 if (data_folder(target_name, recipe) / "meta.json").exists() else (recipe.prompt_limit or 909) * 2 / 60
+    train_min = recipe.max_steps * 10 / 60  # measured: ~2 s per response, ~10 s per training step on 2 cores
+    print(f"[1/4] no cached SlimSpec d/8 drafter for {target_name}: building it now, once (on a 2-core CPU about "
+          f"{data_min:.0f} min of self-distillation data + {train_min:.0f} min of training; interrupt and rerun to "
+          f"resume)", flush=True)
+    return build_member(target_name, "slimspec-d8", recipe, progress)
+
+
+@torch.inference_mode()
+def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int) -> dict:
+    """Plain greedy and assisted greedy on each prompt, back to back; totals and the first output."""
+    plain_s = assisted_s = 0.0
+    tokens = identical = 0
+    runs, first = [], None
+    for prompt in prompts:
+        inputs = tokenizer(prompt, return_tensors="pt")
+        t0 = time.perf_counter()
+        plain = target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
+        plain_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fast = target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, assistant_model=drafter)
+        assisted_s += time.perf_counter() - t0
+        runs.append(drafter.last_generate_stats)
+        tokens += plain.shape[1] - inputs["input_ids"].shape[1]
+        identical += int(torch.equal(plain, fast))
+        if first is None:
+            first = (prompt, tokenizer.decode(fast[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+    from slimspec.train.evaluate import merge_stats
+
+    stats = merge_stats(runs)
+    return dict(prompts=len(prompts), tokens=tokens, plain_seconds=plain_s, assisted_seconds=assisted_s,
+                speedup=plain_s / assisted_s, tau=stats.tau, acceptance=stats.per_position_acceptance(),
+                identical=identical, example=first)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="slimspec-demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default="gemma3-270m", help="embedded target (default gemma3-270m)")
+    p.add_argument("--publish-dir", default="slimspec-gemma3-270m-d8", help="local Hub-layout folder to publish to")
+    p.add_argument("--prompts", type=int, default=4, help="held-out prompts to generate for")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    args = p.parse_args(argv)
+
+    from transformers import AutoModel
+
+    from slimspec.prompts import benchmark_prompts
+    from slimspec.targets import load_target
+
+    t_start = time.perf_counter()
+    try:
+        folder = build_or_load(args.target)
+        out = publish_local(folder, Path(args.publish_dir).resolve())
+        print(f"[2/4] published to {out} (Hub layout: weights, config, code, model card)", flush=True)
+        dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+        target, tokenizer = load_target(args.target, dtype=dtype)
+        drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype=dtype).eval()
+        print(f"[3/4] reloaded with AutoModel.from_pretrained(..., trust_remote_code=True): "
+              f"{type(drafter).__name__}, head rank {drafter.config.head_rank}, K = "
+              f"{drafter.generation_config.num_assistant_tokens}", flush=True)
+        drafter.attach(target)
+        prompts = benchmark_prompts(args.prompts)
+        warm = tokenizer("Hello", return_tensors="pt")
+        target.generate(**warm, max_new_tokens=4, do_sample=False)
+        target.generate(**warm, max_new_tokens=4, do_sample=False, assistant_model=drafter)
+        print(f"[4/4] greedy generation on {len(prompts)} held-out prompts, {args.max_new_tokens} new tokens each, "
+              f"{args.dtype} target: plain generate vs assistant_model=drafter", flush=True)
+        r = compare(target, tokenizer, drafter, prompts, args.max_new_tokens)
+        drafter.detach()
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"slimspec-demo: error: {err}", file=sys.stderr)
+        return 1
+    prompt, text = r["example"]
+    print(f"\n--- prompt ---\n{prompt}\n--- assisted output ---\n{text}\n")
+    print(f"output identical to plain greedy: {r['identical']}/{r['prompts']} prompts")
+    print(f"tau (tokens per target pass): {r['tau']:.2f}; acceptance per draft position: "
+          + ", ".join(f"{a:.2f}" for a in r["acceptance"]))
+    print(f"plain {r['tokens'] / r['plain_seconds']:.1f} tokens/s, assisted {r['tokens'] / r['assisted_seconds']:.1f} "
+          f"tokens/s: speedup {r['speedup']:.2f}x")
+    print(f"(total {time.perf_counter() - t_start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

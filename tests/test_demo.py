@@ -1,0 +1,44 @@
+"""The README's main job (slimspec-demo): publishing to a local Hub folder, reloading as a user would, comparing."""
+
+import pytest
+import torch
+
+from slimspec import demo
+from test_generate import drafter_for, tiny_target
+from test_train import PROMPTS, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    target = tiny_target()
+    drafter = drafter_for(target)
+    folder = tmp_path_factory.mktemp("drafter")
+    drafter.save_pretrained(folder)
+    (folder / "README.md").write_text("# card\n")
+    return target, folder
+
+
+def test_publish_reload_and_compare(saved, tmp_path):
+    from transformers import AutoModel
+
+    target, folder = saved
+    out = demo.publish_local(folder, tmp_path / "hub")
+    assert sorted(p.name for p in out.iterdir()) == sorted(demo.HUB_FILES)
+    drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True).eval().attach(target)
+    r = demo.compare(target, tiny_tokenizer(), drafter, PROMPTS[:3], max_new_tokens=8)
+    drafter.detach()
+    assert r["identical"] == 3 and r["tokens"] > 0 and r["tau"] >= 1.0  # fp32 greedy: exactly the target's output
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        demo.publish_local(folder, out, overwrite=False)
+
+
+def test_publish_refuses_an_incomplete_folder(saved, tmp_path):
+    _, folder = saved
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in folder.iterdir():
+        if f.name != "model.safetensors":
+            (broken / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        demo.publish_local(broken, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
