@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             print(f"{meta['tokens']:,} tokens in {len(meta['shards'])} shards, {meta['tokens_per_s']:.0f} tokens/s; "
                   f"the stored top-{args.topk} hold {meta['topk_mass']:.3f} of the target's probability mass")
             return 0
-        from .fit import FitConfig, fit
+        from .fit import FitConfig, fit, positions_per_s
 
         common = dict(max_steps=args.max_steps, batch_size=args.batch_size, window=args.window,
                       ttt_steps=args.ttt_steps, lr=args.lr, loss=args.loss, seed=args.seed, save_every=args.save_every,
@@ -133,8 +133,7 @@ def main(argv=None) -> int:
         result = fit(target=target, data=args.data, out=args.out, config=config)
         history = result["history"]
         last = history[-1] if history else {}
-        timed = history[1:] or history  # the first step includes one-time setup
-        tps = sum(h["tokens"] for h in timed) / max(sum(h["seconds"] for h in timed), 1e-9)
+        tps = positions_per_s(history, "tokens") or 0.0
         print(f"{result['steps']} steps; last loss {last.get('loss', float('nan')):.4f}, per-step top-1 "
               f"{last.get('agreement')}; {tps:.0f} training positions/s; drafter written to {args.out}")
         return 0

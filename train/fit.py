@@ -236,6 +236,14 @@ def _write_card(drafter, out: str, data: str, config: FitConfig, history: list) 
     card.save(Path(out) / "README.md")
 
 
+def positions_per_s(history: list, key: str = "trained") -> float | None:
+    """Training throughput from a fit history: ``key`` positions per second, without the first step (one-time
+    setup). ``key``: "trained" (positions with a loss) or "tokens" (all window positions, padding included)."""
+    timed = history[1:] or history
+    seconds = sum(h["seconds"] for h in timed)
+    return sum(h[key] for h in timed) / seconds if seconds else None
+
+
 def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, progress: bool = True,
         stop_after: int | None = None) -> dict:
     """Train a drafter and write a Hub-ready folder to ``out``; checkpoints in ``out/.checkpoints``.

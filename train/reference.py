@@ -131,12 +131,13 @@ def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = T
         return out
     spec = dict(MEMBERS[name])
     data = build_data(target_name, recipe, progress)
+    # the member it is converted from first (it loads its own target); then this member's timing starts
+    source = build_member(target_name, spec["convert_from"], recipe, progress) if "convert_from" in spec else None
     target, _ = load_target(target_name, dtype=torch.float32)
     t0 = time.perf_counter()
-    if "convert_from" in spec:
+    if source is not None:
         from slimspec.convert import convert_drafter
 
-        source = build_member(target_name, spec["convert_from"], recipe, progress)
         converted = out.parent / f"{out.name}.converted"
         if not (converted / "model.safetensors").exists():
             shutil.rmtree(converted, ignore_errors=True)
@@ -158,18 +159,15 @@ def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assist
     from modeling_slimspec import SlimSpecDrafter
 
     from .evaluate import evaluate_drafter
+    from .fit import positions_per_s
 
     drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype)
     result = evaluate_drafter(target, tokenizer, drafter, prompts=prompts, num_assistant_tokens=num_assistant_tokens,
                               max_new_tokens=max_new_tokens, progress=progress)
     info = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
-    history = info.get("history", [])
-    timed = history[1:] or history
-    seconds = sum(h["seconds"] for h in timed)
     result.update(folder=str(folder), head_params=sum(p.numel() for p in drafter.lm_head.parameters()),
                   head_rank=drafter.config.head_rank, draft_vocab_size=drafter.config.draft_vocab_size,
-                  train_seconds=info.get("wall_seconds"),
-                  positions_per_s=sum(h.get("trained", h["tokens"]) for h in timed) / seconds if seconds else None)
+                  train_seconds=info.get("wall_seconds"), positions_per_s=positions_per_s(info.get("history", [])))
     return result
 
 
