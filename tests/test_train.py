@@ -94,6 +94,33 @@ def test_chunked_head_loss_matches_full_logits(tiny_data, rank):
     drafter.detach()
 
 
+def test_chunked_head_loss_bf16_matmuls_stay_close(tiny_data):
+    """With bf16 matmuls (bf16 training) the chunked log q and its gradients stay within bf16 rounding of the fp32
+    computation, under autocast as in training, and the argmax agrees."""
+    from slimspec.train.head_loss import support_logq
+
+    target, folder, _ = tiny_data
+    drafter, _ = build_drafter(target, FitConfig(head_rank="d/8", head_init="random"), DistillationData(folder))
+    torch.manual_seed(0)
+    g = torch.randn(7, drafter.config.hidden_size, requires_grad=True)
+    ids = torch.randint(0, drafter.config.vocab_size, (7, 5))
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        drafter.zero_grad()
+        g.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            logq, best = support_logq(drafter, g, ids, chunk=16, dtype=dtype)
+        logq.sum().backward()
+        out[dtype] = (logq.detach().float(), best, g.grad.clone(), drafter.lm_head.up.weight.grad.clone())
+    (a, best_a, ga, wa), (b, best_b, gb, wb) = out[torch.float32], out[torch.bfloat16]
+    assert b.dtype == torch.float32 and not torch.equal(a, b)  # the bf16 path really ran in bf16
+    torch.testing.assert_close(b, a, atol=0.05, rtol=0.02)
+    torch.testing.assert_close(gb, ga, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(wb, wa, atol=0.05, rtol=0.05)
+    assert (best_a == best_b).float().mean() >= 6 / 7
+    drafter.detach()
+
+
 # --- training-time test -------------------------------------------------------------------------------------------
 def test_ttt_mask():
     m = ttt_mask(4, 2).int()

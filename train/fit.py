@@ -211,7 +211,8 @@ def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=No
                 logq, drafted = torch.log_softmax(logits.float(), dim=-1), logits.argmax(-1)
             else:
                 s_ids, s_logp = ids[valid], logp[valid]
-                logq, drafted = support_logq(drafter, g[valid], s_ids)
+                logq, drafted = support_logq(drafter, g[valid], s_ids,
+                                              dtype=torch.bfloat16 if config.bf16 else torch.float32)
             total = total + config.step_weight**j * loss_fn(logq, s_logp).mean()
             best = s_ids.gather(-1, s_logp.argmax(-1, keepdim=True))[:, 0]
             agreement.append(float((drafted == best).float().mean()))

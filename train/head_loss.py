@@ -20,42 +20,52 @@ CHUNK = 16384
 
 
 class ChunkedLogSumExp(torch.autograd.Function):
-    """lse [N] = logsumexp(z @ W^T, dim=-1) for z [N, r], W [V, r]; also returns the argmax [N] (no grad)."""
+    """lse [N] = logsumexp(z @ W^T, dim=-1) for z [N, r], W [V, r]; also returns the argmax [N] (no grad).
+
+    The matmuls run in ``dtype`` (bf16 for bf16 training: 2x faster on CPUs with avx512_bf16, as on GPU), the
+    max / exp / sum in fp32, in place on each [N, C] chunk. Autocast is switched off inside so that the forward
+    and the recomputing backward use the same precision."""
 
     @staticmethod
-    def forward(ctx, z, W, chunk: int = CHUNK):
+    def forward(ctx, z, W, chunk: int = CHUNK, dtype: torch.dtype = torch.float32):
         N = z.shape[0]
-        zf = z.float()
         running_max = torch.full((N,), float("-inf"), device=z.device)
         running_sum = torch.zeros(N, device=z.device)
         best = torch.zeros(N, dtype=torch.long, device=z.device)
-        for s in range(0, W.shape[0], chunk):
-            logits = zf @ W[s : s + chunk].float().T  # [N, C]
-            m, i = logits.max(dim=-1)
-            new_max = torch.maximum(running_max, m)
-            running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(logits - new_max[:, None]).sum(-1)
-            best = torch.where(m > running_max, i + s, best)
-            running_max = new_max
+        with torch.autocast(z.device.type, enabled=False):
+            zc = z.to(dtype)
+            for s in range(0, W.shape[0], chunk):
+                logits = (zc @ W[s : s + chunk].to(dtype).T).float()  # [N, C]
+                m, i = logits.max(dim=-1)
+                new_max = torch.maximum(running_max, m)
+                # sum_c exp(l - M_new) = sum_old * exp(M_old - M_new) + sum_{u in c} exp(l_u - M_new)
+                running_sum = running_sum * torch.exp(running_max - new_max) + logits.sub_(new_max[:, None]).exp_().sum(-1)
+                best = torch.where(m > running_max, i + s, best)
+                running_max = new_max
         lse = running_max + torch.log(running_sum)
         ctx.save_for_backward(z, W, lse)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.dtype = chunk, dtype
         ctx.mark_non_differentiable(best)
         return lse, best
 
     @staticmethod
     def backward(ctx, grad_lse, _grad_best):
         z, W, lse = ctx.saved_tensors
-        zf = z.float()
-        grad_z = torch.zeros_like(zf) if ctx.needs_input_grad[0] else None
-        grad_W = torch.zeros(W.shape, dtype=torch.float32, device=W.device) if ctx.needs_input_grad[1] else None
-        for s in range(0, W.shape[0], ctx.chunk):
-            Wc = W[s : s + ctx.chunk].float()
-            probs = torch.exp(zf @ Wc.T - lse[:, None]).mul_(grad_lse[:, None])  # softmax_c scaled by dL/dlse
-            if grad_z is not None:
-                grad_z.addmm_(probs, Wc)
-            if grad_W is not None:
-                grad_W[s : s + ctx.chunk] = probs.T @ zf
-        return (None if grad_z is None else grad_z.to(z.dtype), None if grad_W is None else grad_W.to(W.dtype), None)
+        need_z, need_W = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_z = torch.zeros(z.shape, dtype=torch.float32, device=z.device) if need_z else None
+        grad_W = torch.zeros(W.shape, dtype=torch.float32, device=W.device) if need_W else None
+        with torch.autocast(z.device.type, enabled=False):
+            zc = z.to(ctx.dtype)
+            for s in range(0, W.shape[0], ctx.chunk):
+                Wc = W[s : s + ctx.chunk].to(ctx.dtype)
+                # softmax_c scaled by dL/dlse: exp(z W_c^T - lse) * grad_lse
+                probs = (zc @ Wc.T).float().sub_(lse[:, None]).exp_().mul_(grad_lse[:, None]).to(ctx.dtype)
+                if need_z:
+                    grad_z += probs @ Wc
+                if need_W:
+                    grad_W[s : s + ctx.chunk] = probs.T @ zc
+        return (None if grad_z is None else grad_z.to(z.dtype), None if grad_W is None else grad_W.to(W.dtype),
+                None, None)
 
 
 def head_factors(drafter, g: torch.Tensor):
@@ -67,9 +77,11 @@ def head_factors(drafter, g: torch.Tensor):
     return h, head.weight
 
 
-def support_logq(drafter, g: torch.Tensor, ids: torch.Tensor, chunk: int = CHUNK):
-    """g [N, d] pre-norm drafter outputs, ids [N, k] -> (log q at ids [N, k] fp32, the drafter's argmax [N])."""
+def support_logq(drafter, g: torch.Tensor, ids: torch.Tensor, chunk: int = CHUNK,
+                 dtype: torch.dtype = torch.float32):
+    """g [N, d] pre-norm drafter outputs, ids [N, k] -> (log q at ids [N, k] fp32, the drafter's argmax [N]).
+    ``dtype``: precision of the vocabulary-wide matmuls (bf16 for bf16 training)."""
     z, W = head_factors(drafter, g)
-    lse, best = ChunkedLogSumExp.apply(z, W, chunk)
+    lse, best = ChunkedLogSumExp.apply(z, W, chunk, dtype)
     picked = torch.einsum("nr,nkr->nk", z.float(), W[ids].float())
     return picked - lse[:, None], best
