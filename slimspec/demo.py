@@ -48,7 +48,7 @@ def build_or_load(target_name: str, progress: bool = True) -> Path:
         print(f"[1/4] SlimSpec d/8 drafter for {target_name}: cached at {folder}", flush=True)
         return folder
     data_min = 0 if (data_folder(target_name, recipe) / "meta.json").exists() else (recipe.prompt_limit or 909) * 2 / 60
-    train_min = recipe.max_steps * 10 / 60  # measured: ~2 s per response, ~10 s per training step on 2 cores
+    train_min = recipe.max_steps * 7.5 / 60  # measured: ~2 s per response, ~7.5 s per training step on 2 cores
     print(f"[1/4] no cached SlimSpec d/8 drafter for {target_name}: building it now, once (on a 2-core CPU about "
           f"{data_min:.0f} min of self-distillation data + {train_min:.0f} min of training; interrupt and rerun to "
           f"resume)", flush=True)
