@@ -40,15 +40,14 @@ def publish_local(folder: Path, out: Path, overwrite: bool = True) -> Path:
 
 
 def build_or_load(target_name: str, progress: bool = True) -> Path:
-    from slimspec.train.reference import Recipe, build_member, data_folder, is_built, member_folder
+    from slimspec.train.reference import Recipe, build_member, data_responses_left, is_built, member_folder
 
     recipe = Recipe()
     folder = member_folder(target_name, "slimspec-d8", recipe)
     if is_built(folder):
         print(f"[1/4] SlimSpec d/8 drafter for {target_name}: cached at {folder}", flush=True)
         return folder
-    data_cached = (data_folder(target_name, recipe) / "meta.json").exists()
-    data_min = 0 if data_cached else (recipe.prompt_limit or 909) * 2.1 / 60
+    data_min = data_responses_left(target_name, recipe) * 2.1 / 60
     train_min = recipe.max_steps * 6 / 60  # measured: ~2.1 s per response, 5.3-7.2 s per training step on 2 cores
     print(f"[1/4] no cached SlimSpec d/8 drafter for {target_name}: building it now, once (on a 2-core CPU about "
           f"{data_min:.0f} min of self-distillation data + {train_min:.0f} min of training; interrupt and rerun to "

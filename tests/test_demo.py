@@ -42,3 +42,20 @@ def test_publish_refuses_an_incomplete_folder(saved, tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         demo.publish_local(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_data_responses_left_counts_what_a_resumed_build_still_needs(tmp_path, monkeypatch):
+    import json
+
+    from slimspec.train.reference import Recipe, data_folder, data_responses_left
+
+    monkeypatch.setenv("SLIMSPEC_CACHE", str(tmp_path))
+    recipe = Recipe(prompt_limit=5, sampled=True)
+    assert data_responses_left("t", recipe) == 10  # nothing generated: greedy + sampled per prompt
+    folder = data_folder("t", recipe)
+    folder.mkdir(parents=True)
+    meta = folder / "meta.json"
+    meta.write_text(json.dumps(dict(shards=[dict(sequences=4)])))
+    assert data_responses_left("t", recipe) == 6  # an interrupted build
+    meta.write_text(json.dumps(dict(shards=[dict(sequences=4), dict(sequences=6)])))
+    assert data_responses_left("t", recipe) == 0

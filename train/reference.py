@@ -85,24 +85,34 @@ def is_built(folder: Path) -> bool:
     return (folder / "model.safetensors").exists() and (folder / "training.json").exists()
 
 
+def data_prompts(recipe: Recipe) -> list:
+    """The train prompts the reference data is generated from."""
+    from slimspec.prompts import builtin_prompts
+
+    if recipe.prompts != "builtin":
+        raise ValueError(f"reference data uses the built-in prompts, got {recipe.prompts!r}")
+    prompts = builtin_prompts("train")
+    return prompts[: recipe.prompt_limit] if recipe.prompt_limit else prompts
+
+
+def data_responses_left(target_name: str, recipe: Recipe) -> int:
+    """How many target responses the reference data still needs (0: complete)."""
+    meta = data_folder(target_name, recipe) / "meta.json"
+    done = sum(s["sequences"] for s in json.loads(meta.read_text())["shards"]) if meta.exists() else 0
+    return len(data_prompts(recipe)) * (2 if recipe.sampled else 1) - done
+
+
 def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> Path:
     from configuration_slimspec import default_target_layer_ids
 
-    from slimspec.prompts import builtin_prompts
     from slimspec.targets import load_target
 
     from .data import generate_data
 
     folder = data_folder(target_name, recipe)
-    meta = folder / "meta.json"
-    prompts = builtin_prompts("train") if recipe.prompts == "builtin" else None
-    if prompts is None:
-        raise ValueError(f"reference data uses the built-in prompts, got {recipe.prompts!r}")
-    prompts = prompts[: recipe.prompt_limit] if recipe.prompt_limit else prompts
-    if meta.exists():
-        done = json.loads(meta.read_text())
-        if sum(s["sequences"] for s in done["shards"]) == len(prompts) * (2 if recipe.sampled else 1):
-            return folder
+    if data_responses_left(target_name, recipe) == 0:
+        return folder
+    prompts = data_prompts(recipe)
     target, tokenizer = load_target(target_name, dtype=torch.bfloat16)
     L = target.config.get_text_config().num_hidden_layers
     generate_data(target=target, tokenizer=tokenizer, prompts=prompts, out=str(folder),
