@@ -22,6 +22,7 @@ The version probe (``assisted_generation_support``) checks for the ``requires_mo
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -125,6 +126,7 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     def __init__(self, drafter, generation_config, logits_processor, input_ids, tokenizer=None):
         self.drafter = drafter
         self.layer_ids = list(drafter.config.target_layer_ids)
+        self.num_states = drafter.config.target_num_hidden_layers + 1  # embedding output + one per layer
         # Indices into outputs.hidden_states; the target returns None at the others.
         self.model_kwargs_overrides = {"output_hidden_states": sorted(set(self.layer_ids))}
         self.do_sample = bool(generation_config.do_sample)
@@ -160,7 +162,7 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         if is_first_iteration or model_outputs is None:
             # The target's prefill produces the first token and the prompt's hidden states; nothing to draft from.
             return input_ids, None
-        g, logits = self._ingest(input_ids, model_outputs.hidden_states)
+        g, logits = self._ingest(input_ids, target_hidden_states(model_outputs, self.num_states))
         K = min(self.num_assistant_tokens, self.max_length - cur_len - 1)
         if K <= 0:
             return input_ids, None
@@ -273,6 +275,23 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         stats.adapter_seconds += time.perf_counter() - t_start
 
 
+def target_hidden_states(outputs, num_states: int):
+    """The per-layer hidden states of a target forward (``num_states`` = layers + 1 entries), found by name where
+    this transformers release uses a known one, else by shape: ``model_kwargs_overrides`` asks for them, and a
+    future release that renames the output field must not break drafters already published."""
+    for name in ("hidden_states", "decoder_hidden_states"):
+        value = getattr(outputs, name, None)
+        if isinstance(value, (tuple, list)) and len(value) == num_states:
+            return value
+    values = outputs.values() if hasattr(outputs, "values") else vars(outputs).values()
+    for value in values:
+        if isinstance(value, (tuple, list)) and len(value) == num_states and any(
+            isinstance(v, torch.Tensor) and v.dim() == 3 for v in value
+        ):
+            return value
+    return None
+
+
 def _stop_string_criteria(generation_config, tokenizer):
     """transformers' own StopStringCriteria for ``generate(stop_strings=..., tokenizer=...)``, or None."""
     if not getattr(generation_config, "stop_strings", None):
@@ -322,27 +341,45 @@ def attach(drafter, target):
     if "_get_candidate_generator" in vars(target):
         raise RuntimeError("this target is already bound to another SlimSpec drafter (or patched): detach that first.")
     class_method = type(target)._get_candidate_generator
+    signature = inspect.signature(class_method)
 
-    def _get_candidate_generator(**kwargs):
-        if kwargs.get("assistant_model") is not drafter:
-            return class_method(target, **kwargs)
-        input_ids = kwargs["input_ids"]
-        if input_ids.shape[0] != 1:
-            raise ValueError(f"assisted generation in transformers is batch-size 1 only; got a batch of "
-                             f"{input_ids.shape[0]}. Generate one sequence at a time.")
-        config = kwargs["generation_config"]
-        for option in ("prompt_lookup_num_tokens", "assistant_early_exit"):
-            if getattr(config, option, None) is not None:
-                raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec drafter.")
-        return SlimSpecCandidateGenerator(drafter, config, kwargs.get("logits_processor"), input_ids,
-                                          tokenizer=kwargs.get("target_tokenizer"))
+    def _get_candidate_generator(*args, **kwargs):
+        # transformers calls this private hook by keyword today; bind by name whatever the calling convention, and
+        # recognise the drafter among the arguments by identity, not by the name of the parameter that carries it.
+        try:
+            arguments = signature.bind(target, *args, **kwargs).arguments
+        except TypeError:
+            arguments = dict(kwargs)
+        if not any(value is drafter for value in arguments.values()):
+            return class_method(target, *args, **kwargs)
+        return _candidate_generator(drafter, arguments)
 
     _get_candidate_generator.__slimspec__ = drafter
     target._get_candidate_generator = _get_candidate_generator
     drafter._attached.module = target
     if drafter.embed_tokens is None:
         drafter.use_target_embeddings(target.get_input_embeddings())
+    drafter.optimize_for_cpu()
     return drafter
+
+
+def _candidate_generator(drafter, arguments: dict) -> SlimSpecCandidateGenerator:
+    """Our generator from the arguments transformers passed to ``_get_candidate_generator`` (bound by name)."""
+    missing = [name for name in ("input_ids", "generation_config") if arguments.get(name) is None]
+    if missing:
+        import transformers
+
+        raise RuntimeError(f"transformers {transformers.__version__} called _get_candidate_generator without "
+                           f"{missing}; this SlimSpec release does not know that calling convention.")
+    input_ids, config = arguments["input_ids"], arguments["generation_config"]
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"assisted generation in transformers is batch-size 1 only; got a batch of "
+                         f"{input_ids.shape[0]}. Generate one sequence at a time.")
+    for option in ("prompt_lookup_num_tokens", "assistant_early_exit"):
+        if getattr(config, option, None) is not None:
+            raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec drafter.")
+    return SlimSpecCandidateGenerator(drafter, config, arguments.get("logits_processor"), input_ids,
+                                      tokenizer=arguments.get("target_tokenizer"))
 
 
 def detach(drafter):
@@ -355,4 +392,5 @@ def detach(drafter):
     drafter._attached.module = None
     if drafter.embed_tokens is None:
         drafter.use_target_embeddings(None)
+    drafter.lm_head.unpack()
     return drafter

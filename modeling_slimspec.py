@@ -25,7 +25,6 @@ The EAGLE-3 equations (SafeAILab/EAGLE ``cnets.py``, SpecForge ``llama3_eagle.py
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel
-from transformers.utils import ModelOutput
 
 try:  # Hub case: this file lives in a dynamic module package next to the config file.
     from .configuration_slimspec import SlimSpecConfig
@@ -229,111 +227,138 @@ class SlimSpecDecoderLayer(nn.Module):
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
-# CPU kernel selection for the head's matrix products. At batch 1 a head is a matrix-vector product, memory
-# bound, and what it costs is how fast the BLAS kernel streams the weight. Measured on this project's 2-core
-# EPYC (torch 2.13, ``slimspec-bench head``):
-#  * fp32: products against a row-major [N, K] weight with short rows (K = r = 80..512) run at about half the
-#    bandwidth of products against the same weight stored column-major (a [N, K] view of a contiguous [K, N]
-#    buffer, so ``F.linear`` computes ``x @ B`` with B contiguous). Column-major is never slower in fp32.
-#  * bf16: oneDNN's M=1 gemm reaches ~60% of the bandwidth of ATen's native bf16 gemv for some shapes
-#    (Llama-3.1-8B: 15.6 ms vs 6.5 ms for the [128256, 512] factor) and beats it for others (r = 80); the native
-#    gemv only handles row-major weights well. So bf16/fp16 keep row-major weights, and a one-time probe per
-#    weight shape picks the faster of the two kernels for single-row inputs.
-# Inputs are flattened to 2-D first so [1, d] and [1, 1, d] take the same path. Layouts change only on
-# single-row calls (see ``_batch1_layout``).
-_NATIVE_GEMV_FASTER: dict = {}
+# CPU kernels for the head's single-row products. At batch 1 a head is a matrix-vector product, memory bound:
+# what it costs is how fast the kernel streams the weight. Measured with ``slimspec-bench head`` (torch 2.13,
+# 2 threads, 2-core EPYC with AVX-512 BF16), oneDNN's linear against a weight *pre-packed* for it
+# (``torch.ops.mkldnn._reorder_linear_weight``) beats both plain ``F.linear`` and ATen's own bf16 gemv for every
+# head shape in fp32 and bf16 (e.g. Gemma 3 270M's bf16 [262144, 640] head: 4.9 ms packed, 7.2 ATen gemv,
+# 10.9 ``F.linear``). Packing is an explicit step, ``SlimSpecDrafter.optimize_for_cpu()`` (``attach`` applies it):
+# it keeps a packed copy of each head weight next to the parameter (state dict, training and ``save_pretrained``
+# untouched). The rule in ``head_linear`` is fixed, so the same inputs always take the same kernel and give the
+# same drafts, and nothing process-wide is switched. A packed copy is used only while it is fresh (same storage,
+# same in-place version as the parameter it was made from); otherwise, and on GPUs, ``F.linear`` runs.
+class _PackedWeight:
+    """A oneDNN-packed copy of a [N, K] CPU weight, and the identity of the parameter it was packed from."""
+
+    __slots__ = ("tensor", "source")
+
+    def __init__(self, tensor: torch.Tensor, weight: torch.Tensor):
+        self.tensor = tensor
+        self.source = _weight_identity(weight)
+
+    def is_fresh_for(self, weight: torch.Tensor) -> bool:
+        return self.source == _weight_identity(weight)
 
 
-def _preferred_column_major(weight: torch.Tensor) -> bool:
-    return weight.dtype == torch.float32 and weight.device.type == "cpu"
+def _weight_identity(weight: torch.Tensor) -> tuple:
+    return weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), tuple(weight.stride())
 
 
-def ensure_fast_layout(weight: torch.Tensor) -> torch.Tensor:
-    """Re-lay a [N, K] weight out in place (values unchanged) in the memory order its dtype runs fastest in."""
-    if weight.dim() != 2 or min(weight.shape) < 2:
-        return weight
-    column_major = weight.stride() == (1, weight.shape[0])
-    if _preferred_column_major(weight) != column_major:
-        # (a normal tensor even when called under inference_mode, so the drafter can still be trained afterwards)
-        with torch.inference_mode(False), torch.no_grad():
-            weight.data = weight.data.t().contiguous().t() if not column_major else weight.data.contiguous()
-    return weight
+def pack_for_cpu(weight: torch.Tensor) -> Optional[_PackedWeight]:
+    """Pack a CPU fp32/bf16 weight [N, K] for oneDNN single-row products; None where this torch build cannot."""
+    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) or weight.dim() != 2:
+        return None
+    mkldnn_ops = torch.ops.mkldnn
+    if not torch.backends.mkldnn.is_available() or not hasattr(mkldnn_ops, "_reorder_linear_weight"):
+        return None
+    if weight.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    with torch.no_grad():
+        try:
+            packed = mkldnn_ops._reorder_linear_weight(weight.detach(), 1)
+            probe = weight.new_ones(1, weight.shape[1])
+            ok = torch.allclose(_packed_linear(probe, packed).float(), F.linear(probe, weight).float(),
+                                rtol=2e-2, atol=1e-2 * float(weight.abs().sum(1).max()) + 1e-6)
+        except (RuntimeError, AttributeError):
+            return None
+    return _PackedWeight(packed, weight) if ok else None
 
 
-def _batch1_layout(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Re-lay the weight out for single-row (drafting) calls only; batched calls (training, B=64) keep whatever
-    layout the weight has, since column-major fp32 is slower there for some shapes (Gemma 3 270M at B=64)."""
-    return ensure_fast_layout(weight) if x.shape[0] == 1 else weight
+def _packed_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
 
-def _mkldnn_switch():
-    mkldnn = getattr(torch.backends, "mkldnn", None)
-    return mkldnn if mkldnn is not None and hasattr(mkldnn, "enabled") else None
-
-
-def _linear_native_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.linear`` with oneDNN switched off for this call only (ATen's own bf16/fp16 gemv kernel)."""
-    switch = _mkldnn_switch()
-    previous = switch.enabled
-    switch.enabled = False
-    try:
-        return F.linear(x, weight)
-    finally:
-        switch.enabled = previous
-
-
-def _native_gemv_is_faster(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    key = (tuple(weight.shape), weight.stride(), weight.dtype, torch.get_num_threads())
-    if key not in _NATIVE_GEMV_FASTER:
-        with torch.no_grad():
-            best = {}
-            for native, fn in ((False, F.linear), (True, _linear_native_gemv)):
-                fn(x, weight)
-                samples = []
-                for _ in range(5):
-                    t0 = time.perf_counter()
-                    fn(x, weight)
-                    samples.append(time.perf_counter() - t0)
-                best[native] = sorted(samples)[2]
-        _NATIVE_GEMV_FASTER[key] = best[True] < best[False]
-    return _NATIVE_GEMV_FASTER[key]
-
-
-def head_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``x @ weight.T`` for x: [N, K], weight: [M, K], with the faster CPU kernel for single-row half inputs."""
+def head_linear(x: torch.Tensor, weight: torch.Tensor, packed: Optional[_PackedWeight] = None) -> torch.Tensor:
+    """``x @ weight.T`` for x: [N, K], weight: [M, K]. Single-row calls without autograd use ``packed`` when it is
+    a fresh copy of ``weight`` (see ``pack_for_cpu``); everything else is ``F.linear``."""
     if (
-        x.shape[0] == 1
+        packed is not None
+        and x.shape[0] == 1
+        and x.dtype == weight.dtype
         and x.device.type == "cpu"
-        and weight.dtype in (torch.bfloat16, torch.float16)
-        and _mkldnn_switch() is not None
-        and not torch.is_grad_enabled()
-        and _native_gemv_is_faster(x, weight)
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and packed.is_fresh_for(weight)
     ):
-        return _linear_native_gemv(x, weight)
+        return _packed_linear(x, packed.tensor)
     return F.linear(x, weight)
 
 
-class SlimSpecDenseHead(nn.Linear):
+class _Packs:
+    """Packed copies of a head's weights by parameter name: unregistered, never saved; a copied or pickled module
+    starts without them (opaque oneDNN tensors neither copy nor pickle), and ``optimize_for_cpu`` packs it anew."""
+
+    def __init__(self):
+        self.by_name = {}
+
+    def get(self, name: str) -> Optional[_PackedWeight]:
+        return self.by_name.get(name)
+
+    def __deepcopy__(self, memo):
+        return _Packs()
+
+    def __reduce__(self):
+        return (_Packs, ())
+
+
+class _PackableHead(nn.Module):
+    """Shared by the dense and low-rank heads: ``pack_for_cpu`` / ``unpack`` of their weight matrices."""
+
+    def _head_weights(self) -> dict:
+        raise NotImplementedError
+
+    def pack_for_cpu(self) -> bool:
+        """Make oneDNN-packed copies of the head's weights for single-row CPU calls; True if any was packed."""
+        packs = _Packs()
+        for name, weight in self._head_weights().items():
+            packed = pack_for_cpu(weight)
+            if packed is not None:
+                packs.by_name[name] = packed
+        self._packs = packs
+        return bool(packs.by_name)
+
+    def unpack(self) -> None:
+        self._packs = _Packs()
+
+    def _packed(self, name: str) -> Optional[_PackedWeight]:
+        packs = self.__dict__.get("_packs")
+        return packs.get(name) if packs is not None else None
+
+
+class SlimSpecDenseHead(_PackableHead, nn.Linear):
     """Dense LM head ``Linear(d, V_d, bias=False)`` (key ``lm_head.weight``) with the kernel choices above, so
     that dense-vs-low-rank comparisons measure the head's size, not a slower kernel."""
 
     def __init__(self, hidden_size: int, vocab_size: int):
         super().__init__(hidden_size, vocab_size, bias=False)
 
+    def _head_weights(self) -> dict:
+        return {"weight": self.weight}
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """hidden_states: [..., d] -> logits [..., V_d]."""
+        """hidden_states: [..., d] -> logits [..., V_d]. Inputs are flattened to 2-D so [1, d] and [1, 1, d] take
+        the same kernel."""
         x = hidden_states.reshape(-1, hidden_states.shape[-1])
-        logits = head_linear(x, _batch1_layout(x, self.weight))
+        logits = head_linear(x, self.weight, self._packed("weight"))
         return logits.view(*hidden_states.shape[:-1], logits.shape[-1])
 
 
-class SlimSpecLowRankHead(nn.Module):
+class SlimSpecLowRankHead(_PackableHead):
     """The SlimSpec head: ``logits = up(down(h))``, down: d -> r, up: r -> V_d; no bias, norm or activation between.
 
     State-dict keys are ``down.weight`` [r, d] and ``up.weight`` [V_d, r] (``nn.Linear`` convention), so
     ``up.weight @ down.weight`` is the equivalent dense head. Batch 1 is memory bound: the ideal speedup over the
     dense head is the byte ratio V_d d / (r (V_d + d)), about 8x at r = d/8; see ``head_linear`` for the kernel
-    and memory-layout choices that get close to it on CPU.
+    choices that get close to it on CPU.
     """
 
     def __init__(self, hidden_size: int, rank: int, vocab_size: int):
@@ -345,11 +370,14 @@ class SlimSpecLowRankHead(nn.Module):
     def rank(self) -> int:
         return self.down.out_features
 
+    def _head_weights(self) -> dict:
+        return {"down": self.down.weight, "up": self.up.weight}
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """hidden_states: [..., d] -> logits [..., V_d]."""
         x = hidden_states.reshape(-1, hidden_states.shape[-1])
-        z = head_linear(x, _batch1_layout(x, self.down.weight))  # [N, r]
-        logits = head_linear(z, _batch1_layout(z, self.up.weight))  # [N, V_d]
+        z = head_linear(x, self.down.weight, self._packed("down"))  # [N, r]
+        logits = head_linear(z, self.up.weight, self._packed("up"))  # [N, V_d]
         return logits.view(*hidden_states.shape[:-1], logits.shape[-1])
 
     def dense_weight(self) -> torch.Tensor:
@@ -358,17 +386,30 @@ class SlimSpecLowRankHead(nn.Module):
 
 
 @dataclass
-class SlimSpecOutput(ModelOutput):
+class SlimSpecOutput:
     """Drafter outputs.
 
     logits: [B, T_keep, V_d] head logits in *draft* vocabulary (see ``to_target_logits``), or None.
     last_hidden_state: [B, T, d] pre-norm output g, fed back as ``hidden_states`` in the next drafting step.
     past_key_values: the drafter's ``SlimSpecCache`` (when ``use_cache``).
+
+    A plain dataclass, deliberately not a ``transformers`` ``ModelOutput``: transformers rewrites the field names
+    of its own output classes between releases (5.24 turns ``past_key_values=`` into ``cache=`` in every
+    ``ModelOutput.__init__``), and a drafter published with this file must keep working after such a rename.
+    Nothing in transformers consumes the drafter's outputs (the candidate generator below reads them), so the
+    names here are ours alone. ``out["logits"]``, ``out[0]`` and ``to_tuple()`` behave as on a ``ModelOutput``.
     """
 
     logits: Optional[torch.Tensor] = None
     last_hidden_state: Optional[torch.Tensor] = None
     past_key_values: Optional[SlimSpecCache] = None
+
+    def to_tuple(self) -> tuple:
+        """The fields that are not None, in order (as ``ModelOutput.to_tuple``)."""
+        return tuple(v for v in (self.logits, self.last_hidden_state, self.past_key_values) if v is not None)
+
+    def __getitem__(self, key):
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -453,6 +494,14 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
     @property
     def attached_target(self):
         return self._attached.module
+
+    def optimize_for_cpu(self) -> bool:
+        """Pack the LM head's weights for oneDNN single-row products on CPU (``pack_for_cpu``); ``attach`` calls it.
+
+        Values, ``state_dict``, ``save_pretrained`` and training are unaffected; a packed copy is used only while
+        the weight it came from is unchanged (call again after changing weights, dtype or device). Returns whether
+        anything was packed (False on GPUs and on torch builds without oneDNN)."""
+        return self.lm_head.pack_for_cpu()
 
     def generate(self, *args, **kwargs):
         """A drafter does not generate on its own; transformers' stock assistant path lands here when the

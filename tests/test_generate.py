@@ -336,3 +336,80 @@ def test_bfloat16_target_with_float32_drafter():
             assert torch.equal(plain, assisted)
     finally:
         drafter.detach()
+
+
+def test_hook_binds_arguments_however_they_are_passed(target, monkeypatch):
+    """attach's instance hook must not depend on transformers calling ``_get_candidate_generator`` by keyword: bound
+    positionally or by name it builds our generator for the drafter and defers everything else unchanged."""
+    import inspect
+
+    from transformers import GenerationConfig
+
+    class_method = type(target)._get_candidate_generator
+    names = [n for n in inspect.signature(class_method).parameters if n != "self"]
+    deferred = []
+
+    def recorder(self, *a, **k):
+        deferred.append((self, a, k))
+
+    recorder.__signature__ = inspect.signature(class_method)  # the real hook's parameters, recorded calls
+    monkeypatch.setattr(type(target), "_get_candidate_generator", recorder)
+    drafter = drafter_for(target).attach(target)
+    try:
+        ids = prompts(1, 101)[0]
+        values = dict(generation_config=GenerationConfig(max_length=20), input_ids=ids, inputs_tensor=ids,
+                      logits_processor=LogitsProcessorList(), model_kwargs={}, assistant_model=drafter)
+        positional = [values.get(n) for n in names]
+        for call in (lambda: target._get_candidate_generator(**values), lambda: target._get_candidate_generator(*positional)):
+            generator = call()
+            assert isinstance(generator, generation_slimspec.SlimSpecCandidateGenerator) and generator.drafter is drafter
+        assert deferred == []
+        other = [None if n == "assistant_model" else values.get(n) for n in names]
+        target._get_candidate_generator(*other[:2], **dict(zip(names[2:], other[2:])))  # not our drafter
+        assert len(deferred) == 1 and deferred[0][0] is target
+        assert list(deferred[0][1]) == other[:2] and deferred[0][2] == dict(zip(names[2:], other[2:]))  # unchanged
+    finally:
+        drafter.detach()
+
+
+def test_hidden_states_are_found_when_transformers_renames_the_field():
+    from types import SimpleNamespace
+
+    states = tuple([None, None] + [torch.zeros(1, 3, 4)] * 5)  # 6 layers -> 7 entries, some None
+    assert generation_slimspec.target_hidden_states(SimpleNamespace(hidden_states=states), 7) is states
+    renamed = SimpleNamespace(logits=torch.zeros(1, 3, 9), all_layer_states=states, cache=None)
+    assert generation_slimspec.target_hidden_states(renamed, 7) is states
+    assert generation_slimspec.target_hidden_states(SimpleNamespace(logits=torch.zeros(1)), 7) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_drafting_is_deterministic_and_switches_no_global_flag(target, dtype, monkeypatch):
+    """Two runs give the same drafts, and drafting never writes a process-wide torch switch (another thread's
+    matmuls must not change kernel mid-call): every write to torch.backends.mkldnn.enabled is recorded."""
+    writes = []
+    switch_type = type(torch.backends.mkldnn)
+    flag = switch_type.__dict__["enabled"]
+    monkeypatch.setattr(switch_type, "enabled", property(lambda self: flag.__get__(self, switch_type),
+                                                         lambda self, value: writes.append(value)), raising=False)
+    original = generation_slimspec.SlimSpecCandidateGenerator.get_candidates
+    drafted = []
+
+    def spy(self, input_ids, *args, **kwargs):
+        ids, logits = original(self, input_ids, *args, **kwargs)
+        drafted.append(ids[0, input_ids.shape[1]:].tolist())
+        return ids, logits
+
+    monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "get_candidates", spy)
+    runs = []
+    for _ in range(2):
+        drafter = drafter_for(target, head_rank="d/8", seed=3).to(dtype)
+        drafted.clear()
+        drafter.attach(target)
+        try:
+            for ids in prompts(3, 101, seed=11):
+                target.generate(ids, do_sample=False, max_new_tokens=12, assistant_model=drafter)
+        finally:
+            drafter.detach()
+        runs.append(list(drafted))
+    assert any(runs[0]) and runs[0] == runs[1]
+    assert writes == []

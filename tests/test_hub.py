@@ -109,3 +109,41 @@ def test_hub_files_import_only_torch_transformers_and_stdlib(filename):
         for root in roots:
             assert root in allowed, f"{filename} imports {root}"
             assert root not in {"urllib", "http", "socket", "requests", "ftplib"}, f"{filename} may not touch the network"
+
+
+DRAFT_WITH_IT = """
+import json, sys, torch
+from transformers import AutoModel, AutoModelForCausalLM
+target = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+drafter = AutoModel.from_pretrained(sys.argv[2], trust_remote_code=True).eval()
+drafter.attach(target)
+identical, passes = [], 0
+for seed in range(4):
+    ids = torch.randint(1, target.config.vocab_size, (1, 3 + 2 * seed), generator=torch.Generator().manual_seed(seed))
+    plain = target.generate(ids, do_sample=False, max_new_tokens=16)
+    assisted = target.generate(ids, do_sample=False, max_new_tokens=16, assistant_model=drafter)
+    identical.append(bool(torch.equal(plain, assisted)))
+    passes += drafter.last_generate_stats.verification_passes
+print(json.dumps({"module": type(drafter).__module__, "identical": identical, "passes": passes}))
+"""
+
+
+def test_saved_drafter_drafts_losslessly_without_our_package(tmp_path):
+    """The Hub case end to end: a drafter saved by this package, loaded in a fresh process that cannot import it,
+    drives ``target.generate(assistant_model=drafter)`` with output identical to the target alone."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from configuration_slimspec import SlimSpecConfig
+
+    torch.manual_seed(0)
+    target = LlamaForCausalLM(LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4,
+                                          num_key_value_heads=2, vocab_size=101, max_position_embeddings=256)).eval()
+    target.generation_config.pad_token_id = 0
+    drafter = randomize(SlimSpecDrafter(SlimSpecConfig.from_target_config(target.config, head_rank="d/8",
+                                                                            intermediate_size=64)), seed=1).eval()
+    target.save_pretrained(tmp_path / "target")
+    drafter.save_pretrained(tmp_path / "drafter")
+    code = "REPO = %r\n" % str(REPO) + BLOCK_OUR_PACKAGE + DRAFT_WITH_IT
+    result = _run(code, tmp_path / "target", tmp_path / "drafter", cwd=tmp_path)
+    assert result["module"].startswith("transformers_modules.")
+    assert all(result["identical"]) and result["passes"] > 0

@@ -3,8 +3,7 @@ import torch
 
 import eagle3_reference as ref
 from conftest import randomize, tiny_config
-from modeling_slimspec import (SlimSpecCache, SlimSpecDenseHead, SlimSpecDrafter, SlimSpecLowRankHead,
-                               ensure_fast_layout, head_linear)
+from modeling_slimspec import SlimSpecCache, SlimSpecDenseHead, SlimSpecDrafter, SlimSpecLowRankHead
 
 ATOL = 2e-4
 
@@ -226,8 +225,13 @@ def test_bf16_drafter_tracks_fp32(tiny_drafter):
     assert (a - b.float()).abs().max() < 0.1 * a.abs().max()
 
 
+def _global_torch_state():
+    return (torch.backends.mkldnn.enabled, torch.get_num_threads(), torch.is_grad_enabled(),
+            torch.are_deterministic_algorithms_enabled(), torch.get_default_dtype())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_head_kernels_and_layouts_agree(dtype):
+def test_packed_head_kernels_agree_and_are_deterministic(dtype):
     torch.manual_seed(0)
     head = SlimSpecLowRankHead(64, 8, 3000).to(dtype)
     dense = SlimSpecDenseHead(64, 3000).to(dtype)
@@ -235,27 +239,57 @@ def test_head_kernels_and_layouts_agree(dtype):
     with torch.no_grad():
         want = torch.nn.functional.linear(torch.nn.functional.linear(x.float(), head.down.weight.float()),
                                           head.up.weight.float())
-        before = head.up.weight.detach().clone()
-        got3 = head(x)  # [1, 1, d]: re-lays out the weights, may pick the native gemv
-        got2 = head(x.view(1, 64))  # [1, d]: same path
-        batched = head(x.expand(5, 1, 64))  # batched path
-        assert torch.equal(head.up.weight, before)  # layout changes never change values
-        w = ensure_fast_layout(dense.weight)
-        assert torch.equal(w, dense.weight)
-        torch.testing.assert_close(head_linear(x.view(1, 64), w), torch.nn.functional.linear(x.view(1, 64), w),
+        plain = head(x)
+        before, state = head.up.weight.detach().clone(), _global_torch_state()
+        packed_any = head.pack_for_cpu() | dense.pack_for_cpu()
+        got3 = head(x)  # [1, 1, d]
+        got2 = head(x.view(1, 64))  # [1, d]: flattened first, so the same kernel
+        again = head(x)
+        batched = head(x.expand(5, 1, 64))  # batched calls never use the packed copy
+        assert torch.equal(head.up.weight, before) and _global_torch_state() == state  # no values or flags changed
+        torch.testing.assert_close(dense(x.view(1, 64)), torch.nn.functional.linear(x.view(1, 64), dense.weight),
                                    atol=0.05, rtol=0.02)
+    if torch.backends.mkldnn.is_available() and (dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        assert packed_any and head._packed("up") is not None  # the packed path ran, not only the fallback
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=0.05, rtol=0.02)
     torch.testing.assert_close(got3.float(), want, **tol)
-    assert got3.shape == (1, 1, 3000) and torch.equal(got2, got3.view(1, 3000))
+    torch.testing.assert_close(plain.float(), want, **tol)
+    assert got3.shape == (1, 1, 3000) and torch.equal(got2, got3.view(1, 3000)) and torch.equal(again, got3)
     torch.testing.assert_close(batched.float(), want.expand(5, 1, 3000), **tol)
-    if dtype == torch.float32:
-        assert head.up.weight.stride() == (1, 3000)  # column-major storage for fp32 single-row calls
+    twin = SlimSpecLowRankHead(64, 8, 3000).to(dtype)  # packed separately: same kernel, bit-identical logits
+    twin.load_state_dict(head.state_dict())
+    twin.pack_for_cpu()
+    with torch.no_grad():
+        assert torch.equal(twin(x), got3)
 
 
-def test_head_trains_after_inference_mode_relayout():
+def test_stale_packed_weights_are_never_used():
+    torch.manual_seed(0)
     head = SlimSpecLowRankHead(64, 8, 1000)
     with torch.inference_mode():
-        head(torch.randn(1, 64))  # a drafting call re-lays the fp32 factor out
-    assert head.up.weight.stride() == (1, 1000) and not head.up.weight.is_inference()
+        head.pack_for_cpu()
+        head(torch.randn(1, 64))
+    assert not head.up.weight.is_inference()
     head(torch.randn(4, 64)).sum().backward()  # still trainable
     assert head.up.weight.grad is not None and head.up.weight.grad.shape == (1000, 8)
+    torch.optim.SGD(head.parameters(), lr=1.0).step()  # in place: the packed copies are now stale
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        want = torch.nn.functional.linear(torch.nn.functional.linear(x, head.down.weight), head.up.weight)
+        torch.testing.assert_close(head(x), want, atol=1e-5, rtol=1e-5)
+        head.up.weight.data = head.up.weight.data * 2  # new storage: stale as well
+        torch.testing.assert_close(head(x), 2 * want, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_drafter_copies_and_pickles():
+    import copy
+    import pickle
+
+    drafter = make(head_rank=8)
+    drafter.optimize_for_cpu()
+    x = torch.randn(1, 1, drafter.config.hidden_size)
+    with torch.no_grad():
+        want = drafter.head(x)
+        for clone in (copy.deepcopy(drafter), pickle.loads(pickle.dumps(drafter))):
+            assert clone.lm_head._packed("up") is None  # copies start unpacked ...
+            torch.testing.assert_close(clone.head(x), want, atol=1e-5, rtol=1e-5)  # ... and compute the same head
