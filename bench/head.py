@@ -68,6 +68,9 @@ def bench_shape(name: str, d: int, V: int, dtype: torch.dtype, batches=(1, 64), 
     heads = {"nn.Linear": plain, "dense": tuned}
     for label, frac in RANKS.items():
         heads[label] = SlimSpecLowRankHead(d, d // frac, V).to(dtype)
+    for label, head in heads.items():  # SlimSpec's heads, packed as ``attach`` packs a drafter's head
+        if label != "nn.Linear":
+            head.pack_for_cpu()
     rows = []
     for batch in batches:
         x = torch.randn(batch, 1, d, dtype=dtype)  # [B, 1, d]: one new position per sequence, as when drafting
@@ -129,7 +132,9 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"slimspec-bench head: --dtypes takes fp32 and/or bf16, got {args.dtypes!r}")
     batches = tuple(int(b) for b in args.batches.split(","))
     rows = run(shapes, dtypes, batches, args.repeats, args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    from slimspec.machine import describe_line
+
+    print(describe_line())
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

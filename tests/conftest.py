@@ -41,3 +41,11 @@ def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torc
 def tiny_drafter():
     torch.manual_seed(0)
     return randomize(SlimSpecDrafter(tiny_config())).eval()
+
+
+@pytest.fixture
+def pack_tiny_heads(monkeypatch):
+    """Let tiny test heads take the oneDNN-packed kernel path, which real heads take (see ``pack_for_cpu``)."""
+    import modeling_slimspec
+
+    monkeypatch.setattr(modeling_slimspec, "PACK_MIN_ELEMENTS", 0)

@@ -383,7 +383,7 @@ def test_hidden_states_are_found_when_transformers_renames_the_field():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_drafting_is_deterministic_and_switches_no_global_flag(target, dtype, monkeypatch):
+def test_drafting_is_deterministic_and_switches_no_global_flag(target, dtype, monkeypatch, pack_tiny_heads):
     """Two runs give the same drafts, and drafting never writes a process-wide torch switch (another thread's
     matmuls must not change kernel mid-call): every write to torch.backends.mkldnn.enabled is recorded."""
     writes = []

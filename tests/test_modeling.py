@@ -231,7 +231,7 @@ def _global_torch_state():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_head_kernels_agree_and_are_deterministic(dtype):
+def test_packed_head_kernels_agree_and_are_deterministic(dtype, pack_tiny_heads):
     torch.manual_seed(0)
     head = SlimSpecLowRankHead(64, 8, 3000).to(dtype)
     dense = SlimSpecDenseHead(64, 3000).to(dtype)
@@ -263,7 +263,7 @@ def test_packed_head_kernels_agree_and_are_deterministic(dtype):
         assert torch.equal(twin(x), got3)
 
 
-def test_stale_packed_weights_are_never_used():
+def test_stale_packed_weights_are_never_used(pack_tiny_heads):
     torch.manual_seed(0)
     head = SlimSpecLowRankHead(64, 8, 1000)
     with torch.inference_mode():
@@ -281,12 +281,12 @@ def test_stale_packed_weights_are_never_used():
         torch.testing.assert_close(head(x), 2 * want, atol=1e-5, rtol=1e-5)
 
 
-def test_packed_drafter_copies_and_pickles():
+def test_packed_drafter_copies_and_pickles(pack_tiny_heads):
     import copy
     import pickle
 
     drafter = make(head_rank=8)
-    drafter.optimize_for_cpu()
+    assert drafter.optimize_for_cpu() or not torch.backends.mkldnn.is_available()
     x = torch.randn(1, 1, drafter.config.hidden_size)
     with torch.no_grad():
         want = drafter.head(x)

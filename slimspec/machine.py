@@ -1,0 +1,39 @@
+"""What machine a measurement ran on: every report names it, because CPU speed answers depend on the CPU class
+(native bf16 matmuls or not) as much as on the code."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def native_bf16_matmuls() -> bool:
+    """Whether oneDNN runs bf16 matmuls natively here (AVX-512 BF16 / AMX); False on AVX2-only CPUs."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def describe() -> dict:
+    return dict(cpu=cpu_model(), capability=torch.backends.cpu.get_cpu_capability(),
+                native_bf16=native_bf16_matmuls(), threads=torch.get_num_threads(), torch=torch.__version__)
+
+
+def describe_line() -> str:
+    m = describe()
+    return (f"{m['cpu']}, {m['capability']}, native bf16 matmuls: {'yes' if m['native_bf16'] else 'no'}, "
+            f"{m['threads']} threads, torch {m['torch']}")
