@@ -9,35 +9,103 @@ standard library and transformers, and never touches the network.
 
 from __future__ import annotations
 
+import numbers
+
 from transformers import PretrainedConfig
 
-# Head ranks given as a fraction of the drafter hidden size d (SlimSpec paper: d/8 recommended).
-_RANK_FRACTIONS = {"d/4": 4, "d/8": 8, "d/16": 16, "d/32": 32}
 _SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 _SUPPORTED_ACTIVATIONS = ("silu", "gelu", "gelu_pytorch_tanh", "relu")
 
+# The one head-rank grammar of the project (config, slimspec-convert, slimspec-train, slimspec-bench).
+DENSE_RANKS = ("dense", "full", "none")
+RANK_FORMS = (
+    "an int r (1 <= r <= hidden size), 'd/N' (hidden size // N, N a positive int, e.g. d/8), "
+    "'dense' / 'full' / None (keep the dense head), or an energy fraction F in (0, 1] given as a float, "
+    "'0.99' or 'energy:0.99' (the smallest rank keeping F of the head's spectral energy sum(s_i^2))"
+)
 
-def resolve_head_rank(head_rank, hidden_size: int):
-    """Turn a user-facing rank (None, "dense", an int, or "d/8"-style string) into None or an int.
+
+def resolve_head_rank(head_rank, hidden_size: int, vocab_rows: int | None = None, spectrum=None):
+    """Turn any user-facing head rank into None (dense head) or an int r, checked against the head's size.
+
+    Forms (``RANK_FORMS``): None / "dense" / "full" / "none" -> None; an int or digit string -> r;
+    "d/N" -> max(1, hidden_size // N); a float in (0, 1], a decimal string ("0.99") or "energy:F" -> the smallest
+    r whose top singular values keep a fraction F of sum(s_i^2). The energy forms need the head's spectrum:
+    ``spectrum`` is a callable returning its squared singular values (any order), called only for those forms.
+    ``vocab_rows`` (rows of the head, when known) tightens the bound to r <= min(hidden_size, vocab_rows).
 
     >>> resolve_head_rank("d/8", 640)
     80
+    >>> resolve_head_rank("energy:0.9", 4, spectrum=lambda: [8.0, 1.0, 0.5, 0.5])
+    2
     """
-    if head_rank is None or (isinstance(head_rank, str) and head_rank.lower() in ("dense", "none", "full")):
+    kind, value = parse_head_rank(head_rank)
+    if kind == "dense":
         return None
-    if isinstance(head_rank, str):
-        key = head_rank.strip().lower().replace(" ", "")
-        if key in _RANK_FRACTIONS:
-            return max(1, hidden_size // _RANK_FRACTIONS[key])
-        if key.isdigit():
-            return int(key)
+    if kind == "fraction":
+        rank = max(1, hidden_size // value)
+    elif kind == "energy":
+        if spectrum is None:
+            raise ValueError(
+                f"head rank {head_rank!r} is an energy fraction, which needs the head's singular values: resolve it "
+                f"where the dense head is known (slimspec-convert --rank energy:{value} or --energy {value}), or give "
+                f"an int or d/N."
+            )
+        rank = _rank_for_energy(value, spectrum())
+    else:
+        rank = value
+    limit = hidden_size if vocab_rows is None else min(hidden_size, vocab_rows)
+    if not 1 <= rank <= limit:
+        shape = f"a {vocab_rows} x {hidden_size} head" if vocab_rows is not None else f"hidden size {hidden_size}"
         raise ValueError(
-            f"head_rank={head_rank!r} is not understood: use an int, 'dense', or one of "
-            f"{sorted(_RANK_FRACTIONS)}."
+            f"rank {rank} does not fit {shape}: use 1 <= rank <= {limit} (rank {limit} reproduces the head exactly "
+            f"with more parameters than dense; 'dense' keeps the dense head)."
         )
-    if isinstance(head_rank, bool) or not isinstance(head_rank, int):
-        raise ValueError(f"head_rank must be an int, a string like 'd/8', or None; got {head_rank!r}.")
-    return head_rank
+    return rank
+
+
+def parse_head_rank(head_rank):
+    """Classify a head rank without resolving it: ("dense", None), ("int", r), ("fraction", N) for "d/N", or
+    ("energy", F); ValueError naming the valid forms otherwise. ``resolve_head_rank`` is what callers want."""
+    if head_rank is None:
+        return "dense", None
+    if isinstance(head_rank, bool):
+        pass  # a bool is not a rank (True would read as 1)
+    elif isinstance(head_rank, numbers.Integral):
+        return "int", int(head_rank)
+    elif isinstance(head_rank, numbers.Real):
+        if 0.0 < head_rank <= 1.0:
+            return "energy", float(head_rank)
+    elif isinstance(head_rank, str):
+        key = head_rank.strip().lower().replace(" ", "")
+        if key in DENSE_RANKS:
+            return "dense", None
+        if key.isdigit():
+            return "int", int(key)
+        if key.startswith("d/") and key[2:].isdigit() and int(key[2:]) > 0:
+            return "fraction", int(key[2:])
+        number = key[len("energy:"):] if key.startswith("energy:") else key
+        try:
+            fraction = float(number) if (key.startswith("energy:") or "." in number) else None
+        except ValueError:
+            fraction = None
+        if fraction is not None and 0.0 < fraction <= 1.0:
+            return "energy", fraction
+    raise ValueError(f"head rank {head_rank!r} is not understood; use {RANK_FORMS}.")
+
+
+def _rank_for_energy(fraction: float, squared_singular_values) -> int:
+    """The smallest r whose r largest squared singular values sum to at least ``fraction`` of the total."""
+    s2 = sorted((max(float(x), 0.0) for x in squared_singular_values), reverse=True)
+    total = sum(s2)
+    if total <= 0.0:
+        raise ValueError("the head is all zeros: it has no spectral energy to keep; use 'dense' or an int rank.")
+    kept = 0.0
+    for r, value in enumerate(s2, start=1):
+        kept += value
+        if kept >= fraction * total:
+            return r
+    return len(s2)  # rounding left the last partial sum a hair below fraction * total
 
 
 def default_target_layer_ids(num_target_layers: int) -> list:
@@ -78,7 +146,8 @@ class SlimSpecConfig(PretrainedConfig):
     Head:
         head_rank (int, optional): None = dense head ``Linear(d, V_draft)``; r = low-rank head
             ``up(down(h))`` with ``down: d -> r`` and ``up: r -> V_draft``, no bias, nothing in between.
-            Accepts "d/8" and "d/16" as shorthands. ``1 <= r <= hidden_size``.
+            Accepts every form of ``resolve_head_rank`` that needs no weights: an int, "d/N", "dense"/"full"/None.
+            ``1 <= r <= hidden_size``.
 
     ``rope_scaling_config`` uses the key layout of HF's ``rope_scaling`` dicts (``rope_type``, ``factor``, ...);
     it is named differently because recent transformers releases reserve ``rope_scaling`` on every config.
@@ -242,7 +311,8 @@ class SlimSpecConfig(PretrainedConfig):
 
         Same hidden size, attention heads, head_dim and MLP width as the target, one decoder layer,
         target layers ``[2, L // 2, L - 3]`` (indices into ``outputs.hidden_states``).
-        ``head_rank`` accepts None/"dense", an int, "d/8" or "d/16". ``overrides`` set any other field.
+        ``head_rank`` accepts None/"dense"/"full", an int or "d/N" (see ``resolve_head_rank``).
+        ``overrides`` set any other field.
         """
         text = target_config.get_text_config() if hasattr(target_config, "get_text_config") else target_config
         required = ("hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")

@@ -18,6 +18,15 @@ def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,}"
 
 
+def head_size_change(dense: int, head: int, count=lambda n: f"{n:,}") -> str:
+    """ "A -> B (k x fewer parameters and bytes)", or, for factors no smaller than the dense head (a rank near or at
+    full rank), "A -> B (k x MORE than the dense head ...)": never a "fewer" factor below 1."""
+    if head < dense:
+        return f"{count(dense)} -> {count(head)} ({dense / head:.1f}x fewer parameters and bytes)"
+    return (f"{count(dense)} -> {count(head)} ({head / dense:.2f}x MORE than the dense head: at this rank the factors "
+            f"save nothing; --rank dense keeps the head dense)")
+
+
 def build_card(*, config, info: dict, repo_id: str | None = None, license: str | None = None):
     """A ``huggingface_hub.ModelCard`` describing a SlimSpec drafter folder.
 
@@ -49,7 +58,7 @@ def build_card(*, config, info: dict, repo_id: str | None = None, license: str |
     else:
         quality_text = "No quality figures were measured for this drafter."
     dense, slim = info.get("dense_head_params"), info.get("head_params")
-    head_params_text = _count(slim) if not dense or dense == slim else f"{_count(slim)} (dense: {_count(dense)}, {dense / slim:.1f}x fewer)"
+    head_params_text = _count(slim) if not dense or dense == slim else head_size_change(dense, slim, _count)
     notes = info.get("notes") or []
     return ModelCard.from_template(
         data,

@@ -3,6 +3,7 @@
     slimspec-convert yuhuili/EAGLE3-LLaMA3.1-Instruct-8B eagle3-slim --rank d/8 --target meta-llama/Llama-3.1-8B-Instruct
     slimspec-convert ./drafter ./drafter-slim --energy 0.99 --push-to-hub me/drafter-slim --private
     slimspec-convert ./drafter-slim ./drafter-eagle --export eagle        # dense copy for vLLM / SGLang
+    slimspec-convert ./drafter-slim ./drafter-spec --export speculators --target meta-llama/Llama-3.1-8B-Instruct
 """
 
 from __future__ import annotations
@@ -11,19 +12,16 @@ import argparse
 import sys
 
 
-def _rank(value: str):
-    value = value.strip()
-    return int(value) if value.isdigit() else value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspec-convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="drafter folder or Hub repo id (EAGLE, SpecForge, speculators or SlimSpec format)")
     p.add_argument("output", help="output folder (refused if it exists, unless --overwrite)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--rank", type=_rank, help="head rank: an int, d/8 or d/16 (default: keep the head dense)")
-    size.add_argument("--energy", type=float, help="smallest rank keeping this fraction of spectral energy, e.g. 0.99")
+    size.add_argument("--rank", help="head rank: an int, d/N (e.g. d/8), dense or full (keep the head dense, the "
+                                     "default), or an energy fraction such as energy:0.99")
+    size.add_argument("--energy", type=float, help="smallest rank keeping this fraction of spectral energy, e.g. 0.99 "
+                                                   "(the same as --rank energy:0.99)")
     p.add_argument("--format", default="auto", choices=["auto", "eagle", "specforge", "speculators", "slimspec"])
     p.add_argument("--target", help="target model folder, Hub id or embedded name (gemma3-270m): checks sizes, "
                                     "supplies the layer count, and with --prompts measures quality on real states")
@@ -41,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="build and validate everything, write and upload nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--no-validate", action="store_true", help="skip reloading the result in a fresh process")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (transformers' included)")
     return p
 
 

@@ -10,18 +10,21 @@ A failure at any step leaves no output behind, and an existing OUTPUT is never r
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .factorize import factorize, head_agreement, rank_for_energy, resolve_rank
+from .card import head_size_change
+from .factorize import factorize, head_agreement, resolve_rank
 from .formats import WRITERS, ConversionError, SourceDrafter, read_source
 
 
@@ -36,6 +39,7 @@ class ConversionReport:
     head_params: int
     total_params: int
     quality: dict | None
+    head_shape: tuple | None = None  # (rows, hidden size) of the dense head
     files: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     pushed_to: str | None = None
@@ -45,17 +49,26 @@ class ConversionReport:
         return self.dense_head_params / self.head_params
 
     def summary(self) -> str:
-        lines = [f"{self.source_format} -> {self.format}: {self.output}"]
-        if self.rank:
-            lines.append(f"rank {self.rank}, spectral energy kept {100 * self.energy_kept:.2f}%, head parameters "
-                         f"{self.dense_head_params:,} -> {self.head_params:,} ({self.head_reduction:.1f}x fewer parameters "
-                         f"and bytes)")
+        lines = [f"{self.source_format} -> {self.format}: {self.output}", self.head_summary()]
         if self.quality:
             kind = "real target hidden states" if self.quality.get("real") else "random-normal probes"
             lines.append(f"head vs dense on {self.quality['probes']} {kind}: top-1 agreement "
                          f"{self.quality['top1_agreement']:.4f}, KL {self.quality['kl']:.5f}")
         lines += self.notes
         return "\n".join(lines)
+
+    def head_summary(self) -> str:
+        """One plain line on what happened to the head; never a "fewer" factor below 1."""
+        if self.rank is None:
+            return f"head kept dense ({self.dense_head_params:,} parameters)"
+        rank = f"rank {self.rank}"
+        if self.head_shape and self.rank == min(self.head_shape):
+            rank += f" (full rank for this {self.head_shape[0]} x {self.head_shape[1]} head, so exact)"
+        energy = f"spectral energy kept {100 * self.energy_kept:.2f}%"
+        if self.format != "slimspec":
+            return (f"head factorized at {rank} ({energy}), written dense as up @ down ({self.head_params:,} "
+                    f"parameters, as the {self.format} format needs)")
+        return f"{rank}, {energy}, head parameters {head_size_change(self.dense_head_params, self.head_params)}"
 
 
 def _progress(enabled: bool):
@@ -64,6 +77,35 @@ def _progress(enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm
+
+
+@contextmanager
+def transformers_progress_bars(enabled: bool):
+    """Turn transformers' (and huggingface_hub's) progress bars off while converting quietly, e.g. the "Writing
+    model shards" bar of ``save_pretrained``, and restore both global switches afterwards."""
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    if enabled:
+        yield
+        return
+    was_on, hub_was_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also disables huggingface_hub's
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+        (hub_utils.enable_progress_bars if hub_was_on else hub_utils.disable_progress_bars)()
+
+
+def _quiet_unless_progress(convert):
+    @functools.wraps(convert)
+    def wrapper(**kwargs):
+        with transformers_progress_bars(kwargs.get("progress", True)):
+            return convert(**kwargs)
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -95,6 +137,7 @@ def resolve_source(source: str) -> Path:
 
 
 def read_target_config(target: str | None):
+    """The target's config as published (top level, so ``architectures`` is kept), or None without a target."""
     if target is None:
         return None
     from transformers import AutoConfig
@@ -102,15 +145,20 @@ def read_target_config(target: str | None):
     from slimspec.targets import resolve_target
 
     try:
-        config = AutoConfig.from_pretrained(resolve_target(target))
+        return AutoConfig.from_pretrained(resolve_target(target))
     except (OSError, ValueError) as err:
         raise ConversionError(f"cannot read the target config {target!r}: {str(err).splitlines()[0]}") from None
+
+
+def text_config(config):
+    """The decoder part of a (possibly multimodal) target config."""
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def check_target(src: SourceDrafter, target_config) -> None:
     if target_config is None:
         return
+    target_config = text_config(target_config)
     problems = []
     for ours, theirs in (("target_hidden_size", "hidden_size"), ("vocab_size", "vocab_size"),
                          ("target_num_hidden_layers", "num_hidden_layers")):
@@ -205,8 +253,86 @@ def probe_hidden(model, target: str | None, prompts: str | None, n_random: int =
         return probe.norm(torch.randn(n_random, model.config.hidden_size, generator=g)), False
 
 
-def write_folder(folder: Path, model, export: str | None, card) -> None:
-    """The output folder: SlimSpec (save_pretrained) or an engine export with a dense head."""
+# Families whose input-embedding module scales its output (Gemma 3: x sqrt(hidden_size)); used when the target cannot
+# be read to tell.
+_SCALED_EMBEDDING_TYPES = ("gemma3", "gemma3_text", "gemma3n", "gemma3n_text")
+
+
+def export_target(model, target: str | None, target_config) -> tuple:
+    """(name, config) of the target an engine export refers to: --target, else the target the drafter's config
+    records when its config can be read (a local folder, or a Hub id when online or cached); else (None, None)."""
+    if target_config is not None:
+        return target, target_config
+    name = model.config.target_name_or_path
+    if not name:
+        return None, None
+    try:
+        return name, read_target_config(name)
+    except ConversionError:
+        return None, None
+
+
+def export_embedding(model, export: str, target: str | None, target_config):
+    """The [V, d] ``embed_tokens.weight`` an engine export of a drafter that SHARES its target's embedding must
+    carry, or None when the peer's loader fills in the right one itself.
+
+    A SlimSpec drafter embeds tokens with the target's embedding *module* (its output, any scale included). The
+    peers copy the target's raw ``embed_tokens.weight`` instead, and only sometimes:
+
+    * SafeAILab EAGLE copies it whenever config.json has no target_hidden_size (see ``formats.to_eagle``): right
+      when the module is a plain ``nn.Embedding`` lookup, so nothing is written then; for a module that is not
+      (Gemma 3 scales by sqrt(d)) the module's output is written, which EAGLE uses instead;
+    * speculators 0.9.0 means to fill a missing embedding from the verifier, but decides "missing" by a NaN sentinel
+      that its ``from_pretrained`` does not preserve, so the embedding is left uninitialized at random: the export
+      always carries the module's output, as speculators' own checkpoints carry their embedding.
+
+    Writing it loads the target (--target, or the one the drafter's config records); when that cannot be read the
+    export is refused where it would be wrong.
+    """
+    if model.embed_tokens is not None:
+        return None
+    if target_config is None:
+        if export == "speculators":
+            raise ConversionError(
+                f"this drafter shares its target's embedding and speculators' loader leaves an embedding missing from "
+                f"the checkpoint uninitialized, so the export must carry the target's; the target "
+                f"{model.config.target_name_or_path or '(not recorded)'} cannot be read: pass --target TARGET")
+        if model.config.target_model_type in _SCALED_EMBEDDING_TYPES:
+            raise ConversionError(
+                f"this drafter shares the embedding of a {model.config.target_model_type} target, whose embedding "
+                f"module scales its output, but SafeAILab EAGLE reads the raw matrix and the target cannot be read: "
+                f"pass --target TARGET so the embedding the drafter sees can be written into the export")
+        return None
+    from transformers import AutoModelForCausalLM
+
+    if export == "eagle":
+        with torch.device("meta"):
+            module = AutoModelForCausalLM.from_config(target_config).get_input_embeddings()
+        if type(module) is torch.nn.Embedding:
+            return None
+    from slimspec.targets import resolve_target
+
+    embedding = AutoModelForCausalLM.from_pretrained(resolve_target(target), dtype="auto").get_input_embeddings()
+    with torch.no_grad():
+        return embedding(torch.arange(model.config.vocab_size)).to(model.dtype).contiguous()
+
+
+def export_extras(model, export: str | None, target: str | None, target_config, src: SourceDrafter) -> tuple:
+    """What an engine export needs beyond the drafter: (embedding or None, the target's architectures or None)."""
+    if export is None:
+        return None, None
+    name, config = export_target(model, target, target_config)
+    architectures = list(getattr(config, "architectures", None) or []) or src.target_architectures
+    embedding = export_embedding(model, export, name, config)
+    if embedding is not None:
+        src.notes.append(f"the export carries the embedding this drafter sees through its target's embedding module "
+                         f"(read from {name}), since the {export} loader would not supply it")
+    return embedding, architectures
+
+
+def write_folder(folder: Path, model, export: str | None, card, embedding=None, target_architectures=None) -> None:
+    """The output folder: SlimSpec (save_pretrained) or an engine export with a dense head (plus ``embedding`` as
+    ``embed_tokens.weight`` when given, see ``export_embedding``)."""
     if export is None:
         model.save_pretrained(folder)
     else:
@@ -216,7 +342,9 @@ def write_folder(folder: Path, model, export: str | None, card) -> None:
         if "lm_head.up.weight" in state:
             up, down = state.pop("lm_head.up.weight"), state.pop("lm_head.down.weight")
             state["lm_head.weight"] = (up.float() @ down.float()).to(up.dtype)
-        raw, tensors = WRITERS[export](model.config, state)
+        if embedding is not None:
+            state["embed_tokens.weight"] = embedding
+        raw, tensors = WRITERS[export](model.config, state, target_architectures)
         save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors", metadata={"format": "pt"})
         raw["torch_dtype"] = str(model.config.dtype or "float32").replace("torch.", "")
         (folder / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
@@ -283,6 +411,7 @@ def place(tmp: Path, output: Path, overwrite: bool) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # The function
 # ----------------------------------------------------------------------------------------------------------------------
+@_quiet_unless_progress
 def convert_drafter(
     *,
     source: str,
@@ -308,8 +437,10 @@ def convert_drafter(
 ) -> ConversionReport:
     """Convert an EAGLE-3 drafter into a SlimSpec drafter folder (or, with ``export``, a dense engine export).
 
-    rank: None (keep the head dense), an int, or "d/8" / "d/16"; energy: keep this fraction of spectral energy
-    instead. export: None (SlimSpec folder), "eagle" or "speculators" (dense ``lm_head.weight`` = up @ down).
+    rank: any form of ``configuration_slimspec.resolve_head_rank``: None / "dense" / "full" (keep the head dense),
+    an int, "d/N", or an energy fraction ("energy:0.99"); energy: the same as rank="energy:<energy>".
+    export: None (SlimSpec folder), "eagle" or "speculators" (dense ``lm_head.weight`` = up @ down).
+    progress=False also silences transformers' and huggingface_hub's progress bars while it runs.
     """
     if rank is not None and energy is not None:
         raise ConversionError("give either a rank or an energy fraction, not both")
@@ -320,21 +451,17 @@ def convert_drafter(
     if not dry_run:
         check_output(output, overwrite)
     target_config = read_target_config(target)
-    num_layers = target_num_layers or (target_config.num_hidden_layers if target_config is not None else None)
-    src = read_source(resolve_source(source), fmt=format, num_layers=num_layers, progress=bar)
+    if target_num_layers is None and target_config is not None:
+        target_num_layers = text_config(target_config).num_hidden_layers
+    src = read_source(resolve_source(source), fmt=format, num_layers=target_num_layers, progress=bar)
     check_target(src, target_config)
     check_shapes(src)
     dense = src.state_dict["lm_head.weight"]
-    V_d, d = dense.shape
-    fact = None
-    if energy is not None:
-        rank = rank_for_energy(energy, dense, bar)
-    if rank is not None:
-        try:
-            r = resolve_rank(rank, d, V_d)
-        except ValueError as err:
-            raise ConversionError(str(err)) from None
-        fact = factorize(dense, r, method=method, progress=bar)
+    try:
+        r = resolve_rank(f"energy:{energy}" if energy is not None else rank, dense, bar)
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
+    fact = factorize(dense, r, method=method, progress=bar) if r is not None else None
     model, dense = build_drafter(src, fact, keep_embeddings)
     quality = None
     if fact is not None:
@@ -343,13 +470,15 @@ def convert_drafter(
     model.generation_config.num_assistant_tokens = num_assistant_tokens
     head_params = sum(p.numel() for p in model.lm_head.parameters())
     total_params = sum(p.numel() for p in model.parameters())
-    # an engine export carries the dense head instead of the factors
-    expected_params = total_params if export is None else total_params - head_params + dense.numel()
+    embedding, architectures = export_extras(model, export, target, target_config, src)
+    # an engine export carries the dense head instead of the factors (and, see export_embedding, maybe an embedding)
+    expected_params = total_params if export is None else (
+        total_params - head_params + dense.numel() + (embedding.numel() if embedding is not None else 0))
     report = ConversionReport(
         output=str(output), format=export or "slimspec", source_format=src.format, rank=fact.rank if fact else None,
         energy_kept=fact.energy_kept if fact else None, dense_head_params=dense.numel(),
         head_params=head_params if export is None else dense.numel(),
-        total_params=total_params, quality=quality, notes=list(src.notes))
+        total_params=total_params, quality=quality, head_shape=tuple(dense.shape), notes=list(src.notes))
     from .card import build_card
 
     card = build_card(config=model.config, license=src.license, repo_id=push_to_hub, info=dict(
@@ -363,7 +492,7 @@ def convert_drafter(
         steps = ["write", "validate"]
         for step in (bar(steps, desc="writing", unit="step") if bar else steps):
             if step == "write":
-                write_folder(tmp, model, export, card)
+                write_folder(tmp, model, export, card, embedding, architectures)
             elif validate:
                 validate_folder(tmp, export, expected_params, model)
         report.files = sorted(p.name for p in tmp.iterdir())

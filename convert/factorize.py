@@ -13,9 +13,10 @@ Methods:
                 less energy than the exact SVD in 49.6 s, against 0.1% allowed; kept as an option for heads whose
                 spectrum decays fast.
 
-Rank: an int, "d/8" / "d/16" (fractions of the hidden size d), or the smallest rank that keeps a fraction
-``energy`` of the spectral energy sum(s_i^2). The full spectrum comes from the eigenvalues of the d x d Gram
-matrix W^T W, accumulated over row blocks, so memory stays at one block plus d x d.
+Rank: any form of ``configuration_slimspec.resolve_head_rank`` (the project's one rank grammar): an int, "d/N",
+or an energy fraction ("energy:0.99": the smallest rank keeping that fraction of sum(s_i^2)). The full spectrum for
+an energy fraction comes from the eigenvalues of the d x d Gram matrix W^T W, accumulated over row blocks, so memory
+stays at one block plus d x d.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from configuration_slimspec import resolve_head_rank
 
 EXACT_MAX_ELEMENTS = 64 * 1024 * 1024  # heads up to 64M entries (e.g. 128k x 512) use torch.linalg.svd
 ROW_BLOCK = 16384
@@ -35,25 +38,6 @@ class Factorization:
     rank: int
     energy_kept: float  # sum of kept s_i^2 / ||W||_F^2
     method: str  # "exact" or "randomized"
-
-
-def resolve_rank(rank, hidden_size: int, vocab_rows: int) -> int | None:
-    """int | "d/8" | "d/16" | None -> int or None; errors name the valid range."""
-    if rank is None:
-        return None
-    if isinstance(rank, str):
-        key = rank.strip().lower()
-        if key.startswith("d/") and key[2:].isdigit() and int(key[2:]) > 0:
-            rank = max(1, hidden_size // int(key[2:]))
-        elif key.isdigit():
-            rank = int(key)
-        else:
-            raise ValueError(f"rank {rank!r} is not understood: use an int or d/N such as d/8, d/16")
-    limit = min(hidden_size, vocab_rows)
-    if not 1 <= rank <= limit:
-        raise ValueError(f"rank {rank} does not fit a {vocab_rows} x {hidden_size} head: use 1 <= rank <= {limit} "
-                         f"(rank {limit} is exact)")
-    return int(rank)
 
 
 def _blocks(W: torch.Tensor, progress=None, desc="gram"):
@@ -76,12 +60,10 @@ def spectrum(W: torch.Tensor, progress=None) -> torch.Tensor:
     return torch.linalg.eigvalsh(gram(W, progress)).flip(0).clamp_min(0)
 
 
-def rank_for_energy(energy: float, W: torch.Tensor, progress=None) -> int:
-    if not 0.0 < energy <= 1.0:
-        raise ValueError(f"energy must be in (0, 1], got {energy}")
-    s2 = spectrum(W, progress)
-    cumulative = torch.cumsum(s2, 0) / s2.sum()
-    return int(torch.searchsorted(cumulative, torch.tensor(energy, dtype=cumulative.dtype)).item()) + 1
+def resolve_rank(rank, W: torch.Tensor, progress=None) -> int | None:
+    """Any head-rank form (``configuration_slimspec.RANK_FORMS``) for the head W [V, d] -> None (dense) or an int.
+    Energy fractions are resolved on W's spectrum, computed only when asked for."""
+    return resolve_head_rank(rank, W.shape[1], vocab_rows=W.shape[0], spectrum=lambda: spectrum(W, progress).tolist())
 
 
 def _matmul_blocks(W: torch.Tensor, right: torch.Tensor, progress=None, desc="project") -> torch.Tensor:
@@ -134,10 +116,13 @@ def gram_svd(W: torch.Tensor, rank: int, progress=None):
     return U, S.float(), Vr.T.contiguous()
 
 
-def factorize(W: torch.Tensor, rank: int, method: str = "auto", seed: int = 0, progress=None) -> Factorization:
-    """Best rank-``rank`` approximation of the head W [V, d]; factors in W's dtype."""
+def factorize(W: torch.Tensor, rank, method: str = "auto", seed: int = 0, progress=None) -> Factorization:
+    """Best rank-``rank`` approximation of the head W [V, d]; factors in W's dtype. ``rank``: any form of
+    ``configuration_slimspec.resolve_head_rank`` except dense (an int, "d/8", "energy:0.99", ...)."""
     V, d = W.shape
-    rank = resolve_rank(rank, d, V)
+    rank = resolve_rank(rank, W, progress)
+    if rank is None:
+        raise ValueError("a dense head has nothing to factorize: give a rank (an int, d/N or an energy fraction)")
     if method == "auto":
         method = "exact" if V * d <= EXACT_MAX_ELEMENTS else "gram"
     if method == "exact":

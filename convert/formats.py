@@ -38,6 +38,7 @@ class SourceDrafter:
     notes: list = field(default_factory=list)
     license: str | None = None
     source: str = ""
+    target_architectures: list | None = None  # the target's config.json ``architectures``, when known
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -275,9 +276,11 @@ def read_speculators(raw: dict, state: dict, num_layers) -> SourceDrafter:
         raise ConversionError("speculators config lacks norm_before_residual (vLLM would assume true, the speculators "
                               "library false): add the key to the source config.json")
     cfg["norm_before_residual"] = bool(raw["norm_before_residual"])
-    verifier = ((raw.get("speculators_config") or {}).get("verifier") or {}).get("name_or_path")
-    cfg["target_name_or_path"] = verifier
-    return SourceDrafter("speculators", cfg, renamed, raw, ["speculators: layers.0.* -> midlayer.*"])
+    verifier = (raw.get("speculators_config") or {}).get("verifier") or {}
+    cfg["target_name_or_path"] = verifier.get("name_or_path")
+    source = SourceDrafter("speculators", cfg, renamed, raw, ["speculators: layers.0.* -> midlayer.*"])
+    source.target_architectures = verifier.get("architectures") or None
+    return source
 
 
 def read_slimspec(raw: dict, state: dict, num_layers) -> SourceDrafter:
@@ -286,12 +289,13 @@ def read_slimspec(raw: dict, state: dict, num_layers) -> SourceDrafter:
             "target_hidden_size", "target_layer_ids", "target_num_hidden_layers", "vocab_size", "draft_vocab_size",
             "norm_before_residual", "target_model_type", "target_name_or_path")
     cfg = {k: raw[k] for k in keep if k in raw}
-    state = dict(state)
+    state, notes = dict(state), []
     if "lm_head.up.weight" in state:  # a low-rank head: densify, it is refactorized at the requested rank
         up, down = state.pop("lm_head.up.weight"), state.pop("lm_head.down.weight")
         state["lm_head.weight"] = (up.float() @ down.float()).to(up.dtype)
+        notes.append(f"the source's rank-{up.shape[1]} head is read as its dense product up @ down")
     _check_keys(state, "slimspec")
-    return SourceDrafter("slimspec", cfg, state, raw, [])
+    return SourceDrafter("slimspec", cfg, state, raw, notes)
 
 
 READERS = {"eagle": read_eagle, "specforge": read_specforge, "speculators": read_speculators, "slimspec": read_slimspec}
@@ -329,9 +333,26 @@ def _card_license(folder: Path):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Writers (serving-engine export: dense lm_head, the format's own names and config)
+#
+# Each writer takes the SlimSpec config, a state dict with a dense ``lm_head.weight`` (and ``embed_tokens.weight``
+# when the drafter owns an embedding, or when ``convert`` materialized the target's for a target whose embedding
+# module is not a plain lookup), and the target's ``architectures``. It returns (config.json dict, tensors) that the
+# peer's own loader reads back into the same drafter, or raises ConversionError when the peer cannot represent it.
 # ----------------------------------------------------------------------------------------------------------------------
-def to_eagle(config, state: dict) -> tuple:
-    """SlimSpec config + dense-head state dict -> (config.json dict, tensors) in SafeAILab EAGLE layout."""
+def to_eagle(config, state: dict, target_architectures=None) -> tuple:
+    """SlimSpec -> SafeAILab EAGLE (``eagle/model/cnets.py``, EAGLE-3 ``Model``), whose loader:
+
+    * sizes ``fc`` as 3 * ``target_hidden_size`` when that key is in config.json, else 3 * ``hidden_size``;
+    * copies the target's ``model.embed_tokens.weight`` (from the base model's checkpoint index) into its
+      embedding only when ``target_hidden_size`` is ABSENT, then ``load_state_dict(strict=False)`` the export, so
+      an embedding in the export wins and a missing one is left random without an error;
+    * derives head_dim as hidden_size // num_attention_heads and reads ``rope_scaling["type"]`` (linear, dynamic).
+
+    So: a drafter with its own embedding (or a materialized one) is written with it and with target_hidden_size;
+    a drafter sharing a plain target embedding is written without target_hidden_size, so EAGLE loads the target's
+    embedding itself, which needs target_hidden_size == hidden_size (always true when the embedding is shared,
+    since the shared matrix is V x target_hidden_size); anything else is refused.
+    """
     if config.head_dim != config.hidden_size // config.num_attention_heads:
         raise ConversionError("SafeAILab EAGLE derives head_dim as hidden_size // num_attention_heads; this drafter's "
                               f"head_dim {config.head_dim} cannot be expressed: export --export speculators instead")
@@ -340,13 +361,55 @@ def to_eagle(config, state: dict) -> tuple:
     if list(config.target_layer_ids) != default_layer_ids(config.target_num_hidden_layers):
         raise ConversionError(f"SafeAILab EAGLE hard-codes target layers [2, L//2, L-3]; this drafter uses "
                               f"{config.target_layer_ids}: export --export speculators instead")
+    has_embedding = "embed_tokens.weight" in state
+    if not has_embedding and config.target_hidden_size != config.hidden_size:
+        raise ConversionError(
+            f"this drafter shares its target's embedding but has target_hidden_size {config.target_hidden_size} != "
+            f"hidden_size {config.hidden_size}: SafeAILab EAGLE only loads the target's embedding when config.json "
+            f"has no target_hidden_size, and without it sizes fc for 3 * hidden_size; convert a drafter that has its "
+            f"own embed_tokens (not --drop-embeddings) to export it")
     raw = _llama_fields(config)
-    raw.update(architectures=["LlamaForCausalLM"], model_type="llama", draft_vocab_size=config.head_vocab_size,
-               target_hidden_size=config.target_hidden_size)
+    raw["rope_scaling"] = _eagle_rope_scaling(config.rope_scaling_config)
+    raw.update(architectures=["LlamaForCausalLM"], model_type="llama", draft_vocab_size=config.head_vocab_size)
+    if has_embedding:  # present -> EAGLE keeps the export's embedding; absent -> EAGLE loads the target's
+        raw["target_hidden_size"] = config.target_hidden_size
     return raw, dict(state)
 
 
-def to_speculators(config, state: dict) -> tuple:
+def _eagle_rope_scaling(scaling):
+    """SafeAILab's attention reads ``rope_scaling["type"]`` and implements linear and dynamic scaling only."""
+    if not scaling:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind != "linear":
+        raise ConversionError(f"SafeAILab EAGLE implements linear (and dynamic) RoPE scaling only; this drafter uses "
+                              f"{kind!r}: export --export speculators instead")
+    return {"type": "linear", "factor": float(scaling["factor"])}
+
+
+def to_speculators(config, state: dict, target_architectures=None) -> tuple:
+    """SlimSpec -> vLLM speculators ``Eagle3Speculator`` (speculators 0.9.0 ``Eagle3DraftModel``), whose loader:
+
+    * validates ``speculators_config.verifier`` with pydantic (name_or_path, architectures: a list of str) and
+      cannot load without a verifier: ``load_verifier_weights`` calls ``AutoConfig.from_pretrained(name_or_path)``
+      and refuses a verifier whose hidden_size differs from the drafter's;
+    * sizes ``fc`` as 3 * ``transformer_layer_config.hidden_size`` (it ignores ``target_hidden_size``);
+    * fills ``embed_tokens`` from the verifier's checkpoint when the export has none (and keeps the export's
+      ``lm_head``, ``d2t``/``t2d``); honours head_dim, attention_bias, norm_before_residual and llama/linear/llama3
+      RoPE through transformers' Llama layer.
+
+    So an export needs a known target (refused otherwise: pass --target) and target_hidden_size == hidden_size.
+    """
+    if config.target_hidden_size != config.hidden_size:
+        raise ConversionError(
+            f"speculators sizes fc as 3 * hidden_size and ignores target_hidden_size, so this drafter "
+            f"(target_hidden_size {config.target_hidden_size} != hidden_size {config.hidden_size}) cannot be written "
+            f"in its format: export --export eagle instead (it keeps target_hidden_size)")
+    if not config.target_name_or_path:
+        raise ConversionError(
+            "the speculators format needs the target (verifier) model: its loader reads "
+            "speculators_config.verifier.name_or_path to fetch the target's embedding and check sizes, and cannot load "
+            "an export without it; pass --target TARGET (the target's Hub id or folder)")
     layer = _llama_fields(config)
     layer["model_type"] = "llama"
     raw = dict(architectures=["Eagle3Speculator"], speculators_model_type="eagle3",
@@ -357,7 +420,7 @@ def to_speculators(config, state: dict) -> tuple:
                                        proposal_methods=[dict(proposal_type="greedy", speculative_tokens=5,
                                                               verifier_accept_k=1, accept_tolerance=0.0)],
                                        verifier=dict(name_or_path=config.target_name_or_path,
-                                                     architectures=None)))
+                                                     architectures=list(target_architectures or []))))
     tensors = {("layers.0." + k[len("midlayer."):]) if k.startswith("midlayer.") else k: v for k, v in state.items()}
     return raw, tensors
 

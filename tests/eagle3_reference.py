@@ -62,13 +62,14 @@ def head_logits(sd, cfg, g):
     return (n @ W["lm_head.down.weight"].T) @ W["lm_head.up.weight"].T
 
 
-def first_step(sd, cfg, embed_weight, target_feats, next_tokens):
+def first_step(sd, cfg, embed_weight, target_feats, next_tokens, position_scale=1.0):
     """Step 1 over a prefix: target_feats [T, 3 d_t] at positions 0..T-1 paired with tokens t+1 ([T]).
+    ``position_scale`` multiplies the rotary positions (linear RoPE scaling by a factor f is 1 / f).
 
     Returns (g [T, d], logits [T, V_d])."""
     x = target_feats.double() @ sd["fc.weight"].double().T
     emb = embed_weight.double()[next_tokens]
-    g = drafter_layer(sd, cfg, emb, x, torch.arange(len(next_tokens)))
+    g = drafter_layer(sd, cfg, emb, x, torch.arange(len(next_tokens)) * position_scale)
     return g, head_logits(sd, cfg, g)
 
 

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 D, DT, HEADS, KV, INTER, V, L = 32, 24, 4, 2, 64, 97, 8  # drafter d, target d_t, heads, kv heads, mlp, vocab, target layers
 
 
-def eagle_state(seed=0, draft_vocab=None, embed=False, dtype=torch.float32) -> dict:
-    """A random drafter state dict in EAGLE-3 names (``midlayer.*``)."""
+def eagle_state(seed=0, draft_vocab=None, embed=False, dtype=torch.float32, dt=DT) -> dict:
+    """A random drafter state dict in EAGLE-3 names (``midlayer.*``) for a target of hidden size ``dt``."""
     g = torch.Generator().manual_seed(seed)
     hd = D // HEADS
 
@@ -22,7 +22,7 @@ def eagle_state(seed=0, draft_vocab=None, embed=False, dtype=torch.float32) -> d
         return (scale * torch.randn(*shape, generator=g)).to(dtype)
 
     sd = {
-        "fc.weight": r(D, 3 * DT),
+        "fc.weight": r(D, 3 * dt),
         "midlayer.self_attn.q_proj.weight": r(HEADS * hd, 2 * D),
         "midlayer.self_attn.k_proj.weight": r(KV * hd, 2 * D),
         "midlayer.self_attn.v_proj.weight": r(KV * hd, 2 * D),
@@ -66,17 +66,21 @@ def _save(folder: Path, config: dict, state: dict, bin_file=False) -> Path:
     return folder
 
 
+def _dt(state) -> int:
+    return state["fc.weight"].shape[1] // 3
+
+
 def write_eagle(folder, state, draft_vocab=None, bin_file=True) -> Path:
     """SafeAILab: LlamaForCausalLM config + draft_vocab_size (+ target_hidden_size), pytorch_model.bin, no embeddings."""
-    cfg = _llama(draft_vocab or V, architectures=["LlamaForCausalLM"], model_type="llama", target_hidden_size=DT,
-                 bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = _llama(draft_vocab or V, architectures=["LlamaForCausalLM"], model_type="llama",
+                 target_hidden_size=_dt(state), bos_token_id=1, eos_token_id=2, pad_token_id=0)
     return _save(Path(folder), cfg, state, bin_file=bin_file)
 
 
 def write_specforge(folder, state, draft_vocab=None, layer_ids=None, **flags) -> Path:
     """SpecForge: LlamaForCausalLMEagle3, head_dim given, optional eagle_config ids (layer OUTPUT numbering)."""
     cfg = _llama(draft_vocab or V, architectures=["LlamaForCausalLMEagle3"], model_type="llama", head_dim=D // HEADS,
-                 target_hidden_size=DT, rope_theta=10000.0, rope_scaling=None, attention_bias=False, **flags)
+                 target_hidden_size=_dt(state), rope_theta=10000.0, rope_scaling=None, attention_bias=False, **flags)
     if layer_ids is not None:
         cfg["eagle_config"] = {"eagle_aux_hidden_state_layer_ids": layer_ids}
     return _save(Path(folder), cfg, state)
@@ -87,7 +91,8 @@ def write_speculators(folder, state, draft_vocab=None, layer_ids=None, norm_befo
     layer = _llama(None, model_type="llama", head_dim=D // HEADS, rope_theta=10000.0)
     cfg = dict(architectures=["Eagle3Speculator"], speculators_model_type="eagle3", speculators_version="0.3.0",
                draft_vocab_size=draft_vocab or V, norm_before_residual=norm_before_residual, norm_before_fc=False,
-               fc_norm=False, norm_output=False, target_hidden_size=DT, eagle_aux_hidden_state_layer_ids=layer_ids,
+               fc_norm=False, norm_output=False, target_hidden_size=_dt(state),
+               eagle_aux_hidden_state_layer_ids=layer_ids,
                embed_requires_grad=False, transformer_layer_config=layer,
                speculators_config=dict(algorithm="eagle3", default_proposal_method="greedy",
                                        proposal_methods=[dict(proposal_type="greedy", speculative_tokens=3)],

@@ -13,19 +13,52 @@ def test_defaults_follow_eagle3():
     assert cfg.tie_word_embeddings is False
 
 
-@pytest.mark.parametrize("value,expected", [(None, None), ("dense", None), (64, 64), ("d/8", 80), ("d/16", 40), ("80", 80)])
+@pytest.mark.parametrize("value,expected", [
+    (None, None), ("dense", None), ("full", None), ("FULL", None), ("none", None),  # all keep the head dense
+    (64, 64), ("80", 80), (" 80 ", 80),
+    ("d/8", 80), ("d/16", 40), ("d/7", 91), ("d/1000", 1),  # any positive N; at least 1
+])
 def test_resolve_head_rank(value, expected):
     assert resolve_head_rank(value, 640) == expected
 
 
+@pytest.mark.parametrize("value", [0.9, "0.9", "energy:0.9", "energy: 0.9", "ENERGY:.9"])
+def test_energy_fractions_resolve_on_the_spectrum(value):
+    s2 = [5.0, 3.0, 1.0, 0.5, 0.5]  # cumulative 0.5, 0.8, 0.9, 0.95, 1.0
+    assert resolve_head_rank(value, 5, spectrum=lambda: s2) == 3
+    assert resolve_head_rank(value, 5, spectrum=lambda: s2[::-1]) == 3  # any order
+    assert resolve_head_rank("energy:1", 5, spectrum=lambda: s2) == 5
+    assert resolve_head_rank(0.5, 5, spectrum=lambda: s2) == 1
+    with pytest.raises(ValueError, match="needs the head's singular values"):
+        resolve_head_rank(value, 5)  # e.g. SlimSpecConfig(head_rank=0.9): no head to measure
+
+
+def test_energy_spectrum_is_only_computed_when_needed():
+    def spectrum():
+        raise AssertionError("spectrum computed for a rank that does not need it")
+
+    assert resolve_head_rank("d/8", 64, spectrum=spectrum) == 8
+    assert resolve_head_rank("dense", 64, spectrum=spectrum) is None
+
+
+@pytest.mark.parametrize("value", ["d/0", "d/x", "d/-2", "quarter", "1.5", 1.5, 0.0, "energy:0", "energy:2", "1e-3",
+                                   True, [8]])
+def test_bad_ranks_name_the_valid_forms(value):
+    with pytest.raises(ValueError, match=r"not understood; use an int .*'d/N'.*'dense' / 'full'.*energy"):
+        resolve_head_rank(value, 640)
+
+
 def test_rank_bounds():
     assert tiny_config(head_rank=32).head_rank == 32  # r = d is legal (used by exactness tests)
-    with pytest.raises(ValueError, match="head_rank .* cannot exceed hidden_size"):
+    with pytest.raises(ValueError, match=r"rank 33 does not fit hidden size 32: use 1 <= rank <= 32"):
         tiny_config(head_rank=33)
-    with pytest.raises(ValueError, match="head_rank must be >= 1"):
+    with pytest.raises(ValueError, match="rank 0 does not fit"):
         tiny_config(head_rank=0)
-    with pytest.raises(ValueError, match="not understood"):
-        tiny_config(head_rank="d/7")
+    with pytest.raises(ValueError, match=r"rank 40 does not fit a 20 x 64 head: use 1 <= rank <= 20"):
+        resolve_head_rank(40, 64, vocab_rows=20)  # the head's rows bound it too
+    with pytest.raises(ValueError, match="needs the head's singular values"):
+        tiny_config(head_rank="energy:0.99")
+    assert tiny_config(head_rank="d/7").head_rank == 4 and tiny_config(head_rank="full").head_rank is None
 
 
 @pytest.mark.parametrize(

@@ -13,14 +13,14 @@ import eagle3_reference as ref
 from configuration_slimspec import SlimSpecConfig
 from slimspec.convert import ConversionError, convert_drafter, read_source
 from slimspec.convert.cli import main as cli_main
-from eagle3_writers import DT, L, V, WRITERS, eagle_state
+from eagle3_writers import DT, D, L, V, WRITERS, eagle_state
 from modeling_slimspec import SlimSpecDrafter
 
 FAST = dict(validate=False, progress=False)
 
 
-def source(tmp_path, fmt, draft_vocab=None, embed=False, **kw):
-    state = eagle_state(draft_vocab=draft_vocab, embed=embed)
+def source(tmp_path, fmt, draft_vocab=None, embed=False, dt=DT, **kw):
+    state = eagle_state(draft_vocab=draft_vocab, embed=embed, dt=dt)
     folder = WRITERS[fmt](tmp_path / f"src-{fmt}", state, draft_vocab=draft_vocab, **kw)
     return folder, state
 
@@ -115,7 +115,7 @@ def test_embeddings_are_kept_when_the_source_has_them(tmp_path):
 
 
 def test_export_round_trip_reproduces_the_original_tensors(tmp_path):
-    src, state = source(tmp_path, "eagle", draft_vocab=40)
+    src, state = source(tmp_path, "eagle", draft_vocab=40, embed=True)  # its own embedding: exportable with DT != D
     slim, back = tmp_path / "slim", tmp_path / "back"
     convert_drafter(source=str(src), output=str(slim), rank=32, target_num_layers=L, **FAST)
     convert_drafter(source=str(slim), output=str(back), export="eagle", **FAST)
@@ -128,9 +128,18 @@ def test_export_round_trip_reproduces_the_original_tensors(tmp_path):
             assert torch.equal(exported[key], tensor), key
     config = json.loads((back / "config.json").read_text())
     assert config["draft_vocab_size"] == 40 and config["architectures"] == ["LlamaForCausalLM"]
+    assert "target_hidden_size" in config  # DT != D: kept, so EAGLE sizes fc for 3 * DT
+    with pytest.raises(ConversionError, match=r"speculators sizes fc as 3 \* hidden_size and ignores target_hidden"):
+        convert_drafter(source=str(slim), output=str(tmp_path / "spec"), export="speculators", **FAST)
+    # a speculators source of the drafter's own width, which records its verifier, round-trips
+    src2, state2 = source(tmp_path / "same-width", "speculators", draft_vocab=40, embed=True, dt=D)
     spec = tmp_path / "spec"
-    convert_drafter(source=str(slim), output=str(spec), export="speculators", **FAST)
-    assert read_source(spec, num_layers=L).format == "speculators" and "layers.0.mlp.up_proj.weight" in load_file(spec / "model.safetensors")
+    convert_drafter(source=str(src2), output=str(spec), export="speculators", target_num_layers=L, **FAST)
+    back2 = read_source(spec, num_layers=L)
+    assert back2.format == "speculators" and back2.config["target_name_or_path"] == "someone/tiny-target"
+    assert all(torch.equal(back2.state_dict[k], v) for k, v in state2.items())
+    verifier = json.loads((spec / "config.json").read_text())["speculators_config"]["verifier"]
+    assert verifier == {"name_or_path": "someone/tiny-target", "architectures": ["LlamaForCausalLM"]}
 
 
 def test_energy_selects_the_smallest_rank(tmp_path):
@@ -262,7 +271,7 @@ def test_push_to_hub_against_a_local_fake_hub(tmp_path, monkeypatch):
 
 
 def test_factorization_methods_keep_the_exact_energy():
-    from slimspec.convert.factorize import factorize, rank_for_energy
+    from slimspec.convert.factorize import factorize, resolve_rank
 
     g = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(256, 256, generator=g))[0]
@@ -276,10 +285,13 @@ def test_factorization_methods_keep_the_exact_energy():
         torch.testing.assert_close(gram.up @ gram.down, exact.up @ exact.down, atol=1e-4, rtol=1e-3)
     half = factorize(W.bfloat16(), 64, method="gram")
     assert half.up.dtype == half.down.dtype == torch.bfloat16  # cast back to the head's dtype
-    r90 = rank_for_energy(0.9, W)
+    r90 = resolve_rank("energy:0.9", W)
     assert factorize(W, r90).energy_kept >= 0.9 > factorize(W, r90 - 1).energy_kept
-    with pytest.raises(ValueError, match="rank 257 does not fit"):
+    assert factorize(W, "energy:0.9").rank == r90  # factorize takes every rank form
+    with pytest.raises(ValueError, match="rank 257 does not fit a 6000 x 256 head"):
         factorize(W, 257)
+    with pytest.raises(ValueError, match="a dense head has nothing to factorize"):
+        factorize(W, "dense")
 
 
 def test_conversion_keeps_the_source_dtype(tmp_path):
@@ -292,3 +304,104 @@ def test_conversion_keeps_the_source_dtype(tmp_path):
     assert {k: v.dtype for k, v in saved.items() if k not in ("d2t", "t2d")} == {
         k: torch.bfloat16 for k in saved if k not in ("d2t", "t2d")}
     assert saved["d2t"].dtype == torch.int64 and saved["t2d"].dtype == torch.bool
+
+
+def _cli(capsys, *args):
+    capsys.readouterr()  # only this run's output
+    code = cli_main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("rank", ["dense", "full", "DENSE"])
+def test_rank_dense_keeps_the_head_dense(tmp_path, capsys, rank):
+    src, state = source(tmp_path, "eagle")
+    code, out, _ = _cli(capsys, src, tmp_path / "o", "--rank", rank, "--target-num-layers", L, "--quiet",
+                        "--no-validate")
+    model = SlimSpecDrafter.from_pretrained(tmp_path / "o")
+    assert code == 0 and model.config.head_rank is None
+    assert torch.equal(model.lm_head.weight, state["lm_head.weight"])
+    assert f"\nhead kept dense ({V * D:,} parameters)\n" in out and "fewer" not in out and "\nrank " not in out
+
+
+def test_every_rank_form_goes_through_one_grammar(tmp_path, capsys):
+    src, _ = source(tmp_path, "eagle")
+    common = ["--target-num-layers", L, "--quiet", "--no-validate"]
+    ranks = {}
+    for i, args in enumerate([["--rank", "energy:0.9"], ["--energy", "0.9"], ["--rank", "0.9"], ["--rank", "d/7"]]):
+        code, out, err = _cli(capsys, src, tmp_path / f"o{i}", *args, *common)
+        assert code == 0, err
+        ranks[" ".join(args)] = SlimSpecDrafter.from_pretrained(tmp_path / f"o{i}").config.head_rank
+    assert ranks["--rank energy:0.9"] == ranks["--energy 0.9"] == ranks["--rank 0.9"] and ranks["--rank d/7"] == 4
+    code, _, err = _cli(capsys, src, tmp_path / "bad", "--rank", "half", *common)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "head rank 'half' is not understood" in err and "'d/N'" in err and "'dense' / 'full'" in err
+
+
+def test_full_rank_summary_says_so_and_never_fewer_below_one(tmp_path, capsys):
+    src, _ = source(tmp_path, "eagle")
+    code, out, _ = _cli(capsys, src, tmp_path / "o", "--rank", D, "--target-num-layers", L, "--quiet", "--no-validate")
+    assert code == 0
+    assert f"rank {D} (full rank for this {V} x {D} head, so exact), spectral energy kept 100.00%" in out
+    assert "MORE than the dense head" in out and "--rank dense keeps the head dense" in out and "fewer" not in out
+    code, out, _ = _cli(capsys, src, tmp_path / "o2", "--rank", "d/8", "--target-num-layers", L, "--quiet",
+                        "--no-validate")
+    assert f"head parameters {V * D:,} -> {(V + D) * 4:,} (" in out and "x fewer parameters and bytes)" in out
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "MORE than the dense head" in card and "fewer" not in card
+
+
+def test_quiet_silences_transformers_progress_bars_and_restores_them(tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    src, _ = source(tmp_path, "eagle")
+    enabled = hf_logging.is_progress_bar_enabled()
+    _, _, err = _cli(capsys, src, tmp_path / "loud", "--rank", "4", "--target-num-layers", L, "--no-validate")
+    if enabled:  # the bar the test is about does show without --quiet
+        assert "Writing model shards" in err
+    _, _, err = _cli(capsys, src, tmp_path / "quiet", "--rank", "4", "--target-num-layers", L, "--no-validate",
+                     "--quiet")
+    assert "Writing model shards" not in err and "%|" not in err
+    assert hf_logging.is_progress_bar_enabled() == enabled  # global switch restored
+
+
+def _slim(tmp_path, **source_kw):
+    src, _ = source(tmp_path, "eagle", **source_kw)
+    slim = tmp_path / "slim"
+    convert_drafter(source=str(src), output=str(slim), rank="d/8", target_num_layers=L, **FAST)
+    return slim
+
+
+def _edit_config(folder, **changes):
+    raw = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**raw, **changes}))
+    return folder
+
+
+@pytest.mark.parametrize("case,export,match", [
+    ("narrow_target_shared", "eagle", r"shares its target's embedding but has target_hidden_size 24 != hidden_size 32"),
+    ("narrow_target_own", "speculators", r"speculators sizes fc as 3 \* hidden_size and ignores target_hidden_size"),
+    ("no_verifier", "speculators", r"needs the target \(verifier\) model.*pass --target TARGET"),
+    ("unreadable_verifier", "speculators", r"leaves an embedding missing .* cannot be read: pass --target TARGET"),
+    ("unknown_scaled_target", "eagle", r"gemma3_text target, whose embedding module scales.*pass --target TARGET"),
+    ("llama3_rope", "eagle", r"linear \(and dynamic\) RoPE scaling only; this drafter uses 'llama3'"),
+])
+def test_exports_refuse_what_the_peer_would_misread(tmp_path, case, export, match):
+    """Each of these used to write a folder that the peer's loader rejects or misreads (see test_peer_loaders)."""
+    if case == "narrow_target_shared":
+        slim = _slim(tmp_path)
+    elif case == "narrow_target_own":
+        slim = _slim(tmp_path, embed=True)
+    elif case == "no_verifier":
+        slim = _slim(tmp_path, embed=True, dt=D)
+    elif case == "unreadable_verifier":  # recorded, but not a folder and not downloadable offline
+        slim = _edit_config(_slim(tmp_path, dt=D), target_name_or_path="someone/not-downloadable")
+    elif case == "unknown_scaled_target":
+        slim = _edit_config(_slim(tmp_path, dt=D), target_model_type="gemma3_text")
+    else:
+        slim = _edit_config(_slim(tmp_path, embed=True), rope_scaling_config={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64})
+    with pytest.raises(ConversionError, match=match):
+        convert_drafter(source=str(slim), output=str(tmp_path / "out"), export=export, **FAST)
+    assert not (tmp_path / "out").exists()

@@ -16,10 +16,6 @@ import sys
 from pathlib import Path
 
 
-def _rank(value: str):
-    return None if value == "dense" else (int(value) if value.isdigit() else value)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspec-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--loss-on", default="response", choices=["response", "all"],
                        help="train on response positions only, or on prompt positions too")
         if name == "fit":
-            f.add_argument("--head-rank", type=_rank, default="d/8", help="int, d/8, d/16 or dense")
+            f.add_argument("--head-rank", default="d/8", help="int, d/N (d/8, d/16) or dense")
             f.add_argument("--draft-vocab", type=int, default=None, help="truncated draft vocabulary size")
             f.add_argument("--head-init", default="target", choices=["target", "random"])
         else:

@@ -25,7 +25,7 @@ from .ttt import ttt_unroll
 
 @dataclass
 class FitConfig:
-    head_rank: object = "d/8"  # int, "d/8", "d/16", or None / "dense"
+    head_rank: object = "d/8"  # any form configuration_slimspec.resolve_head_rank takes without weights
     draft_vocab: int | None = None  # truncated draft vocabulary (d2t/t2d from token frequencies)
     head_init: str = "target"  # "target": SVD of (or copy of) the target's LM head; "random"
     loss: str = "kl"
@@ -104,8 +104,7 @@ def build_drafter(target, config: FitConfig, data: DistillationData):
         return drafter, columns
 
     layer_ids = data.meta["layer_ids"]
-    head_rank = None if config.head_rank in (None, "dense") else config.head_rank
-    cfg = SlimSpecConfig.from_target_config(target.config, head_rank=head_rank, draft_vocab_size=config.draft_vocab,
+    cfg = SlimSpecConfig.from_target_config(target.config, head_rank=config.head_rank, draft_vocab_size=config.draft_vocab,
                                             target_layer_ids=layer_ids)
     torch.manual_seed(config.seed)
     drafter = SlimSpecDrafter(cfg)
