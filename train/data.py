@@ -82,9 +82,36 @@ def _records(target, tokenizer, prompts, layer_ids, max_new_tokens, max_prompt_t
         mask = torch.zeros(end - start, dtype=torch.uint8)
         mask[P - start :] = 1
         feats = torch.cat([hs[i][b, start:end] for i in layer_ids], dim=-1)
-        logp, ids = torch.log_softmax(out.logits[b, start:end].float(), dim=-1).topk(
-            min(topk, out.logits.shape[-1]), dim=-1)
+        ids, logp = top_logprobs(out.logits[b, start:end], topk)
         yield tokens, mask, feats, ids, logp
+
+
+def top_logprobs(logits: torch.Tensor, k: int) -> tuple:
+    """The k most likely tokens and their log-probabilities, [T, V] logits -> ids [T, k], logp [T, k] fp32:
+    log_softmax(x)_i = x_i - logsumexp(x), so the top k are taken on the raw logits (no [T, V] fp32 copy)."""
+    values, ids = logits.topk(min(k, logits.shape[-1]), dim=-1)
+    return ids, values.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def _text_records(target, tokenizer, texts, layer_ids, window, topk):
+    """Teacher-forced records: one target forward over each window of existing text (no generation). Every position
+    is trained on the target's own next-token distribution there, which is exact whoever wrote the text."""
+    bos = tokenizer.bos_token_id
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        step = window - (bos is not None)
+        for start in range(0, max(len(ids) - 1, 0), step):
+            piece = ids[start : start + step]
+            if len(piece) < 8:
+                continue
+            tokens = torch.tensor(([bos] if bos is not None else []) + piece)
+            out = target(input_ids=tokens[None], output_hidden_states=True)
+            feats = torch.cat([out.hidden_states[i][0] for i in layer_ids], dim=-1)
+            top_ids, logp = top_logprobs(out.logits[0], topk)
+            mask = torch.ones(len(tokens), dtype=torch.uint8)
+            mask[0] = 0
+            yield tokens, mask, feats, top_ids, logp
 
 
 def write_shard(folder: Path, records) -> int:
@@ -111,37 +138,71 @@ def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list
                   max_prompt_tokens: int = 512, batch_size: int = 8, shard_prompts: int = 64, sampled: bool = True,
                   seed: int = 0, topk: int = 64, target_name: str = "", progress: bool = True) -> dict:
     """Write (or resume) a DATA folder; each prompt gets a greedy response and, with ``sampled``, a sampled one."""
+    settings = dict(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                    sampled=sampled, seed=seed, prompts=len(prompts), shard_prompts=shard_prompts)
+    modes = [False, True] if sampled else [False]
+
+    def shard_records(index, chunk, bar):
+        records = []
+        for mode in modes:
+            for b in range(0, len(chunk), batch_size):
+                batch = chunk[b : b + batch_size]
+                records += list(_records(target, tokenizer, batch, layer_ids, max_new_tokens, max_prompt_tokens,
+                                         mode, seed + 1000 * index + b, topk))
+                bar.update(len(batch))
+        return records
+
+    return _build(target, out, layer_ids, topk, target_name, settings, prompts, shard_prompts, shard_records,
+                  desc="self-distillation", unit="response", per_item=len(modes), progress=progress)
+
+
+def generate_text_data(*, target, tokenizer, texts: list, out: str, layer_ids: list, window: int = 512,
+                       shard_texts: int = 64, topk: int = 64, target_name: str = "", source: str = "",
+                       progress: bool = True) -> dict:
+    """Write (or resume) a DATA folder from existing text, teacher-forced: one target forward per ``window`` tokens
+    records the hidden states and the target's top-k next-token distribution at every position, with no
+    generation (several times more tokens per second than self-distillation; measured in meta.json)."""
+    settings = dict(kind="text", source=source, window=window, texts=len(texts), shard_texts=shard_texts)
+
+    def shard_records(index, chunk, bar):
+        records = []
+        for text in chunk:
+            records += list(_text_records(target, tokenizer, [text], layer_ids, window, topk))
+            bar.update(1)
+        return records
+
+    return _build(target, out, layer_ids, topk, target_name, settings, texts, shard_texts, shard_records,
+                  desc="teacher-forced text", unit="text", per_item=1, progress=progress)
+
+
+def _build(target, out, layer_ids, topk, target_name, settings, items, per_shard, shard_records, *, desc, unit,
+           per_item, progress) -> dict:
+    """Shard by shard, resumably: ``shard_records(index, chunk, bar)`` makes one shard's records; finished shards
+    are listed in meta.json and skipped by a rerun with the same settings."""
     from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
     text_config = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
-    settings = dict(target=target_name, layer_ids=list(layer_ids), hidden_size=text_config.hidden_size,
-                    vocab_size=text_config.vocab_size, num_hidden_layers=text_config.num_hidden_layers,
-                    max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, sampled=sampled, seed=seed,
-                    prompts=len(prompts), shard_prompts=shard_prompts, topk=topk)
+    settings = dict(settings, target=target_name, layer_ids=list(layer_ids), hidden_size=text_config.hidden_size,
+                    vocab_size=text_config.vocab_size, num_hidden_layers=text_config.num_hidden_layers, topk=topk)
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else dict(settings, shards=[], seconds=0.0)
     changed = {k: (meta.get(k), v) for k, v in settings.items() if meta.get(k) != v}
     if changed:
         raise ValueError(f"{out} holds data made with other settings {changed}; use a new folder")
     done = {s["name"] for s in meta["shards"]}
-    chunks = [prompts[i : i + shard_prompts] for i in range(0, len(prompts), shard_prompts)]
-    bar = tqdm(total=len(prompts) * (2 if sampled else 1), desc="self-distillation", unit="response",
-               disable=not progress)
+    chunks = [items[i : i + per_shard] for i in range(0, len(items), per_shard)]
+    bar = tqdm(total=len(items) * per_item, desc=desc, unit=unit, disable=not progress)
     for index, chunk in enumerate(chunks):
         name = f"shard_{index:05d}"
         if name in done:
-            bar.update(len(chunk) * (2 if sampled else 1))
+            bar.update(len(chunk) * per_item)
             continue
         t0 = time.perf_counter()
-        records = []
-        for mode in ([False, True] if sampled else [False]):
-            for b in range(0, len(chunk), batch_size):
-                batch = chunk[b : b + batch_size]
-                records += list(_records(target, tokenizer, batch, layer_ids, max_new_tokens, max_prompt_tokens,
-                                         mode, seed + 1000 * index + b, topk))
-                bar.update(len(batch))
+        records = shard_records(index, chunk, bar)
+        if not records:
+            continue
         mass = float(torch.cat([lp.float().exp().sum(-1) for *_, lp in records]).mean())
         n = write_shard(out / name, records)
         meta["shards"].append(dict(name=name, sequences=len(records), tokens=n, topk_mass=mass))
@@ -156,36 +217,47 @@ def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list
 
 
 class DistillationData(torch.utils.data.Dataset):
-    """Training windows over a DATA folder: each item is one sequence cut to at most ``window`` positions.
+    """Training windows over one or more DATA folders (a list, or one string with commas: a mix of, say,
+    self-distilled responses and teacher-forced text): each item is one sequence cut to at most ``window`` positions.
 
     item: tokens [T + 1] long, feats [T, 3 d_t] bf16, loss_mask [T] bool (position t is trained to predict token
-    t + 2, a response token; any_mask: any token t + 2, prompt tokens included), target_ids [T, k] long and target_logp [T, k] fp32: the target's top-k distribution
-    of token t + 2 (the target's prediction at position t + 1)."""
+    t + 2, a response token; any_mask: any token t + 2, prompt tokens included), target_ids [T, k] long and
+    target_logp [T, k] fp32: the target's top-k distribution of token t + 2 (the target's prediction at t + 1)."""
 
-    def __init__(self, folder: str, window: int = 256):
-        self.folder = Path(folder)
-        self.meta = json.loads((self.folder / "meta.json").read_text())
+    SHARED = ("target", "layer_ids", "hidden_size", "vocab_size", "num_hidden_layers", "topk")
+
+    def __init__(self, folders, window: int = 256):
+        folders = str(folders).split(",") if isinstance(folders, (str, os.PathLike)) else list(folders)
+        self.folders = [Path(f) for f in folders if str(f)]
+        metas = [json.loads((f / "meta.json").read_text()) for f in self.folders]
+        for f, m in zip(self.folders[1:], metas[1:]):
+            differ = {k: (metas[0].get(k), m.get(k)) for k in self.SHARED if m.get(k) != metas[0].get(k)}
+            if differ:
+                raise ValueError(f"{f} cannot be mixed with {self.folders[0]}: they differ in {differ}")
+        self.meta = dict(metas[0], folders=[str(f) for f in self.folders],
+                         tokens=sum(m.get("tokens", 0) for m in metas))
         self.window = window
+        self.shard_keys = [(f, s["name"]) for f, m in zip(self.folders, metas) for s in m["shards"]]
         self.items = []
         self.shards = {}
-        for s in self.meta["shards"]:
-            offsets = np.load(self.folder / s["name"] / "offsets.npy")
+        for key in self.shard_keys:
+            offsets = np.load(key[0] / key[1] / "offsets.npy")
             for a, b in zip(offsets[:-1], offsets[1:]):
                 for start in range(int(a), int(b) - 2, window):
-                    self.items.append((s["name"], start, min(int(b), start + window + 1)))
+                    self.items.append((key, start, min(int(b), start + window + 1)))
 
-    def _arrays(self, shard):
-        if shard not in self.shards:
-            self.shards[shard] = {n: np.load(self.folder / shard / f"{n}.npy", mmap_mode="r")
-                                  for n in ("tokens", "mask", "feats", "topk_ids", "topk_logp")}
-        return self.shards[shard]
+    def _arrays(self, key):
+        if key not in self.shards:
+            self.shards[key] = {n: np.load(key[0] / key[1] / f"{n}.npy", mmap_mode="r")
+                                for n in ("tokens", "mask", "feats", "topk_ids", "topk_logp")}
+        return self.shards[key]
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
-        shard, a, b = self.items[i]
-        arr = self._arrays(shard)
+        key, a, b = self.items[i]
+        arr = self._arrays(key)
         tokens = torch.from_numpy(np.asarray(arr["tokens"][a:b], dtype=np.int64))
         T = len(tokens) - 1
         mask = torch.from_numpy(np.asarray(arr["mask"][a:b], dtype=np.bool_))
@@ -197,11 +269,26 @@ class DistillationData(torch.utils.data.Dataset):
                     target_ids=torch.from_numpy(np.asarray(arr["topk_ids"][a + 1 : a + T + 1], dtype=np.int64)),
                     target_logp=torch.from_numpy(np.asarray(arr["topk_logp"][a + 1 : a + T + 1], dtype=np.float32)))
 
+    def feature_rows(self, positions: int) -> torch.Tensor:
+        """The stored target features of the first ``positions`` positions of each folder, [N, 3 d_t] bf16 (each
+        folder contributes: a mix's features are scaled for all of its sources)."""
+        rows = []
+        for folder in self.folders:
+            seen = 0
+            for key in (k for k in self.shard_keys if k[0] == folder):
+                feats = self._arrays(key)["feats"]
+                take = min(len(feats), positions - seen)
+                rows.append(from_int16(feats[:take]))
+                seen += take
+                if seen >= positions:
+                    break
+        return torch.cat(rows)
+
     def token_counts(self, vocab_size: int) -> torch.Tensor:
-        """Frequencies of response tokens (for a truncated draft vocabulary, EAGLE-3 / VocabTrim style)."""
+        """Frequencies of trained tokens (for a truncated draft vocabulary, EAGLE-3 / VocabTrim style)."""
         counts = torch.zeros(vocab_size, dtype=torch.long)
-        for s in self.meta["shards"]:
-            arr = self._arrays(s["name"])
+        for key in self.shard_keys:
+            arr = self._arrays(key)
             toks = torch.from_numpy(np.asarray(arr["tokens"], dtype=np.int64))
             keep = torch.from_numpy(np.asarray(arr["mask"], dtype=np.bool_))
             counts += torch.bincount(toks[keep], minlength=vocab_size)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .data import DistillationData, collate, from_int16
-from .head_loss import support_logq
+from .head_loss import candidate_ids, support_logq
 from .losses import LOSSES
 from .ttt import ttt_unroll
 
@@ -46,6 +46,8 @@ class FitConfig:
     lora_rank: int = 0  # healing: LoRA adapters of this rank on the decoder layer (peft), merged before saving
     teacher: str | None = None  # healing: a dense drafter folder whose head is the teacher (None: the target)
     normalize_features: bool = True  # train on target features scaled to unit RMS per channel, folded into fc on save
+    candidates: int = 0  # > 0: softmax over the batch's target top-k ids + this many most frequent tokens
+    #                       (a candidate-restricted normalizer for training; 0 = the full vocabulary)
     snapshot_steps: tuple = ()  # also write a Hub-ready drafter to out/snapshots/step_N at these steps (curves)
     bf16: bool = False  # bf16 autocast for the drafter's forward and backward (fp32 master weights)
     loss_on: str = "response"  # "response": the target's own tokens; "all": prompt positions too (the target's
@@ -58,22 +60,14 @@ def target_head_weight(target) -> torch.Tensor:
 
 
 def feature_scale(data: DistillationData, positions: int = 8192) -> torch.Tensor:
-    """1 / RMS of every feature channel [3 d_t] over the first ``positions`` stored positions (floored at 1% of the
-    median channel RMS, so near-silent channels are not blown up).
+    """1 / RMS of every feature channel [3 d_t] over the first ``positions`` stored positions of each data folder
+    (floored at 1% of the median channel RMS, so near-silent channels are not blown up).
 
     The target's hidden states can be huge (Gemma 3 270M: median norms ~1e3, 5e3, 2e4 at layers 2, 9, 15, single
     channels ~1e5): fed raw, the fc output swamps the decoder layer's residual updates and Adam's fixed step size
     is badly scaled for fc. Training sees ``feats * scale``; the saved drafter has ``fc.weight * scale`` instead,
     which is the same function of the raw features, so inference and the checkpoint format are unchanged."""
-    rows, seen = [], 0
-    for shard in data.meta["shards"]:
-        feats = data._arrays(shard["name"])["feats"]
-        take = min(len(feats), positions - seen)
-        rows.append(from_int16(feats[:take]).float())
-        seen += take
-        if seen >= positions:
-            break
-    rms = torch.cat(rows).pow(2).mean(0).sqrt()
+    rms = data.feature_rows(positions).float().pow(2).mean(0).sqrt()
     return 1.0 / rms.clamp_min(0.01 * rms.median().clamp_min(1e-6))
 
 
@@ -154,6 +148,13 @@ def load_teacher_head(folder: str) -> torch.Tensor:
     return weights["lm_head.weight"].float()
 
 
+def frequent_ids(data: DistillationData, drafter, columns=None) -> torch.Tensor:
+    """Draft-vocabulary ids, most frequent trained token first (the negatives of a candidate softmax)."""
+    counts = data.token_counts(drafter.config.vocab_size)
+    counts = counts if columns is None else counts[columns]  # draft id i is target id columns[i]
+    return torch.argsort(-counts, stable=True)
+
+
 def target_support(batch: dict, columns=None, vocab_size: int | None = None):
     """The target's stored top-k distribution of every position's next-next token, on the draft vocabulary
     (target ids -> draft ids; entries outside a truncated vocabulary dropped) and renormalized over what is left.
@@ -161,8 +162,9 @@ def target_support(batch: dict, columns=None, vocab_size: int | None = None):
     Returns ids [B, T, k], logp [B, T, k] (-inf on dropped entries) and covered [B, T] (some entry left)."""
     ids, logp = batch["target_ids"], batch["target_logp"].float()
     if columns is not None:
-        lookup = torch.full((vocab_size,), -1, dtype=torch.long)
-        lookup[columns] = torch.arange(len(columns))
+        lookup = torch.full((vocab_size,), -1, dtype=torch.long, device=ids.device)
+        columns = columns.to(ids.device)
+        lookup[columns] = torch.arange(len(columns), device=ids.device)
         ids = lookup[ids]
         logp = logp.masked_fill(ids < 0, float("-inf"))
         ids = ids.clamp_min(0)
@@ -176,16 +178,21 @@ def teacher_support(drafter, g: torch.Tensor, teacher: torch.Tensor):
     support of every draft id (the teacher is computed on the fly, so nothing forces a top-k cut)."""
     with torch.no_grad():
         logp = torch.log_softmax(drafter.norm(g.detach()).float() @ teacher.T, dim=-1)
-        return torch.arange(logp.shape[-1]).expand(logp.shape), logp
+        return torch.arange(logp.shape[-1], device=logp.device).expand(logp.shape), logp
 
 
-def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=None, scale=None):
+def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=None, scale=None, frequent=None,
+               normalizer=None):
     """Weighted TTT loss and per-step top-1 agreement for one batch: loss = sum_j 0.8^j mean_t loss_j(t).
 
     The reference distribution is the target's stored top-k (``target_support``), or with ``teacher`` (a dense
     head [V_d, d]) that head applied to the drafter's own hidden states (head distillation). With ``config.bf16``
     the drafter runs under bf16 autocast (weights and optimizer stay fp32); ``scale`` [3 d_t] multiplies the target
-    features (``feature_scale``)."""
+    features (``feature_scale``). ``frequent`` [N] (draft-vocabulary ids, most frequent first): with
+    ``config.candidates`` the softmax is normalized over the batch's support ids and ``frequent[:candidates]``.
+    ``normalizer`` (several processes, see ``GlobalMean``): called once with this batch's count of trained positions
+    of every unroll step [ttt_steps]; step j's term is then its loss sum / ``normalizer(counts)[j]`` instead of its
+    mean, so that the average of the ranks' gradients is the gradient of the mean over the global batch."""
     loss_fn = LOSSES[config.loss]
     if config.loss_on not in ("response", "all"):
         raise ValueError(f"loss_on must be 'response' or 'all', got {config.loss_on!r}")
@@ -193,8 +200,18 @@ def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=No
     mask = batch["loss_mask"] if config.loss_on == "response" else batch["any_mask"]
     ids, logp, covered = target_support(batch, columns, drafter.config.vocab_size)
     mask = mask & covered
+    candidates = None
+    if config.candidates and teacher is None:
+        if frequent is None:
+            raise ValueError("config.candidates needs the most frequent token ids (batch_loss(..., frequent=...))")
+        candidates = candidate_ids(ids[mask], frequent[: config.candidates])
+        if normalizer is not None:  # several processes: one candidate set for the global batch, as one process has
+            candidates = normalizer.union(candidates, drafter.config.head_vocab_size)
     T = feats.shape[1]
-    positions = torch.arange(T)
+    positions = torch.arange(T, device=feats.device)
+    divisors = None
+    if normalizer is not None:  # a collective: every rank calls it once per batch, before any step is skipped
+        divisors = normalizer(torch.stack([(mask & (positions >= j)[None, :]).sum() for j in range(config.ttt_steps)]))
     total, agreement = 0.0, []
     with torch.autocast(feats.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         feats = feats.float() if scale is None else feats.float() * scale
@@ -210,9 +227,10 @@ def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=No
                 logq, drafted = torch.log_softmax(logits.float(), dim=-1), logits.argmax(-1)
             else:
                 s_ids, s_logp = ids[valid], logp[valid]
-                logq, drafted = support_logq(drafter, g[valid], s_ids,
+                logq, drafted = support_logq(drafter, g[valid], s_ids, candidates=candidates,
                                               dtype=torch.bfloat16 if config.bf16 else torch.float32)
-            total = total + config.step_weight**j * loss_fn(logq, s_logp).mean()
+            values = loss_fn(logq, s_logp)
+            total = total + config.step_weight**j * (values.mean() if divisors is None else values.sum() / divisors[j])
             best = s_ids.gather(-1, s_logp.argmax(-1, keepdim=True))[:, 0]
             agreement.append(float((drafted == best).float().mean()))
     return total, agreement
@@ -225,8 +243,10 @@ def _write_card(drafter, out: str, data: str, config: FitConfig, history: list) 
     head_params = sum(p.numel() for p in drafter.lm_head.parameters())
     dense = drafter.config.head_vocab_size * drafter.config.hidden_size
     last = history[-1] if history else {}
-    notes = [f"trained with slimspec-train on {data}: {len(history)} steps this run, loss {config.loss}, "
-             f"TTT {config.ttt_steps} steps, lr {config.lr}, batch {config.batch_size} x {config.window} positions"]
+    minutes, trained = sum(h["seconds"] for h in history) / 60, sum(h["trained"] for h in history)
+    notes = [f"trained with slimspec-train on {data}: {len(history)} steps ({minutes:.1f} min of training steps, "
+             f"{trained:,} trained positions), loss {config.loss}, TTT {config.ttt_steps} steps, lr {config.lr}, "
+             f"batch {config.batch_size} x {config.window} positions per process"]
     if last:
         notes.append(f"last training loss {last['loss']:.4f}, per-step top-1 agreement {last['agreement']}")
     card = build_card(config=drafter.config, info=dict(
@@ -244,17 +264,99 @@ def positions_per_s(history: list, key: str = "trained") -> float | None:
     return sum(h[key] for h in timed) / seconds if seconds else None
 
 
+class GlobalMean:
+    """``batch_loss``'s normalizer when several processes train (DDP): step j's term on a rank is its sum over the
+    rank's trained positions divided by (the global batch's count of them / processes). DDP averages the ranks'
+    gradients, so the result is the gradient of the mean over the global batch: what one process computes from the
+    whole global batch (not a mean of per-rank means, which would weight positions by their rank's count)."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.local = self.total = None
+
+    def __call__(self, counts: torch.Tensor) -> torch.Tensor:
+        self.local = counts
+        self.total = self.accelerator.reduce(counts, reduction="sum")  # all-reduce (a copy: counts stay local)
+        return self.total.float() / self.accelerator.num_processes
+
+    def union(self, ids: torch.Tensor, size: int) -> torch.Tensor:
+        """The sorted union over the ranks of each rank's ids in [0, size) (an all-reduced indicator)."""
+        present = torch.zeros(size, dtype=torch.int32, device=ids.device)
+        present[ids] = 1
+        return self.accelerator.reduce(present, reduction="sum").nonzero()[:, 0]
+
+    def global_stats(self, loss: torch.Tensor, agreement: list, tokens: int, trained: int):
+        """The global batch's loss, per-step top-1 agreement, window positions and trained positions (one all-reduce;
+        every rank gets the same numbers)."""
+        n = self.local.double()
+        hits = torch.tensor([0.0 if math.isnan(a) else a for a in agreement], dtype=torch.float64, device=n.device) * n
+        stats = torch.cat([loss.detach().double().reshape(1), hits,
+                           torch.tensor([tokens, trained], dtype=torch.float64, device=n.device)])
+        stats = self.accelerator.reduce(stats, reduction="sum").tolist()
+        agreement = [h / c if c else float("nan") for h, c in zip(stats[1:-2], self.total.tolist())]
+        return stats[0] / self.accelerator.num_processes, agreement, int(stats[-2]), int(stats[-1])
+
+
+class TrainStep(torch.nn.Module):
+    """A training step's forward as a module: the TTT unroll and loss of one batch (``batch_loss``).
+
+    This, not the drafter, is what Accelerate prepares: with several processes it becomes the
+    DistributedDataParallel module, and the whole step (``embed``, ``fuse``, the unrolled decoder layer, ``norm``
+    and the head) runs inside its ``forward``, so DDP's autograd hooks all-reduce every trainable parameter's
+    gradient in ``backward``. Its one submodule is the drafter; the target's embedding and LM head are not
+    registered (frozen, shared with the target: never synchronized, never optimized)."""
+
+    def __init__(self, drafter, config: FitConfig, columns=None, teacher=None, scale=None, normalizer=None,
+                 **loss_kwargs):
+        super().__init__()
+        self.drafter = drafter
+        self.config, self.columns, self.teacher, self.scale = config, columns, teacher, scale
+        self.normalizer, self.loss_kwargs = normalizer, loss_kwargs
+
+    def forward(self, batch: dict):
+        loss, agreement = batch_loss(self.drafter, batch, self.config, self.columns, self.teacher, self.scale,
+                                     normalizer=self.normalizer, **self.loss_kwargs)
+        if not torch.is_tensor(loss):  # no trained position in this batch: a zero loss that still reaches every
+            #                            trainable parameter, so the ranks' gradient all-reduces stay in step
+            loss = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        return loss, agreement
+
+
+def _save_checkpoint(accelerator, root: Path, step: int, history: list) -> None:
+    """``accelerator.save_state`` to ``root/step_N``, complete or absent: every rank writes into a partial folder
+    (rank 0 the weights, optimizer and scheduler, and the training history so far; each rank its RNG state), then
+    rank 0 renames it and removes the older ones, and all ranks wait for that."""
+    partial, path = root / f"partial_step_{step}", root / f"step_{step}"
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / "history.json").write_text(json.dumps(history))
+        shutil.rmtree(path, ignore_errors=True)
+        partial.rename(path)
+        for old in [*root.glob("step_*"), *root.glob("partial_step_*")]:
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
 def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, progress: bool = True,
         stop_after: int | None = None) -> dict:
     """Train a drafter and write a Hub-ready folder to ``out``; checkpoints in ``out/.checkpoints``.
 
     ``stop_after``: leave after that many steps of this run (checkpointed), to be resumed by a later call with the
-    same config; the schedule is always that of the full ``max_steps`` run."""
+    same config; the schedule is always that of the full ``max_steps`` run.
+
+    The same call runs as one process or as several (``torchrun --nproc_per_node N -m slimspec.train.cli fit ...``,
+    or ``accelerate launch``): DDP, each process taking its own ``batch_size`` windows per step (the global batch is
+    ``batch_size`` x processes) and the loss the mean over the global batch (``GlobalMean``); only the main process
+    writes the drafter, card, history and snapshots, and every process returns the global batches' history."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
+    # the scheduler steps once per optimizer step, whatever the number of processes
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), step_scheduler_with_optimizer=False)
     set_seed(config.seed)
     dataset = DistillationData(data, window=config.window)
     if len(dataset) == 0:
@@ -274,25 +376,40 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     target_ids = {id(p) for p in target.parameters()}
     assert not any(id(p) in target_ids for p in params), "a target parameter reached the optimizer"
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    steps_per_epoch = math.ceil(len(dataset) / (config.batch_size * accelerator.num_processes))
     total_steps = min(config.max_steps, steps_per_epoch * config.epochs)
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
                                          generator=generator)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    drafter, optimizer, loader, scheduler = accelerator.prepare(drafter, optimizer, loader, scheduler)
-    teacher = load_teacher_head(config.teacher) if config.teacher else None
+    teacher = load_teacher_head(config.teacher).to(accelerator.device) if config.teacher else None
+    scale = None if scale is None else scale.to(accelerator.device)
+    normalizer = GlobalMean(accelerator) if accelerator.num_processes > 1 else None
+    frequent = frequent_ids(dataset, drafter, columns).to(accelerator.device) if config.candidates else None
+    model = TrainStep(drafter, config, columns, teacher, scale, normalizer, frequent=frequent)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    assert len(loader) == steps_per_epoch, (len(loader), steps_per_epoch)
+
+    def save_weights(models, weights, folder):  # checkpoints hold the drafter's own state dict (no "drafter." or
+        weights[:] = [accelerator.unwrap_model(m).drafter.state_dict() for m in models]  # DDP "module." prefix)
+
+    def load_weights(models, folder):
+        models[:] = [accelerator.unwrap_model(m).drafter for m in models]
+
+    accelerator.register_save_state_pre_hook(save_weights)
+    accelerator.register_load_state_pre_hook(load_weights)
     ckpt_root = Path(out) / ".checkpoints"
-    step = 0
+    step, history = 0, []
     if resume and ckpt_root.exists():
         done = sorted(ckpt_root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
         if done:
             accelerator.load_state(str(done[-1]))
             step = int(done[-1].name.split("_")[1])
-    history = []
-    bar = tqdm(total=total_steps, initial=step, desc="training", unit="step", disable=not progress)
-    drafter.train()
+            saved = done[-1] / "history.json"  # a resumed run keeps the history of every earlier segment
+            history = json.loads(saved.read_text()) if saved.exists() else []
+    bar = tqdm(total=total_steps, initial=step, desc="training", unit="step",
+               disable=not progress or not accelerator.is_main_process)
+    model.train()
     stop_at = total_steps if stop_after is None else min(total_steps, step + stop_after)
     trained_mask = "loss_mask" if config.loss_on == "response" else "any_mask"
     while step < stop_at:
@@ -301,38 +418,43 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
             t0 = time.perf_counter()
-            loss, agreement = batch_loss(drafter, batch, config, columns, teacher, scale)
+            loss, agreement = model(batch)  # through DDP's forward: backward all-reduces the gradients
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(drafter.parameters(), config.grad_clip)
+            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            history.append(dict(step=step, loss=float(loss.detach()), agreement=agreement,
-                                tokens=int(batch["loss_mask"].numel()), trained=int(batch[trained_mask].sum()),
+            value = float(loss.detach())
+            tokens, trained = int(batch["loss_mask"].numel()), int(batch[trained_mask].sum())
+            if normalizer is not None:  # the global batch's numbers (sums over the ranks)
+                value, agreement, tokens, trained = normalizer.global_stats(loss, agreement, tokens, trained)
+            history.append(dict(step=step, loss=value, agreement=agreement, tokens=tokens, trained=trained,
                                 seconds=time.perf_counter() - t0))
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", top1="/".join(f"{a:.2f}" for a in agreement))
+            bar.set_postfix(loss=f"{value:.3f}", top1="/".join(f"{a:.2f}" for a in agreement))
             if step in config.snapshot_steps and step < total_steps:
-                save_drafter(accelerator.unwrap_model(drafter), Path(out) / "snapshots" / f"step_{step}", scale)
+                if accelerator.is_main_process:
+                    save_drafter(drafter, Path(out) / "snapshots" / f"step_{step}", scale)
+                accelerator.wait_for_everyone()
             if step % config.save_every == 0 or step in (total_steps, stop_at):
-                path = ckpt_root / f"step_{step}"
-                accelerator.save_state(str(path))
-                for old in ckpt_root.glob("step_*"):
-                    if old != path:
-                        shutil.rmtree(old, ignore_errors=True)
+                _save_checkpoint(accelerator, ckpt_root, step, history)
             if step >= stop_at:
                 break
     bar.close()
+    drafter = accelerator.unwrap_model(model).drafter  # the same object as before prepare, on every rank
     if step < total_steps:
-        accelerator.unwrap_model(drafter).detach()
+        drafter.detach()
         return dict(steps=step, history=history, finished=False)
-    drafter = accelerator.unwrap_model(drafter).eval()
+    drafter.eval()
     drafter.detach()
-    if config.lora_rank:
-        drafter = drafter.merge_and_unload()
-    save_drafter(drafter, out, scale)
-    _write_card(drafter, out, data, config, history)
-    (Path(out) / "training.json").write_text(json.dumps(dict(config=asdict(config), data=str(data),
-                                                             history=history), indent=2, default=str))
+    if accelerator.is_main_process:
+        if config.lora_rank:
+            drafter = drafter.merge_and_unload()
+        save_drafter(drafter, out, scale)
+        _write_card(drafter, out, data, config, history)
+        (Path(out) / "training.json").write_text(json.dumps(dict(config=asdict(config), data=str(data),
+                                                                 processes=accelerator.num_processes,
+                                                                 history=history), indent=2, default=str))
+    accelerator.wait_for_everyone()
     return dict(steps=step, history=history, finished=True)

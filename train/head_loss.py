@@ -10,6 +10,10 @@ W = lm_head [V, d] (dense). Training needs log q_v = z.W_v - logsumexp_u(z.W_u) 
 
 This replaces one [N, V] logits tensor and its softmax, exp, scatter and fill passes (most of a training step's
 time at V = 262k, measured with the torch profiler) by chunk-sized work; the matmuls cost 4 passes instead of 3.
+
+Candidate softmax (optional): the logsumexp runs over a candidate set C of rows instead of all V (the batch's
+target top-k ids plus the most frequent target tokens), cutting the vocabulary-wide work by V / |C|. The shipped
+head still scores the whole vocabulary at inference; only training's normalizer is restricted.
 """
 
 from __future__ import annotations
@@ -78,10 +82,24 @@ def head_factors(drafter, g: torch.Tensor):
 
 
 def support_logq(drafter, g: torch.Tensor, ids: torch.Tensor, chunk: int = CHUNK,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, candidates: torch.Tensor | None = None):
     """g [N, d] pre-norm drafter outputs, ids [N, k] -> (log q at ids [N, k] fp32, the drafter's argmax [N]).
-    ``dtype``: precision of the vocabulary-wide matmuls (bf16 for bf16 training)."""
+    ``dtype``: precision of the vocabulary-wide matmuls (bf16 for bf16 training).
+
+    ``candidates`` [C] (sorted ids, a superset of every id in ``ids``): the softmax is normalized over those rows
+    only, log q_v = z.W_v - logsumexp_{u in C}(z.W_u), a sampled-softmax estimate of the full one that costs C/V of
+    it (``candidate_ids``); the argmax is then taken among the candidates. None: the full vocabulary."""
     z, W = head_factors(drafter, g)
-    lse, best = ChunkedLogSumExp.apply(z, W, chunk, dtype)
+    if candidates is None:
+        lse, best = ChunkedLogSumExp.apply(z, W, chunk, dtype)
+    else:
+        lse, best = ChunkedLogSumExp.apply(z, W[candidates], chunk, dtype)
+        best = candidates[best]
     picked = torch.einsum("nr,nkr->nk", z.float(), W[ids].float())
     return picked - lse[:, None], best
+
+
+def candidate_ids(support_ids: torch.Tensor, frequent: torch.Tensor) -> torch.Tensor:
+    """The candidate rows of a candidate-restricted softmax: the batch's target top-k ids (every id a loss needs)
+    and the ``frequent`` ids (the most common target tokens, the negatives that matter most), sorted, unique."""
+    return torch.unique(torch.cat([frequent.to(support_ids.device), support_ids.flatten()]))
