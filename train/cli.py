@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--ttt-steps", type=int, default=3)
         f.add_argument("--lr", type=float, default=4e-4)
         f.add_argument("--loss", default="kl", choices=["kl", "ce", "lk", "lk_log"])
+        f.add_argument("--candidates", type=int, default=0,
+                       help="normalize the training softmax over the batch's target top-k ids + this many most "
+                            "frequent tokens (0: the full vocabulary; inference always scores the full vocabulary)")
         f.add_argument("--seed", type=int, default=0)
         f.add_argument("--save-every", type=int, default=200)
         f.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
@@ -141,7 +144,8 @@ def main(argv=None) -> int:
 
         common = dict(max_steps=args.max_steps, batch_size=args.batch_size, window=args.window,
                       ttt_steps=args.ttt_steps, lr=args.lr, loss=args.loss, seed=args.seed, save_every=args.save_every,
-                      bf16=resolve_dtype(args.precision) == torch.bfloat16, loss_on=args.loss_on)
+                      bf16=resolve_dtype(args.precision) == torch.bfloat16, loss_on=args.loss_on,
+                      candidates=args.candidates)
         if args.command == "fit":
             config = FitConfig(head_rank=args.head_rank, draft_vocab=args.draft_vocab, head_init=args.head_init, **common)
         else:

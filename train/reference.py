@@ -44,20 +44,27 @@ class Recipe:
     max_new_tokens: int = 128
     sampled: bool = False
     topk: int = 64
-    max_steps: int = 200  # the budget: max_steps x batch_size x window positions at most (~780 per step here)
+    text: str | None = "stdlib,docs,packages,humaneval"  # teacher-forced text data mixed in (None: responses only)
+    text_limit: int | None = 120  # the first N texts of the interleaved sources (~3k tokens each)
+    text_window: int = 512
+    candidates: int = 16384  # candidate softmax for training: batch top-k ids + this many frequent tokens (0: full)
+    max_steps: int = 1000  # the budget: max_steps x batch_size x window positions at most (~780 per step here)
     batch_size: int = 4
     window: int = 256
     ttt_steps: int = 3
     lr: float = 4e-4
     loss: str = "kl"
     loss_on: str = "all"
-    bf16: bool = True
+    precision: str = "auto"  # bf16 autocast where this CPU has native bf16 matmuls, else fp32
     heal_steps: int = 50
     seed: int = 0
 
     def data_settings(self) -> dict:
         return dict(prompts=self.prompts, prompt_limit=self.prompt_limit, max_new_tokens=self.max_new_tokens,
                     sampled=self.sampled, topk=self.topk)
+
+    def text_settings(self) -> dict:
+        return dict(text=self.text, text_limit=self.text_limit, window=self.text_window, topk=self.topk)
 
     def positions(self) -> int:
         return self.max_steps * self.batch_size * self.window
@@ -75,6 +82,10 @@ def reference_root(target_name: str) -> Path:
 
 def data_folder(target_name: str, recipe: Recipe) -> Path:
     return reference_root(target_name) / f"data-{_key(recipe.data_settings())}"
+
+
+def text_folder(target_name: str, recipe: Recipe) -> Path:
+    return reference_root(target_name) / f"text-{_key(recipe.text_settings())}"
 
 
 def member_folder(target_name: str, name: str, recipe: Recipe) -> Path:
@@ -102,31 +113,46 @@ def data_responses_left(target_name: str, recipe: Recipe) -> int:
     return len(data_prompts(recipe)) * (2 if recipe.sampled else 1) - done
 
 
-def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> Path:
+def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> str:
+    """The recipe's training data, built or resumed: self-distilled responses, and teacher-forced text when the
+    recipe mixes it in. Returns the data argument of ``fit`` (folders joined by commas)."""
     from configuration_slimspec import default_target_layer_ids
 
+    from slimspec.machine import fast_dtype
+    from slimspec.prompts import offline_texts
     from slimspec.targets import load_target
 
-    from .data import generate_data
+    from .data import generate_data, generate_text_data
 
-    folder = data_folder(target_name, recipe)
-    if data_responses_left(target_name, recipe) == 0:
-        return folder
-    prompts = data_prompts(recipe)
-    target, tokenizer = load_target(target_name, dtype=torch.bfloat16)
+    folders = [data_folder(target_name, recipe)] + ([text_folder(target_name, recipe)] if recipe.text else [])
+    text_done = not recipe.text or (folders[-1] / "meta.json").exists() and json.loads(
+        (folders[-1] / "meta.json").read_text()).get("complete", False)
+    if data_responses_left(target_name, recipe) == 0 and text_done:
+        return ",".join(map(str, folders))
+    target, tokenizer = load_target(target_name, dtype=fast_dtype())
     L = target.config.get_text_config().num_hidden_layers
-    generate_data(target=target, tokenizer=tokenizer, prompts=prompts, out=str(folder),
-                  layer_ids=default_target_layer_ids(L), max_new_tokens=recipe.max_new_tokens, max_prompt_tokens=384,
-                  sampled=recipe.sampled, topk=recipe.topk, batch_size=16, target_name=target_name, progress=progress)
-    return folder
+    common = dict(target=target, tokenizer=tokenizer, layer_ids=default_target_layer_ids(L), topk=recipe.topk,
+                  target_name=target_name, progress=progress)
+    if data_responses_left(target_name, recipe):
+        generate_data(prompts=data_prompts(recipe), out=str(folders[0]), max_new_tokens=recipe.max_new_tokens,
+                      max_prompt_tokens=384, sampled=recipe.sampled, batch_size=16, **common)
+    if not text_done:
+        texts = offline_texts(recipe.text.split(","))[: recipe.text_limit]
+        generate_text_data(texts=texts, out=str(folders[1]), window=recipe.text_window, source=recipe.text, **common)
+        meta = json.loads((folders[1] / "meta.json").read_text())
+        (folders[1] / "meta.json").write_text(json.dumps(dict(meta, complete=True), indent=2))
+    return ",".join(map(str, folders))
 
 
 def fit_config(recipe: Recipe, **member) -> "FitConfig":
+    from slimspec.machine import resolve_dtype
+
     from .fit import FitConfig
 
     return FitConfig(max_steps=recipe.max_steps, batch_size=recipe.batch_size, window=recipe.window,
                      ttt_steps=recipe.ttt_steps, lr=recipe.lr, loss=recipe.loss, loss_on=recipe.loss_on,
-                     bf16=recipe.bf16, seed=recipe.seed, save_every=50, epochs=1000, **member)  # budget = max_steps
+                     bf16=resolve_dtype(recipe.precision) == torch.bfloat16, candidates=recipe.candidates,
+                     seed=recipe.seed, save_every=50, epochs=1000, **member)  # budget = max_steps
 
 
 def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = True) -> Path:
@@ -157,7 +183,7 @@ def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = T
     else:
         snapshots = tuple(curve_steps(recipe.max_steps)[:-1]) if name == "slimspec-d8" else ()
         config = fit_config(recipe, snapshot_steps=snapshots, **spec)
-    fit(target=target, data=str(data), out=str(out), config=config, progress=progress)
+    fit(target=target, data=data, out=str(out), config=config, progress=progress)
     info = json.loads((out / "training.json").read_text())
     info["wall_seconds"] = time.perf_counter() - t0
     (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
@@ -184,7 +210,8 @@ def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assist
 def format_report(report: dict) -> str:
     r = report["recipe"]
     lines = [f"Reference drafters for {report['target']}: {r['max_steps']} steps x {r['batch_size']} x {r['window']} "
-             f"positions each (TTT {r['ttt_steps']}, loss {r['loss']}, bf16 {r['bf16']}); tau with the adapter, greedy, "
+             f"positions each (TTT {r['ttt_steps']}, loss {r['loss']}, precision {r['precision']}, candidates "
+             f"{r['candidates']}); tau with the adapter, greedy, "
              f"K = {report['num_assistant_tokens']}, {report['prompts']} held-out prompts, {report['dtype']} target",
              "", "| drafter | head params | tau | acceptance per position | train min | trained positions/s |",
              "|---|---|---|---|---|---|"]
