@@ -70,6 +70,7 @@ class SlimSpecGenerateStats:
     head_seconds: float = 0.0  # drafter LM head
     select_seconds: float = 0.0  # turning logits into draft tokens (argmax or processors + sampling, vocab map)
     adapter_seconds: float = 0.0  # the adapter's own bookkeeping: everything outside the two models and select
+    chosen_draft_lengths: list = field(default_factory=list)  # the "cost" schedule's choices, in order
 
     @property
     def verification_passes(self) -> int:
@@ -100,7 +101,131 @@ class SlimSpecGenerateStats:
                     drafted_per_pass=list(self.drafted_per_pass), accepted_per_pass=list(self.accepted_per_pass),
                     per_position_acceptance=self.per_position_acceptance(), drafter_seconds=self.drafter_seconds,
                     head_seconds=self.head_seconds, select_seconds=self.select_seconds,
-                    adapter_seconds=self.adapter_seconds)
+                    adapter_seconds=self.adapter_seconds, chosen_draft_lengths=list(self.chosen_draft_lengths))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Draft length from measured costs (the "cost" schedule)
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class DraftCosts:
+    """What one decoding cycle costs on this machine, in seconds.
+
+    target_pass[n - 1]: one target forward over n new tokens with a KV cache (n = 1 is a plain decoding step,
+    n = K + 1 verifies K drafts); draft: one drafter step (body, head and token choice); overhead: the adapter's
+    own work per cycle."""
+
+    target_pass: list
+    draft: float
+    overhead: float = 0.0
+
+
+def expected_tokens(acceptance: list, k: int) -> float:
+    """Tokens one cycle with k drafts yields: 1 + sum_{i<=k} prod_{j<=i} a_j, where a_j is the probability that
+    draft j is accepted given drafts 1..j-1 were (positions past the list repeat its last value)."""
+    total, survive = 1.0, 1.0
+    for i in range(k):
+        survive *= acceptance[min(i, len(acceptance) - 1)] if acceptance else 0.0
+        total += survive
+    return total
+
+
+def choose_draft_length(costs: DraftCosts, acceptance: list, max_k: int) -> int:
+    """The k in 0..max_k that maximizes expected tokens per second, k = 0 being plain decoding:
+
+        rate(0) = 1 / target_pass[0]
+        rate(k) = expected_tokens(acceptance, k) / (target_pass[k] + k * draft + overhead)
+
+    Deterministic for given costs and acceptance; ties go to the shorter draft."""
+    best_k, best_rate = 0, 1.0 / costs.target_pass[0]
+    for k in range(1, min(max_k, len(costs.target_pass) - 1) + 1):
+        rate = expected_tokens(acceptance, k) / (costs.target_pass[k] + k * costs.draft + costs.overhead)
+        if rate > best_rate:
+            best_k, best_rate = k, rate
+    return best_k
+
+
+class AcceptanceEstimate:
+    """Per-position acceptance a_j = P(draft j accepted | drafts before it accepted), as a prior (the drafter's
+    measured acceptance, weighted as ``strength`` observations) updated with what this generation observes."""
+
+    def __init__(self, prior: list, max_k: int, strength: float = 16.0):
+        prior = list(prior) or [0.5]
+        self.prior = [float(prior[min(j, len(prior) - 1)]) for j in range(max_k)]
+        self.strength = strength
+        self.offered = [0] * max_k
+        self.accepted = [0] * max_k
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        """A verification pass: drafts 1..accepted were accepted, draft accepted + 1 (if drafted) was not."""
+        for j in range(min(drafted, accepted + 1, len(self.offered))):
+            self.offered[j] += 1
+            self.accepted[j] += int(j < accepted)
+
+    def rates(self) -> list:
+        return [(p * self.strength + a) / (self.strength + n) for p, a, n in zip(self.prior, self.accepted, self.offered)]
+
+
+_MEASURED: dict = {}  # measured costs per (target, dtypes, threads, max_k), for the life of the process
+
+
+def measured_costs(drafter, target, max_k: int, context: int = 64, repeats: int = 3) -> DraftCosts:
+    """Time, once per process and setting, a target forward over 1..max_k + 1 new tokens after ``context`` cached
+    tokens, and one drafter step (medians of ``repeats``); the "cost" schedule decides from these numbers."""
+    key = (id(target), target.dtype, drafter.dtype, torch.get_num_threads(), max_k, context)
+    if key not in _MEASURED:
+        _MEASURED[key] = _measure(drafter, target, max_k, context, repeats)
+    return _MEASURED[key]
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats + 1):  # the first call warms up
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+@torch.inference_mode()
+def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCosts:
+    device = next(target.parameters()).device
+    vocab = drafter.config.vocab_size
+    ids = torch.randint(1, vocab, (1, context + max_k + 1), generator=torch.Generator().manual_seed(0)).to(device)
+    layers = sorted(set(drafter.config.target_layer_ids))
+    out = target(input_ids=ids[:, :context], use_cache=True)
+    cache = next(v for v in (getattr(out, "past_key_values", None), getattr(out, "cache", None)) if v is not None)
+    cache_kw = _cache_keyword(target)
+
+    def verify(n):
+        extra = cache.get_seq_length() - context
+        if extra > 0:
+            cache.crop(-extra)  # a negative crop removes that many tokens, the one form every release accepts
+        target(input_ids=ids[:, context : context + n], use_cache=True, output_hidden_states=layers,
+               **{cache_kw: cache})
+
+    target_pass = [_median_seconds(lambda: verify(n), repeats) for n in range(1, max_k + 2)]
+    d, d_t = drafter.config.hidden_size, drafter.config.target_hidden_size
+    feats = torch.randn(1, context, 3 * d_t, generator=torch.Generator().manual_seed(1)).to(drafter.device)
+    first = drafter(input_ids=ids[:, 1 : context + 1].to(drafter.device), target_hidden_states=feats, use_cache=True,
+                    logits_to_keep=-1)
+    draft_cache, g = first.past_key_values, first.last_hidden_state[:, -1:]
+
+    def draft():
+        draft_cache.crop(context)
+        step = drafter(input_ids=ids[:, :1].to(drafter.device), hidden_states=g, past_key_values=draft_cache,
+                       logits_to_keep=-1)
+        drafter.head(step.last_hidden_state[:, -1]).max(-1)
+
+    return DraftCosts(target_pass=target_pass, draft=_median_seconds(draft, repeats))
+
+
+def _cache_keyword(target) -> str:
+    """The name under which this transformers release's forward takes the KV cache."""
+    import inspect
+
+    parameters = inspect.signature(target.forward).parameters
+    return "past_key_values" if "past_key_values" in parameters or "cache" not in parameters else "cache"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -143,6 +268,22 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         self.stable = 0  # drafter cache positions backed by target features
         self.stats = SlimSpecGenerateStats(prompt_length=input_ids.shape[1])
         drafter.last_generate_stats = self.stats
+        self.acceptance = None
+        if self.schedule == "cost":
+            self._start_cost_schedule(drafter, draft_config)
+
+    def _start_cost_schedule(self, drafter, draft_config):
+        """Draft length from this machine's measured costs and the drafter's acceptance (``choose_draft_length``),
+        revised after every pass as acceptance is observed; num_assistant_tokens is the longest draft allowed.
+        When no length pays, this generation decodes plainly: no drafts and no hidden states asked of the target."""
+        self.max_k = self.num_assistant_tokens
+        self.costs = measured_costs(drafter, drafter.attached_target, self.max_k)
+        self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k)
+        self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
+        self.stats.chosen_draft_lengths.append(self.num_assistant_tokens)
+        if self.num_assistant_tokens == 0:
+            self.requires_model_outputs = False
+            self.model_kwargs_overrides = {}
 
     # -- one cycle ------------------------------------------------------------------------------------------------
     def get_candidates(self, input_ids, model_kwargs=None, model_outputs=None, is_first_iteration=False,
@@ -256,7 +397,8 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
 
     # -- after verification ---------------------------------------------------------------------------------------
     def update_candidate_strategy(self, input_ids, scores, num_matches):
-        """Record the pass; adapt K for the "heuristic" schedules (+2 if all drafts were accepted, else -1)."""
+        """Record the pass; adapt K: the "cost" schedule re-chooses it from the observed acceptance, the "heuristic"
+        schedules add 2 if all drafts were accepted, else remove 1."""
         t_start = time.perf_counter()
         drafted = scores.shape[1] - 1
         stats = self.stats
@@ -265,6 +407,10 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         if stats.target_passes > 1:  # the first pass is the prefill
             stats.drafted_per_pass.append(drafted)
             stats.accepted_per_pass.append(int(num_matches))
+        if self.acceptance is not None and drafted > 0:
+            self.acceptance.observe(drafted, int(num_matches))
+            self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
+            stats.chosen_draft_lengths.append(self.num_assistant_tokens)
         if self.schedule in ("heuristic", "heuristic_transient") and drafted > 0:
             if num_matches == drafted:
                 self.num_assistant_tokens += 2

@@ -413,3 +413,83 @@ def test_drafting_is_deterministic_and_switches_no_global_flag(target, dtype, mo
         runs.append(list(drafted))
     assert any(runs[0]) and runs[0] == runs[1]
     assert writes == []
+
+
+# --- the "cost" schedule: draft length from measured costs --------------------------------------------------------
+MS = 1e-3
+# target pass for 1..6 new tokens (Gemma 3 270M, ~60 cached tokens) on the two CPU classes this project has met
+NATIVE_BF16 = generation_slimspec.DraftCosts([31.8 * MS, 32.0 * MS, 32.2 * MS, 32.4 * MS, 32.6 * MS, 32.9 * MS], 3 * MS)
+AVX2_BF16 = generation_slimspec.DraftCosts([63 * MS, 100 * MS, 140 * MS, 175 * MS, 205 * MS, 234 * MS], 3 * MS)
+AVX2_FP32_PREPARED = generation_slimspec.DraftCosts([133 * MS, 146 * MS, 160 * MS, 173 * MS, 186 * MS, 199 * MS], 8 * MS)
+
+
+def test_draft_length_follows_the_machine_and_the_drafter():
+    choose, expected = generation_slimspec.choose_draft_length, generation_slimspec.expected_tokens
+    strong, good, weak = [0.9, 0.85, 0.8], [0.7, 0.6, 0.55], [0.35, 0.13, 0.05, 0.02, 0.01]
+    # hand-computed: verifying 6 tokens costs about one step on native bf16, so a strong drafter drafts the most
+    assert choose(NATIVE_BF16, strong, 5) == 5 and choose(NATIVE_BF16, good, 5) == 3 and choose(NATIVE_BF16, weak, 5) == 1
+    # AVX2 bf16: one draft still pays for a good drafter (1.7 tokens / 103 ms > 1 / 63 ms), nothing for a weak one
+    assert choose(AVX2_BF16, good, 5) == 1 and choose(AVX2_BF16, weak, 5) == 0
+    assert choose(AVX2_FP32_PREPARED, good, 5) == 2 and choose(NATIVE_BF16, strong, 2) == 2 and choose(NATIVE_BF16, [0.0], 5) == 0
+    for costs in (NATIVE_BF16, AVX2_BF16, AVX2_FP32_PREPARED):  # the choice is the argmax of tokens per second
+        for acc in (strong, good, weak):
+            rates = [1 / costs.target_pass[0]] + [expected(acc, k) / (costs.target_pass[k] + k * costs.draft)
+                                                  for k in range(1, 6)]
+            assert choose(costs, acc, 5) == max(range(6), key=lambda k: (rates[k], -k))
+    assert expected([0.5], 3) == 1 + 0.5 + 0.25 + 0.125
+
+
+def test_acceptance_estimate_moves_from_the_prior_to_what_is_observed():
+    est = generation_slimspec.AcceptanceEstimate([0.8, 0.6], max_k=3, strength=4)
+    assert est.rates() == [0.8, 0.6, 0.6]
+    for _ in range(40):
+        est.observe(drafted=3, accepted=0)  # every first draft rejected: positions 2 and 3 are never offered
+    first, second, third = est.rates()
+    assert first < 0.1 and second == 0.6 and third == 0.6
+    est.observe(drafted=3, accepted=3)
+    assert est.offered == [41, 1, 1] and est.accepted == [1, 1, 1]
+
+
+@pytest.mark.parametrize("costs,first_k", [(AVX2_BF16, 0), (NATIVE_BF16, 3)])
+def test_cost_schedule_drafts_only_where_it_pays_and_stays_identical(target, monkeypatch, costs, first_k):
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    drafter = drafter_for(target)
+    drafter.generation_config.num_assistant_tokens_schedule = "cost"
+    drafter.generation_config.slimspec_acceptance = [0.5, 0.6, 0.55]  # AVX2 bf16: 1.5 / 103 ms < 1 / 63 ms
+    drafter.attach(target)
+    try:
+        for ids in prompts(4, 101, seed=5):
+            plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=12)
+            assert torch.equal(plain, assisted)
+            stats = drafter.last_generate_stats
+            assert stats.chosen_draft_lengths[0] == first_k and (sum(stats.drafted_per_pass) > 0) == (first_k > 0)
+    finally:
+        drafter.detach()
+
+
+def test_cost_schedule_stops_drafting_when_acceptance_collapses(target, monkeypatch):
+    """A drafter promising high acceptance that is in fact random: observed rejections pull the estimate down
+    until drafting no longer pays, within the same generate call."""
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: AVX2_BF16)
+    drafter = drafter_for(target, seed=7)
+    drafter.generation_config.num_assistant_tokens_schedule = "cost"
+    drafter.generation_config.slimspec_acceptance = [0.7, 0.6, 0.55]
+    drafter.attach(target)
+    try:
+        ids = prompts(1, 101, seed=9)[0]
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=40)
+        assert torch.equal(plain, assisted)
+        chosen = drafter.last_generate_stats.chosen_draft_lengths
+        assert chosen[0] == 1 and chosen[-1] == 0  # drafting paid on the promise, and stops on the evidence
+    finally:
+        drafter.detach()
+
+
+def test_costs_are_measured_on_the_real_target(target):
+    drafter = drafter_for(target).attach(target)
+    try:
+        costs = generation_slimspec.measured_costs(drafter, target, max_k=3, context=16, repeats=1)
+        assert len(costs.target_pass) == 4 and all(t > 0 for t in costs.target_pass) and costs.draft > 0
+        assert generation_slimspec.measured_costs(drafter, target, max_k=3, context=16, repeats=1) is costs  # cached
+    finally:
+        drafter.detach()
