@@ -13,7 +13,7 @@ split into target forward (hooks on the target), drafter body, drafter head and 
 draft selection, the adapter, transformers' decoding loop), and for greedy how many outputs equal plain's.
 
 Then: a K sweep (greedy, first dtype), the SlimSpec performance model relative to the dense drafter
-(REFERENCE.md section 1: predicted speedup rho_tau (1 + kappa) / (1 + nu kappa) against the measured one), and
+(the SlimSpec paper's model: predicted speedup rho_tau (1 + kappa) / (1 + nu kappa) against the measured one), and
 the project's targets at greedy bf16 K = 5. Writes ``results.json``, ``report.md`` and PNG plots to ``--out``
 and prints the report. Only ``target.generate`` is called; the decoding loop is transformers' own.
 """
@@ -274,7 +274,7 @@ def run_k_sweep(*, target, tokenizer, drafters: dict, prompts: list, dtype_name:
 # Performance model and targets
 # ----------------------------------------------------------------------------------------------------------------------
 def predicted_speedup(rho_tau: float, nu: float, kappa: float) -> float:
-    """SlimSpec's performance model (REFERENCE.md section 1), speedup of drafter M over the full (dense) head:
+    """SlimSpec's performance model (from the SlimSpec paper), speedup of drafter M over the full (dense) head:
 
         speedup = rho_tau * (1 + kappa) / (1 + nu * kappa)
 

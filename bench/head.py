@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from modeling_slimspec import SlimSpecDenseHead, SlimSpecLowRankHead
 
-# name: (hidden d, vocab V), from REFERENCE.md section 1 and 5.
+# name: (hidden d, vocab V) of each model's LM head, from its published config.json.
 SHAPES = {
     "gemma3-270m": (640, 262_144),
     "llama3.1-8b": (4096, 128_256),

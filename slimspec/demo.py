@@ -1,11 +1,12 @@
 """The README's main job (``slimspec-demo``): the whole story on the embedded Gemma 3 270M.
 
-1. take the SlimSpec d/8 reference drafter from the cache, or build it (self-distillation data + training; the
-   first run says how long up front and shows progress; an interrupted build resumes),
+1. take the SlimSpec d/8 reference drafter that ships with the project (``drafters/``), else the one in the cache,
+   else build it (data + training; it says how long up front and shows progress; an interrupted build resumes),
 2. publish it to a local Hub-layout folder with its model card,
 3. reload it the way a user would: ``AutoModel.from_pretrained(folder, trust_remote_code=True)``,
 4. generate with ``target.generate(..., assistant_model=drafter)`` next to plain ``generate`` on held-out prompts,
-   and print the output, tau, whether the output is identical to plain greedy, and the speedup.
+   and prompt lookup, on one held-out prompt per category; print the output, tau, whether the output is identical
+   to plain greedy, and the speedup over plain generate and over prompt lookup.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ def publish_local(folder: Path, out: Path, overwrite: bool = True) -> Path:
     return out
 
 
+SHIPPED = {"gemma3-270m": Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"}
+
+
 def build_or_load(target_name: str, progress: bool = True) -> Path:
     from slimspec.train.reference import Recipe, build_member, data_responses_left, is_built, member_folder
 
+    shipped = SHIPPED.get(target_name)
+    if shipped is not None and all((shipped / f).exists() for f in HUB_FILES):
+        print(f"[1/4] SlimSpec d/8 drafter for {target_name}: shipped with the project, {shipped}", flush=True)
+        return shipped
     recipe = Recipe()
     folder = member_folder(target_name, "slimspec-d8", recipe)
     if is_built(folder):
@@ -56,9 +64,9 @@ def build_or_load(target_name: str, progress: bool = True) -> Path:
 
 
 @torch.inference_mode()
-def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int) -> dict:
-    """Plain greedy and assisted greedy on each prompt, back to back; totals and the first output."""
-    plain_s = assisted_s = 0.0
+def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int, lookup_tokens: int = 10) -> dict:
+    """Plain greedy, prompt lookup and assisted greedy on each prompt, back to back; totals and the first output."""
+    plain_s = assisted_s = lookup_s = 0.0
     tokens = identical = 0
     runs, first = [], None
     for prompt in prompts:
@@ -66,6 +74,9 @@ def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int) -> d
         t0 = time.perf_counter()
         plain = target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
         plain_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, prompt_lookup_num_tokens=lookup_tokens)
+        lookup_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         fast = target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, assistant_model=drafter)
         assisted_s += time.perf_counter() - t0
@@ -78,8 +89,8 @@ def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int) -> d
 
     stats = merge_stats(runs)
     return dict(prompts=len(prompts), tokens=tokens, plain_seconds=plain_s, assisted_seconds=assisted_s,
-                speedup=plain_s / assisted_s, tau=stats.tau, acceptance=stats.per_position_acceptance(),
-                identical=identical, example=first)
+                lookup_seconds=lookup_s, speedup=plain_s / assisted_s, speedup_vs_lookup=lookup_s / assisted_s,
+                tau=stats.tau, acceptance=stats.per_position_acceptance(), identical=identical, example=first)
 
 
 def main(argv=None) -> int:
@@ -87,14 +98,16 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="gemma3-270m", help="embedded target (default gemma3-270m)")
     p.add_argument("--publish-dir", default="slimspec-gemma3-270m-d8", help="local Hub-layout folder to publish to")
-    p.add_argument("--prompts", type=int, default=4, help="held-out prompts to generate for")
+    p.add_argument("--prompts", type=int, default=1, help="held-out prompts per category (6 categories)")
     p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="target dtype (auto: bf16 where this CPU has native bf16 matmuls, else fp32)")
     args = p.parse_args(argv)
 
     from transformers import AutoModel
 
-    from slimspec.prompts import benchmark_prompts
+    from slimspec.heldout import held_out_prompts
+    from slimspec.machine import describe_line, resolve_dtype
     from slimspec.targets import load_target
 
     t_start = time.perf_counter()
@@ -102,19 +115,20 @@ def main(argv=None) -> int:
         folder = build_or_load(args.target)
         out = publish_local(folder, Path(args.publish_dir).resolve())
         print(f"[2/4] published to {out} (Hub layout: weights, config, code, model card)", flush=True)
-        dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+        dtype = resolve_dtype(args.dtype)
         target, tokenizer = load_target(args.target, dtype=dtype)
         drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype=dtype).eval()
         print(f"[3/4] reloaded with AutoModel.from_pretrained(..., trust_remote_code=True): "
               f"{type(drafter).__name__}, head rank {drafter.config.head_rank}, K = "
               f"{drafter.generation_config.num_assistant_tokens}", flush=True)
         drafter.attach(target)
-        prompts = benchmark_prompts(args.prompts)
+        prompts = [p for _, p in held_out_prompts(args.prompts)]
         warm = tokenizer("Hello", return_tensors="pt")
         target.generate(**warm, max_new_tokens=4, do_sample=False)
         target.generate(**warm, max_new_tokens=4, do_sample=False, assistant_model=drafter)
         print(f"[4/4] greedy generation on {len(prompts)} held-out prompts, {args.max_new_tokens} new tokens each, "
-              f"{args.dtype} target: plain generate vs assistant_model=drafter", flush=True)
+              f"{str(dtype).replace('torch.', '')} target: plain generate, prompt lookup and assistant_model=drafter "
+              f"({describe_line()})", flush=True)
         r = compare(target, tokenizer, drafter, prompts, args.max_new_tokens)
         drafter.detach()
     except (ValueError, OSError, RuntimeError) as err:
@@ -125,8 +139,9 @@ def main(argv=None) -> int:
     print(f"output identical to plain greedy: {r['identical']}/{r['prompts']} prompts")
     print(f"tau (tokens per target pass): {r['tau']:.2f}; acceptance per draft position: "
           + ", ".join(f"{a:.2f}" for a in r["acceptance"]))
-    print(f"plain {r['tokens'] / r['plain_seconds']:.1f} tokens/s, assisted {r['tokens'] / r['assisted_seconds']:.1f} "
-          f"tokens/s: speedup {r['speedup']:.2f}x")
+    print(f"plain {r['tokens'] / r['plain_seconds']:.1f} tokens/s, prompt lookup "
+          f"{r['tokens'] / r['lookup_seconds']:.1f} tokens/s, SlimSpec {r['tokens'] / r['assisted_seconds']:.1f} "
+          f"tokens/s: {r['speedup']:.2f}x plain generate, {r['speedup_vs_lookup']:.2f}x prompt lookup")
     print(f"(total {time.perf_counter() - t_start:.0f} s)")
     return 0
 
