@@ -51,7 +51,9 @@ def build_card(*, config, info: dict, repo_id: str | None = None, license: str |
         head = f"dense `lm_head` [{V_d}, {d}]"
         head_description = "dense"
     q = info.get("quality")
-    if q:
+    if info.get("quality_text"):  # measured by whoever built the drafter (e.g. tau per category after training)
+        quality_text = info["quality_text"]
+    elif q:
         kind = "real target hidden states" if q.get("real") else "random-normal probes (no --target given)"
         quality_text = (f"Head vs the source's dense head on {q['probes']} {kind}: top-1 agreement "
                         f"**{q['top1_agreement']:.3f}**, KL(dense || low-rank) **{q['kl']:.4f}** nats.")
@@ -79,5 +81,6 @@ def build_card(*, config, info: dict, repo_id: str | None = None, license: str |
         total_params_text=_count(info.get("total_params", 0)),
         num_assistant_tokens=info.get("num_assistant_tokens", 5),
         quality_text=quality_text,
-        conversion_notes=("## Conversion notes\n\n" + "\n".join(f"- {n}" for n in notes)) if notes else "",
+        conversion_notes=(f"## {info.get('notes_title', 'Conversion notes')}\n\n" + "\n".join(f"- {n}" for n in notes))
+        if notes else "",
     )

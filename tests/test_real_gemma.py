@@ -166,3 +166,29 @@ def test_convert_an_eagle_drafter_for_gemma_with_real_quality_probes(gemma, tmp_
         assert torch.equal(plain, target.generate(**inputs, do_sample=False, max_new_tokens=8, assistant_model=drafter))
     finally:
         drafter.detach()
+
+
+def test_ship_writes_the_folder_that_ships(gemma, tmp_path):
+    """``slimspec-train ship`` on a (random) Gemma-sized d/8 drafter: per-category evaluation, the cost schedule's
+    prior, bf16 weights under the 64 MB budget, and a model card with the measurements."""
+    from configuration_slimspec import SlimSpecConfig
+    from modeling_slimspec import SlimSpecDrafter
+    from slimspec.heldout import CATEGORIES
+    from slimspec.train.reference import ship
+
+    model, _, _ = gemma
+    torch.manual_seed(0)
+    source = tmp_path / "trained"
+    SlimSpecDrafter(SlimSpecConfig.from_target_config(model.config, head_rank="d/8")).save_pretrained(source)
+    (source / "training.json").write_text(json.dumps(dict(data="data/", history=[dict(trained=10, seconds=1.0)])))
+    report = ship(source, tmp_path / "shipped", per_category=1, max_new_tokens=6, max_k=3, progress=False)
+    out = tmp_path / "shipped"
+    assert set(report["per_category"]) == set(CATEGORIES) and report["tau"] >= 1.0
+    assert 0 <= report["chosen_draft_length"] <= 3 and set(report["sweep"]) == {2, 3}
+    config = json.loads((out / "generation_config.json").read_text())
+    assert config["num_assistant_tokens_schedule"] == "cost" and len(config["slimspec_acceptance"]) == 3
+    assert (out / "model.safetensors").stat().st_size < 64 * 2**20  # bf16: fits the repository's budget
+    card = (out / "README.md").read_text()
+    assert "| dialogue |" in card and "How it was built" in card and "data/" in card
+    reloaded = SlimSpecDrafter.from_pretrained(str(out))
+    assert reloaded.dtype == torch.bfloat16 and reloaded.generation_config.num_assistant_tokens_schedule == "cost"

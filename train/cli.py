@@ -4,6 +4,8 @@
     slimspec-train fit  --target T --data DATA --out DRAFTER [--head-rank R|d/8|d/16|dense] [--draft-vocab N]
                         [--max-steps N] [--loss kl|ce|lk|lk_log]
     slimspec-train heal --target T --data DATA --drafter IN --out OUT [--teacher DENSE] [--max-steps N] [--lora-rank R]
+    slimspec-train reference [--only slimspec-d8]   build, cache and evaluate the reference drafters
+    slimspec-train ship [--source DRAFTER]          evaluate per category, write drafters/slimspec-gemma3-270m-d8
 
 T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
 sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split).
@@ -12,6 +14,7 @@ sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -76,7 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--num-assistant-tokens", type=int, default=5, help="K drafts per pass for tau")
         if name == "reference":
             r.add_argument("--only", default=None, help="comma-separated members (default: all)")
+    s = sub.add_parser("ship", help="evaluate a trained drafter per category and write the folder that ships")
+    s.add_argument("--target", default="gemma3-270m", help="embedded target name")
+    s.add_argument("--source", default=None, help="trained drafter folder (default: the reference SlimSpec d/8)")
+    s.add_argument("--out", default="drafters/slimspec-gemma3-270m-d8")
+    s.add_argument("--max-k", type=int, default=6, help="longest draft; the cost schedule chooses up to it")
+    s.add_argument("--per-category", type=int, default=None, help="held-out prompts per category (default: all)")
     return p
+
+
+def _ship(args) -> int:
+    from .reference import Recipe, member_folder, ship
+
+    source = Path(args.source) if args.source else member_folder(args.target, "slimspec-d8", Recipe())
+    report = ship(source, Path(args.out), target_name=args.target, max_k=args.max_k, per_category=args.per_category)
+    print(json.dumps({k: v for k, v in report.items() if k != "costs"}, indent=2, default=str))
+    print((Path(args.out) / "README.md").read_text())
+    return 0
 
 
 def _reference(args) -> int:
@@ -132,6 +151,8 @@ def main(argv=None) -> int:
     try:
         if args.command in ("reference", "curve"):
             return _reference(args)
+        if args.command == "ship":
+            return _ship(args)
         from slimspec.machine import resolve_dtype
 
         target, tokenizer = load_target(args.target, dtype=resolve_dtype(getattr(args, "dtype", "fp32")))

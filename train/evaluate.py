@@ -52,4 +52,4 @@ def evaluate_drafter(target, tokenizer, drafter, *, prompts: int | list = 16, nu
     s = merge_stats(runs)
     return dict(tau=s.tau, per_position_acceptance=s.per_position_acceptance(), passes=s.target_passes,
                 new_tokens=s.new_tokens, prompts=len(prompts), num_assistant_tokens=num_assistant_tokens,
-                max_new_tokens=max_new_tokens)
+                max_new_tokens=max_new_tokens, stats=s)

@@ -48,7 +48,7 @@ class Recipe:
     text_limit: int | None = 120  # the first N texts of the interleaved sources (~3k tokens each)
     text_window: int = 512
     candidates: int = 16384  # candidate softmax for training: batch top-k ids + this many frequent tokens (0: full)
-    max_steps: int = 1000  # the budget: max_steps x batch_size x window positions at most (~780 per step here)
+    max_steps: int = 600  # the budget: max_steps x batch_size x window positions at most (~780 per step here)
     batch_size: int = 4
     window: int = 256
     ttt_steps: int = 3
@@ -200,6 +200,7 @@ def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assist
     drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype)
     result = evaluate_drafter(target, tokenizer, drafter, prompts=prompts, num_assistant_tokens=num_assistant_tokens,
                               max_new_tokens=max_new_tokens, progress=progress)
+    result.pop("stats")
     info = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
     result.update(folder=str(folder), head_params=sum(p.numel() for p in drafter.lm_head.parameters()),
                   head_rank=drafter.config.head_rank, draft_vocab_size=drafter.config.draft_vocab_size,
@@ -323,3 +324,85 @@ def _plot_curve(points: list, path: Path, target_name: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The shipped drafter
+# ----------------------------------------------------------------------------------------------------------------------
+def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: int = 6, per_category: int | None = None,
+         max_new_tokens: int = 64, progress: bool = True) -> dict:
+    """Turn a trained drafter folder into the one that ships: evaluate it on the balanced held-out set (greedy,
+    K = ``max_k``, per category), measure this machine's costs, let the "cost" schedule choose the draft length
+    (the drafter's measured per-position acceptance is saved as its prior), and write a bf16 Hub folder with a
+    model card stating data, budget, wall time and tau per category. Returns the measurements."""
+    from generation_slimspec import choose_draft_length, expected_tokens, measured_costs
+    from modeling_slimspec import SlimSpecDrafter
+
+    from slimspec.heldout import CATEGORIES, HELD_OUT
+    from slimspec.machine import describe_line, fast_dtype
+    from slimspec.targets import load_target
+
+    from .evaluate import evaluate_drafter, merge_stats
+
+    target, tokenizer = load_target(target_name, dtype=fast_dtype())
+    drafter = SlimSpecDrafter.from_pretrained(str(source), dtype=target.dtype).eval()
+    results = {c: evaluate_drafter(target, tokenizer, drafter, prompts=HELD_OUT[c][:per_category],
+                                   num_assistant_tokens=max_k, max_new_tokens=max_new_tokens, progress=progress)
+               for c in CATEGORIES}
+    overall = merge_stats([r["stats"] for r in results.values()])
+    acceptance = overall.per_position_acceptance()
+    costs = measured_costs(drafter.attach(target), target, max_k)
+    drafter.detach()
+    sweep = {k: dict(tau=expected_tokens(acceptance, k),
+                     predicted_tokens_per_s=expected_tokens(acceptance, k) / (costs.target_pass[k] + k * costs.draft))
+             for k in range(2, max_k + 1)}
+    chosen = choose_draft_length(costs, acceptance, max_k)
+    config = drafter.generation_config
+    config.num_assistant_tokens, config.num_assistant_tokens_schedule = max_k, "cost"
+    config.slimspec_acceptance = [round(a, 4) for a in acceptance]
+    training = json.loads((Path(source) / "training.json").read_text())
+    report = dict(machine=describe_line(), tau=overall.tau, acceptance=acceptance, max_k=max_k,
+                  per_category={c: dict(tau=r["tau"], acceptance=r["per_position_acceptance"], prompts=r["prompts"])
+                                for c, r in results.items()},
+                  costs=dict(target_pass=costs.target_pass, draft=costs.draft), chosen_draft_length=chosen,
+                  plain_tokens_per_s=1 / costs.target_pass[0], sweep=sweep, source=str(source),
+                  data=training.get("data"), steps=len(training.get("history", [])),
+                  trained_positions=sum(h["trained"] for h in training.get("history", [])),
+                  train_minutes=sum(h["seconds"] for h in training.get("history", [])) / 60,
+                  wall_minutes=(training.get("wall_seconds") or 0) / 60)
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    drafter.to(torch.bfloat16).save_pretrained(tmp)
+    _ship_card(drafter, tmp, report)
+    (tmp / "evaluation.json").write_text(json.dumps(report, indent=2, default=str))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return report
+
+
+def _ship_card(drafter, folder: Path, report: dict) -> None:
+    from slimspec.convert.card import build_card
+
+    rows = ["| category | tau (K = %d) | acceptance per position |" % report["max_k"], "|---|---|---|"]
+    for c, r in report["per_category"].items():
+        rows.append(f"| {c} | {r['tau']:.2f} | {', '.join(f'{a:.2f}' for a in r['acceptance'])} |")
+    rows.append(f"| **all** | **{report['tau']:.2f}** | {', '.join(f'{a:.2f}' for a in report['acceptance'])} |")
+    sweep = ", ".join(f"K={k}: tau {v['tau']:.2f}, {v['predicted_tokens_per_s']:.1f} tokens/s"
+                      for k, v in report["sweep"].items())
+    quality = ("Greedy, held-out prompts written for this purpose and never trained on (6 categories), 64 new "
+               f"tokens each, target in its fast dtype on {report['machine']}:\n\n" + "\n".join(rows) +
+               f"\n\nDraft length by the cost model on that machine (plain decoding "
+               f"{report['plain_tokens_per_s']:.1f} tokens/s): {sweep}; the \"cost\" schedule chose K = "
+               f"{report['chosen_draft_length']} there and chooses again on each machine it runs on.")
+    notes = [f"data: {report['data']}",
+             f"budget: {report['steps']} steps, {report['trained_positions']:,} trained positions, "
+             f"{report['train_minutes']:.1f} min of training steps ({report['wall_minutes']:.1f} min wall) on "
+             f"{report['machine']}",
+             "built with `slimspec-train reference --only slimspec-d8`, shipped with `slimspec-train ship`"]
+    card = build_card(config=drafter.config, info=dict(
+        source="trained from scratch (slimspec-train reference)", source_format="slimspec-train",
+        dense_head_params=drafter.config.head_vocab_size * drafter.config.hidden_size,
+        head_params=sum(p.numel() for p in drafter.lm_head.parameters()),
+        total_params=sum(p.numel() for p in drafter.parameters()), quality_text=quality, notes=notes,
+        notes_title="How it was built", num_assistant_tokens=f"up to {report['max_k']} (\"cost\" schedule)"))
+    card.save(folder / "README.md")
