@@ -95,6 +95,16 @@ class SlimSpecGenerateStats:
             rates.append(sum(a > j for a in offered) / len(offered))
         return rates
 
+    def conditional_acceptance(self) -> list:
+        """P(draft j accepted | drafts before it accepted), per position j (0-based): what the "cost" schedule's
+        ``expected_tokens`` takes. (``per_position_acceptance`` is the unconditional rate of reaching j + 1.)"""
+        longest = max(self.drafted_per_pass, default=0)
+        rates = []
+        for j in range(longest):
+            offered = [a for a, d in zip(self.accepted_per_pass, self.drafted_per_pass) if d > j and a >= j]
+            rates.append(sum(a > j for a in offered) / len(offered) if offered else 0.0)
+        return rates
+
     def as_dict(self) -> dict:
         return dict(prompt_length=self.prompt_length, new_tokens=self.new_tokens, target_passes=self.target_passes,
                     verification_passes=self.verification_passes, tau=self.tau, acceptance_rate=self.acceptance_rate,
@@ -194,7 +204,8 @@ def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCo
     ids = torch.randint(1, vocab, (1, context + max_k + 1), generator=torch.Generator().manual_seed(0)).to(device)
     layers = sorted(set(drafter.config.target_layer_ids))
     out = target(input_ids=ids[:, :context], use_cache=True)
-    cache = next(v for v in (getattr(out, "past_key_values", None), getattr(out, "cache", None)) if v is not None)
+    cache = getattr(out, "cache", None)  # the newer name first: reading the old one warns on releases that renamed it
+    cache = cache if cache is not None else getattr(out, "past_key_values", None)
     cache_kw = _cache_keyword(target)
 
     def verify(n):

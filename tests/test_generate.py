@@ -493,3 +493,9 @@ def test_costs_are_measured_on_the_real_target(target):
         assert generation_slimspec.measured_costs(drafter, target, max_k=3, context=16, repeats=1) is costs  # cached
     finally:
         drafter.detach()
+
+
+def test_conditional_acceptance_counts_only_passes_that_reached_the_position():
+    stats = generation_slimspec.SlimSpecGenerateStats(drafted_per_pass=[3, 3, 3, 2], accepted_per_pass=[0, 1, 3, 2])
+    assert stats.conditional_acceptance() == [3 / 4, 2 / 3, 1.0]
+    assert stats.per_position_acceptance() == [3 / 4, 2 / 4, 1 / 3]  # unconditional: reaching position j + 1

@@ -147,3 +147,14 @@ def test_saved_drafter_drafts_losslessly_without_our_package(tmp_path):
     result = _run(code, tmp_path / "target", tmp_path / "drafter", cwd=tmp_path)
     assert result["module"].startswith("transformers_modules.")
     assert all(result["identical"]) and result["passes"] > 0
+
+
+def test_the_shipped_drafter_carries_the_current_hub_files():
+    """drafters/ holds a Hub-layout folder, so it carries copies of the three Hub files: they must be today's (a
+    user loading it with trust_remote_code runs those copies). After changing a Hub file, copy it there too."""
+    shipped = sorted((REPO / "drafters").glob("*/config.json"))
+    assert len(shipped) == 1, "git holds exactly one trained reference drafter folder"
+    folder = shipped[0].parent
+    for name in HUB_FILES:
+        assert (folder / name).read_text() == (REPO / name).read_text(), f"{folder / name} is stale: cp {name} {folder}/"
+    assert (folder / "model.safetensors").stat().st_size <= 64 * 2**20

@@ -4,7 +4,7 @@
     acceptance[i] = P(draft i+1 accepted | drafts 1..i accepted)
 
 Measured with ``target.generate(..., assistant_model=drafter)``, greedy, K drafts per pass, on held-out prompts
-(``slimspec.prompts.benchmark_prompts``: the eval split, never used for training data).
+(``slimspec.heldout``: the balanced set, categories interleaved, never used for training data).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def evaluate_drafter(target, tokenizer, drafter, *, prompts: int | list = 16, nu
     The drafter is attached to ``target`` for the call and detached afterwards; its draft length is restored."""
     from tqdm.auto import tqdm
 
-    from slimspec.prompts import benchmark_prompts
+    from slimspec.heldout import held_out_prompts
 
-    prompts = benchmark_prompts(prompts) if isinstance(prompts, int) else prompts
+    prompts = [p for _, p in held_out_prompts()[:prompts]] if isinstance(prompts, int) else prompts
     config = drafter.generation_config
     saved = (config.num_assistant_tokens, config.num_assistant_tokens_schedule)
     config.num_assistant_tokens, config.num_assistant_tokens_schedule = num_assistant_tokens, "constant"

@@ -48,7 +48,7 @@ class Recipe:
     text_limit: int | None = 120  # the first N texts of the interleaved sources (~3k tokens each)
     text_window: int = 512
     candidates: int = 16384  # candidate softmax for training: batch top-k ids + this many frequent tokens (0: full)
-    max_steps: int = 600  # the budget: max_steps x batch_size x window positions at most (~780 per step here)
+    max_steps: int = 1200  # the budget: max_steps x batch_size x window positions at most (~780 per step here)
     batch_size: int = 4
     window: int = 256
     ttt_steps: int = 3
@@ -350,18 +350,22 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
                                    num_assistant_tokens=max_k, max_new_tokens=max_new_tokens, progress=progress)
                for c in CATEGORIES}
     overall = merge_stats([r["stats"] for r in results.values()])
-    acceptance = overall.per_position_acceptance()
+    acceptance = overall.conditional_acceptance()
     costs = measured_costs(drafter.attach(target), target, max_k)
     drafter.detach()
     sweep = {k: dict(tau=expected_tokens(acceptance, k),
                      predicted_tokens_per_s=expected_tokens(acceptance, k) / (costs.target_pass[k] + k * costs.draft))
              for k in range(2, max_k + 1)}
     chosen = choose_draft_length(costs, acceptance, max_k)
+    from slimspec.targets import HUB_IDS
+
+    drafter.config.target_name_or_path = HUB_IDS.get(target_name, drafter.config.target_name_or_path)
     config = drafter.generation_config
     config.num_assistant_tokens, config.num_assistant_tokens_schedule = max_k, "cost"
     config.slimspec_acceptance = [round(a, 4) for a in acceptance]
     training = json.loads((Path(source) / "training.json").read_text())
-    report = dict(machine=describe_line(), tau=overall.tau, acceptance=acceptance, max_k=max_k,
+    report = dict(machine=describe_line(), tau=overall.tau, acceptance=overall.per_position_acceptance(),
+                  conditional_acceptance=acceptance, max_k=max_k,
                   per_category={c: dict(tau=r["tau"], acceptance=r["per_position_acceptance"], prompts=r["prompts"])
                                 for c, r in results.items()},
                   costs=dict(target_pass=costs.target_pass, draft=costs.draft), chosen_draft_length=chosen,

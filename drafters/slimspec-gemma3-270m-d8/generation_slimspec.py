@@ -1,0 +1,553 @@
+# coding=utf-8
+# Copyright 2026 The SlimSpec authors. Licensed under the Apache License, Version 2.0.
+"""Assisted generation with a SlimSpec drafter: ``target.generate(**inputs, assistant_model=drafter)``.
+
+Hub custom code (imported by ``modeling_slimspec``): standard library, torch and transformers only.
+
+Mechanism, and why. An EAGLE-3 drafter reads the *target's* hidden states at three layers for every accepted
+position. transformers (>= 5.8) lets a ``CandidateGenerator`` declare ``requires_model_outputs = True`` and
+``model_kwargs_overrides = {"output_hidden_states": [layer indices]}``: the target's verification forward then
+returns exactly those layers, and the decoding loop hands the previous forward's outputs to ``get_candidates``
+together with ``n_last_matches``. That is the documented extension point DFlash uses, so:
+
+* we do not fork the decoding loop (acceptance, sampling, stopping criteria and caches stay transformers' own);
+* we add no forward hooks to the target and monkeypatch nothing globally;
+* the only change to the target is one *instance* attribute, ``_get_candidate_generator``, which ``attach`` sets
+  and ``detach`` removes: it returns our generator when ``assistant_model`` is the attached drafter and defers to
+  the class's own method otherwise (so ``generate`` without the drafter is unaffected while attached).
+
+The version probe (``assisted_generation_support``) checks for the ``requires_model_outputs`` protocol and the
+``_get_candidate_generator`` hook and explains what is missing on older releases.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+try:
+    from transformers.generation import CandidateGenerator
+except ImportError:  # pragma: no cover - very old transformers
+    CandidateGenerator = object
+
+
+def assisted_generation_support(target=None) -> Optional[str]:
+    """None if this transformers can drive a SlimSpec drafter, else a sentence saying why not."""
+    import transformers
+
+    if CandidateGenerator is object or not hasattr(CandidateGenerator, "requires_model_outputs"):
+        return (
+            f"transformers {transformers.__version__} lacks CandidateGenerator.requires_model_outputs (added in 5.8): "
+            f"upgrade with `pip install -U 'transformers>=5.8'`."
+        )
+    if target is not None and not callable(getattr(type(target), "_get_candidate_generator", None)):
+        return f"{type(target).__name__} has no _get_candidate_generator: it is not a transformers generative model."
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Acceptance statistics
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class SlimSpecGenerateStats:
+    """What one ``generate`` call did. Convention: the prefill pass (which verifies nothing) is counted in
+    ``target_passes`` but not in ``tau``; every later target pass verifies the drafts of one cycle.
+
+    tau = tokens produced by verification passes / verification passes  (each pass yields its accepted drafts
+    plus the target's own bonus token, so tau >= 1; this is EAGLE's mean acceptance length).
+    """
+
+    prompt_length: int = 0
+    new_tokens: int = 0
+    target_passes: int = 0
+    drafted_per_pass: list = field(default_factory=list)  # drafts proposed in each verification pass
+    accepted_per_pass: list = field(default_factory=list)  # drafts accepted in each verification pass
+    drafter_seconds: float = 0.0  # drafter body (decoder layer, fc, embeddings)
+    head_seconds: float = 0.0  # drafter LM head
+    select_seconds: float = 0.0  # turning logits into draft tokens (argmax or processors + sampling, vocab map)
+    adapter_seconds: float = 0.0  # the adapter's own bookkeeping: everything outside the two models and select
+    chosen_draft_lengths: list = field(default_factory=list)  # the "cost" schedule's choices, in order
+
+    @property
+    def verification_passes(self) -> int:
+        return len(self.accepted_per_pass)
+
+    @property
+    def tau(self) -> float:
+        produced = sum(self.accepted_per_pass) + self.verification_passes
+        return produced / self.verification_passes if self.verification_passes else float("nan")
+
+    @property
+    def acceptance_rate(self) -> float:
+        drafted = sum(self.drafted_per_pass)
+        return sum(self.accepted_per_pass) / drafted if drafted else float("nan")
+
+    def per_position_acceptance(self) -> list:
+        """Fraction of passes whose draft at position j (0-based) was accepted, among passes that drafted >= j+1."""
+        longest = max(self.drafted_per_pass, default=0)
+        rates = []
+        for j in range(longest):
+            offered = [a for a, d in zip(self.accepted_per_pass, self.drafted_per_pass) if d > j]
+            rates.append(sum(a > j for a in offered) / len(offered))
+        return rates
+
+    def conditional_acceptance(self) -> list:
+        """P(draft j accepted | drafts before it accepted), per position j (0-based): what the "cost" schedule's
+        ``expected_tokens`` takes. (``per_position_acceptance`` is the unconditional rate of reaching j + 1.)"""
+        longest = max(self.drafted_per_pass, default=0)
+        rates = []
+        for j in range(longest):
+            offered = [a for a, d in zip(self.accepted_per_pass, self.drafted_per_pass) if d > j and a >= j]
+            rates.append(sum(a > j for a in offered) / len(offered) if offered else 0.0)
+        return rates
+
+    def as_dict(self) -> dict:
+        return dict(prompt_length=self.prompt_length, new_tokens=self.new_tokens, target_passes=self.target_passes,
+                    verification_passes=self.verification_passes, tau=self.tau, acceptance_rate=self.acceptance_rate,
+                    drafted_per_pass=list(self.drafted_per_pass), accepted_per_pass=list(self.accepted_per_pass),
+                    per_position_acceptance=self.per_position_acceptance(), drafter_seconds=self.drafter_seconds,
+                    head_seconds=self.head_seconds, select_seconds=self.select_seconds,
+                    adapter_seconds=self.adapter_seconds, chosen_draft_lengths=list(self.chosen_draft_lengths))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Draft length from measured costs (the "cost" schedule)
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class DraftCosts:
+    """What one decoding cycle costs on this machine, in seconds.
+
+    target_pass[n - 1]: one target forward over n new tokens with a KV cache (n = 1 is a plain decoding step,
+    n = K + 1 verifies K drafts); draft: one drafter step (body, head and token choice); overhead: the adapter's
+    own work per cycle."""
+
+    target_pass: list
+    draft: float
+    overhead: float = 0.0
+
+
+def expected_tokens(acceptance: list, k: int) -> float:
+    """Tokens one cycle with k drafts yields: 1 + sum_{i<=k} prod_{j<=i} a_j, where a_j is the probability that
+    draft j is accepted given drafts 1..j-1 were (positions past the list repeat its last value)."""
+    total, survive = 1.0, 1.0
+    for i in range(k):
+        survive *= acceptance[min(i, len(acceptance) - 1)] if acceptance else 0.0
+        total += survive
+    return total
+
+
+def choose_draft_length(costs: DraftCosts, acceptance: list, max_k: int) -> int:
+    """The k in 0..max_k that maximizes expected tokens per second, k = 0 being plain decoding:
+
+        rate(0) = 1 / target_pass[0]
+        rate(k) = expected_tokens(acceptance, k) / (target_pass[k] + k * draft + overhead)
+
+    Deterministic for given costs and acceptance; ties go to the shorter draft."""
+    best_k, best_rate = 0, 1.0 / costs.target_pass[0]
+    for k in range(1, min(max_k, len(costs.target_pass) - 1) + 1):
+        rate = expected_tokens(acceptance, k) / (costs.target_pass[k] + k * costs.draft + costs.overhead)
+        if rate > best_rate:
+            best_k, best_rate = k, rate
+    return best_k
+
+
+class AcceptanceEstimate:
+    """Per-position acceptance a_j = P(draft j accepted | drafts before it accepted), as a prior (the drafter's
+    measured acceptance, weighted as ``strength`` observations) updated with what this generation observes."""
+
+    def __init__(self, prior: list, max_k: int, strength: float = 16.0):
+        prior = list(prior) or [0.5]
+        self.prior = [float(prior[min(j, len(prior) - 1)]) for j in range(max_k)]
+        self.strength = strength
+        self.offered = [0] * max_k
+        self.accepted = [0] * max_k
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        """A verification pass: drafts 1..accepted were accepted, draft accepted + 1 (if drafted) was not."""
+        for j in range(min(drafted, accepted + 1, len(self.offered))):
+            self.offered[j] += 1
+            self.accepted[j] += int(j < accepted)
+
+    def rates(self) -> list:
+        return [(p * self.strength + a) / (self.strength + n) for p, a, n in zip(self.prior, self.accepted, self.offered)]
+
+
+_MEASURED: dict = {}  # measured costs per (target, dtypes, threads, max_k), for the life of the process
+
+
+def measured_costs(drafter, target, max_k: int, context: int = 64, repeats: int = 3) -> DraftCosts:
+    """Time, once per process and setting, a target forward over 1..max_k + 1 new tokens after ``context`` cached
+    tokens, and one drafter step (medians of ``repeats``); the "cost" schedule decides from these numbers."""
+    key = (id(target), target.dtype, drafter.dtype, torch.get_num_threads(), max_k, context)
+    if key not in _MEASURED:
+        _MEASURED[key] = _measure(drafter, target, max_k, context, repeats)
+    return _MEASURED[key]
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats + 1):  # the first call warms up
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+@torch.inference_mode()
+def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCosts:
+    device = next(target.parameters()).device
+    vocab = drafter.config.vocab_size
+    ids = torch.randint(1, vocab, (1, context + max_k + 1), generator=torch.Generator().manual_seed(0)).to(device)
+    layers = sorted(set(drafter.config.target_layer_ids))
+    out = target(input_ids=ids[:, :context], use_cache=True)
+    cache = getattr(out, "cache", None)  # the newer name first: reading the old one warns on releases that renamed it
+    cache = cache if cache is not None else getattr(out, "past_key_values", None)
+    cache_kw = _cache_keyword(target)
+
+    def verify(n):
+        extra = cache.get_seq_length() - context
+        if extra > 0:
+            cache.crop(-extra)  # a negative crop removes that many tokens, the one form every release accepts
+        target(input_ids=ids[:, context : context + n], use_cache=True, output_hidden_states=layers,
+               **{cache_kw: cache})
+
+    target_pass = [_median_seconds(lambda: verify(n), repeats) for n in range(1, max_k + 2)]
+    d, d_t = drafter.config.hidden_size, drafter.config.target_hidden_size
+    feats = torch.randn(1, context, 3 * d_t, generator=torch.Generator().manual_seed(1)).to(drafter.device)
+    first = drafter(input_ids=ids[:, 1 : context + 1].to(drafter.device), target_hidden_states=feats, use_cache=True,
+                    logits_to_keep=-1)
+    draft_cache, g = first.past_key_values, first.last_hidden_state[:, -1:]
+
+    def draft():
+        draft_cache.crop(context)
+        step = drafter(input_ids=ids[:, :1].to(drafter.device), hidden_states=g, past_key_values=draft_cache,
+                       logits_to_keep=-1)
+        drafter.head(step.last_hidden_state[:, -1]).max(-1)
+
+    return DraftCosts(target_pass=target_pass, draft=_median_seconds(draft, repeats))
+
+
+def _cache_keyword(target) -> str:
+    """The name under which this transformers release's forward takes the KV cache."""
+    import inspect
+
+    parameters = inspect.signature(target.forward).parameters
+    return "past_key_values" if "past_key_values" in parameters or "cache" not in parameters else "cache"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The candidate generator
+# ----------------------------------------------------------------------------------------------------------------------
+class SlimSpecCandidateGenerator(CandidateGenerator):
+    """Drafts K tokens per cycle with an EAGLE-3 drafter fed by the target's hidden states.
+
+    Cycle n (after the target verified cycle n-1): the target's last forward returned hidden states for positions
+    [stable, cur_len - 1) (the previous bonus token and the accepted drafts); rejected positions are never used.
+    The drafter's cache is cropped back to ``stable`` (dropping its own speculative steps), the new
+    (feature_t, token_{t+1}) pairs are appended, and K tokens are drafted autoregressively from the drafter's own
+    pre-norm outputs.
+
+    Sampling: draft token k is drawn from softmax(l_k), where l_k are the drafter's logits over the *full* target
+    vocabulary (-inf outside a truncated draft vocabulary) after the same logits processors the target uses
+    (temperature, top-k, top-p, ...), and exactly those l_k are returned, so transformers' speculative sampling
+    (accept with prob min(1, p/q), else resample from norm(max(p - q, 0))) reproduces the target's distribution.
+    """
+
+    requires_model_outputs = True
+
+    def __init__(self, drafter, generation_config, logits_processor, input_ids, tokenizer=None):
+        self.drafter = drafter
+        self.layer_ids = list(drafter.config.target_layer_ids)
+        self.num_states = drafter.config.target_num_hidden_layers + 1  # embedding output + one per layer
+        # Indices into outputs.hidden_states; the target returns None at the others.
+        self.model_kwargs_overrides = {"output_hidden_states": sorted(set(self.layer_ids))}
+        self.do_sample = bool(generation_config.do_sample)
+        self.logits_processor = logits_processor if logits_processor is not None and len(logits_processor) else None
+        self.max_length = generation_config.max_length
+        draft_config = drafter.generation_config
+        self.schedule = getattr(draft_config, "num_assistant_tokens_schedule", "constant") or "constant"
+        self.num_assistant_tokens = int(draft_config.num_assistant_tokens)
+        self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
+        self.stop_strings = _stop_string_criteria(generation_config, tokenizer)
+        eos = generation_config.eos_token_id
+        self.eos_ids = set() if eos is None else set([eos] if isinstance(eos, int) else [int(e) for e in eos])
+        self.cache = None
+        self.stable = 0  # drafter cache positions backed by target features
+        self.stats = SlimSpecGenerateStats(prompt_length=input_ids.shape[1])
+        drafter.last_generate_stats = self.stats
+        self.acceptance = None
+        if self.schedule == "cost":
+            self._start_cost_schedule(drafter, draft_config)
+
+    def _start_cost_schedule(self, drafter, draft_config):
+        """Draft length from this machine's measured costs and the drafter's acceptance (``choose_draft_length``),
+        revised after every pass as acceptance is observed; num_assistant_tokens is the longest draft allowed.
+        When no length pays, this generation decodes plainly: no drafts and no hidden states asked of the target."""
+        self.max_k = self.num_assistant_tokens
+        self.costs = measured_costs(drafter, drafter.attached_target, self.max_k)
+        self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k)
+        self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
+        self.stats.chosen_draft_lengths.append(self.num_assistant_tokens)
+        if self.num_assistant_tokens == 0:
+            self.requires_model_outputs = False
+            self.model_kwargs_overrides = {}
+
+    # -- one cycle ------------------------------------------------------------------------------------------------
+    def get_candidates(self, input_ids, model_kwargs=None, model_outputs=None, is_first_iteration=False,
+                       n_last_matches=0, **kwargs):
+        """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], candidate_logits [1, K, V] or None)."""
+        t_start = time.perf_counter()
+        s = self.stats
+        accounted = s.drafter_seconds + s.head_seconds + s.select_seconds
+        try:
+            return self._draft(input_ids, model_outputs, is_first_iteration)
+        finally:
+            accounted = s.drafter_seconds + s.head_seconds + s.select_seconds - accounted
+            s.adapter_seconds += time.perf_counter() - t_start - accounted
+
+    def _draft(self, input_ids, model_outputs, is_first_iteration):
+        cur_len = input_ids.shape[1]
+        if is_first_iteration or model_outputs is None:
+            # The target's prefill produces the first token and the prompt's hidden states; nothing to draft from.
+            return input_ids, None
+        g, logits = self._ingest(input_ids, target_hidden_states(model_outputs, self.num_states))
+        K = min(self.num_assistant_tokens, self.max_length - cur_len - 1)
+        if K <= 0:
+            return input_ids, None
+        drafter = self.drafter
+        ids, chosen_logits = input_ids, []
+        for k in range(K):
+            t0 = time.perf_counter()
+            token, q_logits, confident = self._select(ids, logits)
+            extended = torch.cat([ids, token.to(ids.device)], dim=-1)
+            if int(token) in self.eos_ids or (self.stop_strings is not None and bool(self.stop_strings(extended, None)[0])):
+                # Stopping criteria look only at the end of an accepted block (and some transformers releases keep
+                # tokens after an accepted eos): end the block *before* a draft that would stop generation, so the
+                # target's own token at that position ends the block, exactly as without an assistant.
+                self.stats.select_seconds += time.perf_counter() - t0
+                break
+            self.stats.select_seconds += time.perf_counter() - t0
+            ids = extended
+            chosen_logits.append(q_logits)
+            if k == K - 1 or not confident:
+                break
+            t0 = time.perf_counter()
+            out = drafter(input_ids=token.to(drafter.device), hidden_states=g, past_key_values=self.cache,
+                          logits_to_keep=-1)
+            t1 = time.perf_counter()
+            g = out.last_hidden_state
+            logits = drafter.head(g[:, -1])
+            self.stats.drafter_seconds += t1 - t0
+            self.stats.head_seconds += time.perf_counter() - t1
+        if ids.shape[1] == cur_len:
+            return input_ids, None
+        candidate_logits = torch.stack(chosen_logits, dim=1) if self.do_sample else None
+        return ids, candidate_logits
+
+    @torch.no_grad()
+    def _ingest(self, input_ids, hidden_states):
+        """Append the newly verified positions to the drafter cache; return (g [1, 1, d], logits [1, V_d])."""
+        drafter = self.drafter
+        cur_len = input_ids.shape[1]
+        new = cur_len - 1 - self.stable  # positions [stable, cur_len - 1) now have target features
+        missing = [i for i in self.layer_ids if hidden_states is None or hidden_states[i] is None]
+        if missing:
+            raise RuntimeError(f"the target returned no hidden states at layers {missing}: was output_hidden_states "
+                               f"overridden? SlimSpec needs outputs.hidden_states{self.layer_ids}.")
+        rows = hidden_states[self.layer_ids[0]].shape[1]
+        if rows < new:
+            raise RuntimeError(f"the target's last forward covered {rows} positions but {new} need features: "
+                               f"generation from a pre-filled past_key_values is not supported by SlimSpec.")
+        feats = torch.cat([hidden_states[i][:, :new] for i in self.layer_ids], dim=-1)
+        tokens = input_ids[:, self.stable + 1 : cur_len]  # position t is paired with token t+1
+        if self.cache is None:
+            from_cache = None
+        else:
+            self.cache.crop(self.stable)
+            from_cache = self.cache
+        t0 = time.perf_counter()
+        out = drafter(input_ids=tokens.to(drafter.device), target_hidden_states=feats.to(drafter.device),
+                      past_key_values=from_cache, use_cache=True, logits_to_keep=-1)
+        t1 = time.perf_counter()
+        self.cache = out.past_key_values
+        self.stable = cur_len - 1
+        g = out.last_hidden_state[:, -1:]
+        logits = drafter.head(g[:, -1])
+        self.stats.drafter_seconds += t1 - t0
+        self.stats.head_seconds += time.perf_counter() - t1
+        return g, logits
+
+    def _select(self, ids, draft_logits):
+        """Choose the next draft token from [1, V_d] draft logits.
+
+        Returns (token [1, 1] target id, logits over the target vocab actually sampled from [1, V] or None,
+        confident: whether drafting may continue under ``assistant_confidence_threshold``)."""
+        drafter = self.drafter
+        if not self.do_sample and self.logits_processor is None and self.confidence_threshold <= 0:
+            # Greedy, nothing reshapes the distribution: argmax in the draft vocabulary, then map to a target id.
+            # (max(...).indices: first maximum like argmax, and ~3x faster than argmax for bf16 on CPU)
+            return drafter.draft_to_target_ids(draft_logits.max(-1, keepdim=True).indices), None, True
+        logits = drafter.to_target_logits(draft_logits).float().to(ids.device)
+        if self.logits_processor is not None:
+            logits = self.logits_processor(ids, logits)
+        if self.do_sample:
+            probs = torch.softmax(logits, dim=-1)
+            token = torch.multinomial(probs, num_samples=1)
+        else:
+            token = logits.argmax(-1, keepdim=True)
+            probs = None
+        confident = True
+        if self.confidence_threshold > 0:
+            probs = torch.softmax(logits, dim=-1) if probs is None else probs
+            confident = bool(probs.gather(-1, token) >= self.confidence_threshold)
+        return token, (logits if self.do_sample else None), confident
+
+    # -- after verification ---------------------------------------------------------------------------------------
+    def update_candidate_strategy(self, input_ids, scores, num_matches):
+        """Record the pass; adapt K: the "cost" schedule re-chooses it from the observed acceptance, the "heuristic"
+        schedules add 2 if all drafts were accepted, else remove 1."""
+        t_start = time.perf_counter()
+        drafted = scores.shape[1] - 1
+        stats = self.stats
+        stats.target_passes += 1
+        stats.new_tokens = input_ids.shape[1] - stats.prompt_length
+        if stats.target_passes > 1:  # the first pass is the prefill
+            stats.drafted_per_pass.append(drafted)
+            stats.accepted_per_pass.append(int(num_matches))
+        if self.acceptance is not None and drafted > 0:
+            self.acceptance.observe(drafted, int(num_matches))
+            self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
+            stats.chosen_draft_lengths.append(self.num_assistant_tokens)
+        if self.schedule in ("heuristic", "heuristic_transient") and drafted > 0:
+            if num_matches == drafted:
+                self.num_assistant_tokens += 2
+            else:
+                self.num_assistant_tokens = max(1, self.num_assistant_tokens - 1)
+            if self.schedule == "heuristic":  # persists on the drafter, as transformers does for its assistants
+                self.drafter.generation_config.num_assistant_tokens = self.num_assistant_tokens
+        stats.adapter_seconds += time.perf_counter() - t_start
+
+
+def target_hidden_states(outputs, num_states: int):
+    """The per-layer hidden states of a target forward (``num_states`` = layers + 1 entries), found by name where
+    this transformers release uses a known one, else by shape: ``model_kwargs_overrides`` asks for them, and a
+    future release that renames the output field must not break drafters already published."""
+    for name in ("hidden_states", "decoder_hidden_states"):
+        value = getattr(outputs, name, None)
+        if isinstance(value, (tuple, list)) and len(value) == num_states:
+            return value
+    values = outputs.values() if hasattr(outputs, "values") else vars(outputs).values()
+    for value in values:
+        if isinstance(value, (tuple, list)) and len(value) == num_states and any(
+            isinstance(v, torch.Tensor) and v.dim() == 3 for v in value
+        ):
+            return value
+    return None
+
+
+def _stop_string_criteria(generation_config, tokenizer):
+    """transformers' own StopStringCriteria for ``generate(stop_strings=..., tokenizer=...)``, or None."""
+    if not getattr(generation_config, "stop_strings", None):
+        return None
+    if tokenizer is None:
+        raise ValueError("stop_strings needs generate(..., tokenizer=tokenizer), as without an assistant.")
+    from transformers import StopStringCriteria
+
+    return StopStringCriteria(tokenizer=tokenizer, stop_strings=generation_config.stop_strings)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# attach / detach
+# ----------------------------------------------------------------------------------------------------------------------
+def check_target_fits(drafter, target) -> None:
+    """Raise ValueError naming every mismatch between a target and the drafter's config."""
+    cfg = drafter.config
+    text = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+    if getattr(target.config, "is_encoder_decoder", False):
+        raise ValueError("SlimSpec drafters assist decoder-only targets; this target is encoder-decoder.")
+    problems = []
+    for name, want in (("hidden_size", cfg.target_hidden_size), ("vocab_size", cfg.vocab_size),
+                       ("num_hidden_layers", cfg.target_num_hidden_layers)):
+        got = getattr(text, name, None)
+        if got != want:
+            problems.append(f"target {name} is {got}, drafter expects {want}")
+    embedding = target.get_input_embeddings()
+    weight = getattr(embedding, "weight", None)
+    if cfg.share_target_embeddings and weight is not None and tuple(weight.shape) != (cfg.vocab_size, cfg.hidden_size):
+        problems.append(f"target input embedding is {tuple(weight.shape)}, drafter needs "
+                        f"({cfg.vocab_size}, {cfg.hidden_size}) to share it")
+    if problems:
+        name = getattr(target.config, "_name_or_path", "") or type(target).__name__
+        raise ValueError(f"this drafter was built for a different target than {name}: " + "; ".join(problems)
+                         + f". The drafter was made for {cfg.target_name_or_path or cfg.target_model_type or 'another model'}.")
+
+
+def attach(drafter, target):
+    """Bind ``drafter`` to ``target`` for ``target.generate(assistant_model=drafter)``. Returns the drafter."""
+    reason = assisted_generation_support(target)
+    if reason:
+        raise RuntimeError(f"SlimSpec assisted generation is unavailable: {reason}")
+    check_target_fits(drafter, target)
+    drafter.check_vocab_maps()
+    if drafter.attached_target is not None:
+        detach(drafter)
+    if "_get_candidate_generator" in vars(target):
+        raise RuntimeError("this target is already bound to another SlimSpec drafter (or patched): detach that first.")
+    class_method = type(target)._get_candidate_generator
+    signature = inspect.signature(class_method)
+
+    def _get_candidate_generator(*args, **kwargs):
+        # transformers calls this private hook by keyword today; bind by name whatever the calling convention, and
+        # recognise the drafter among the arguments by identity, not by the name of the parameter that carries it.
+        try:
+            arguments = signature.bind(target, *args, **kwargs).arguments
+        except TypeError:
+            arguments = dict(kwargs)
+        if not any(value is drafter for value in arguments.values()):
+            return class_method(target, *args, **kwargs)
+        return _candidate_generator(drafter, arguments)
+
+    _get_candidate_generator.__slimspec__ = drafter
+    target._get_candidate_generator = _get_candidate_generator
+    drafter._attached.module = target
+    if drafter.embed_tokens is None:
+        drafter.use_target_embeddings(target.get_input_embeddings())
+    drafter.optimize_for_cpu()
+    return drafter
+
+
+def _candidate_generator(drafter, arguments: dict) -> SlimSpecCandidateGenerator:
+    """Our generator from the arguments transformers passed to ``_get_candidate_generator`` (bound by name)."""
+    missing = [name for name in ("input_ids", "generation_config") if arguments.get(name) is None]
+    if missing:
+        import transformers
+
+        raise RuntimeError(f"transformers {transformers.__version__} called _get_candidate_generator without "
+                           f"{missing}; this SlimSpec release does not know that calling convention.")
+    input_ids, config = arguments["input_ids"], arguments["generation_config"]
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"assisted generation in transformers is batch-size 1 only; got a batch of "
+                         f"{input_ids.shape[0]}. Generate one sequence at a time.")
+    for option in ("prompt_lookup_num_tokens", "assistant_early_exit"):
+        if getattr(config, option, None) is not None:
+            raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec drafter.")
+    return SlimSpecCandidateGenerator(drafter, config, arguments.get("logits_processor"), input_ids,
+                                      tokenizer=arguments.get("target_tokenizer"))
+
+
+def detach(drafter):
+    """Undo ``attach``: the target gets back exactly its own attributes; the drafter forgets the target."""
+    target = drafter.attached_target
+    if target is not None:
+        hook = vars(target).get("_get_candidate_generator")
+        if hook is not None and getattr(hook, "__slimspec__", None) is drafter:
+            del target._get_candidate_generator
+    drafter._attached.module = None
+    if drafter.embed_tokens is None:
+        drafter.use_target_embeddings(None)
+    drafter.lm_head.unpack()
+    return drafter

@@ -1,0 +1,714 @@
+# coding=utf-8
+# Copyright 2026 The SlimSpec authors. Licensed under the Apache License, Version 2.0.
+"""SlimSpec drafter: an EAGLE-3 drafter whose LM head is a rank-r product ``up(down(h))``.
+
+This file is Hub custom code (``AutoModel.from_pretrained(..., trust_remote_code=True)``): it imports only
+the standard library, torch and transformers, and never touches the network.
+
+Shapes: B batch, T positions, d = ``hidden_size``, d_t = ``target_hidden_size``, r = ``head_rank``,
+V = ``vocab_size`` (the target's), V_d = draft vocabulary size (= V unless truncated).
+
+The EAGLE-3 equations (SafeAILab/EAGLE ``cnets.py``, SpecForge ``llama3_eagle.py``), position t:
+
+    x_t   = fc(cat(h^a_t, h^b_t, h^c_t))              fused target states      [B, T, 3 d_t] -> [B, T, d]
+            (later drafting steps feed the drafter's own pre-norm output g_t instead of x_t)
+    e_t   = embed(token_{t+1})                        the token *after* position t
+    a_t   = cat(input_layernorm(e_t), hidden_norm(x_t))                         [B, T, 2 d]
+    r_t   = x_t           (EAGLE)   or   hidden_norm(x_t)   (norm_before_residual, vLLM speculators)
+    u_t   = r_t + o_proj(attn(q_proj(a), k_proj(a), v_proj(a)))_t             causal, RoPE
+    g_t   = u_t + mlp(post_attention_layernorm(u_t))                           pre-norm output, fed back
+    logits_t = head(norm(g_t))                        dense W [V_d, d], or SlimSpec: up(down(.)) with
+                                                      down [r, d], up [V_d, r]
+    target id = draft id + d2t[draft id]              d2t is an OFFSET table (truncated vocab only)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig, PreTrainedModel
+
+try:  # Hub case: this file lives in a dynamic module package next to the config file.
+    from .configuration_slimspec import SlimSpecConfig
+    from .generation_slimspec import attach as _attach
+    from .generation_slimspec import detach as _detach
+except ImportError:  # Installed case: the Hub files are top-level modules.
+    from configuration_slimspec import SlimSpecConfig
+    from generation_slimspec import attach as _attach
+    from generation_slimspec import detach as _detach
+
+_NOT_ATTACHED = (
+    "this SlimSpec drafter is not attached to the model you called generate() on: call drafter.attach(target) "
+    "before target.generate(..., assistant_model=drafter)."
+)
+
+# Drafting defaults, saved as generation_config.json next to the weights (transformers' assistant options).
+DEFAULT_DRAFTING = dict(num_assistant_tokens=5, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Small parts
+# ----------------------------------------------------------------------------------------------------------------------
+class SlimSpecRMSNorm(nn.Module):
+    """RMSNorm as in Llama/EAGLE: ``w * (x / sqrt(mean(x^2) + eps))`` computed in fp32, cast back before ``w``."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        x = hidden_states.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * x.to(input_dtype)
+
+
+def rope_inverse_frequencies(config: SlimSpecConfig, device=None) -> torch.Tensor:
+    """Inverse frequencies ``theta^(-2i/head_dim)``, with "linear" or "llama3" scaling if configured. [head_dim/2]"""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim))
+    scaling = config.rope_scaling_config or {}
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type == "linear":
+        inv_freq = inv_freq / float(scaling["factor"])
+    elif rope_type == "llama3":
+        factor = float(scaling["factor"])
+        low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))
+        old_len = float(scaling.get("original_max_position_embeddings", 8192))
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        is_medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv_freq = torch.where(is_medium, smoothed, scaled)
+    return inv_freq
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """q: [B, H, T, hd], k: [B, H_kv, T, hd], cos/sin: [B, 1, T, hd]."""
+    return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
+
+
+_ACTIVATIONS = {
+    "silu": F.silu,
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
+
+
+class SlimSpecCache:
+    """Key/value cache of the drafter's single attention layer, preallocated and croppable.
+
+    keys/values: [B, H_kv, capacity, hd]; the first ``length`` positions are valid. ``crop(n)`` drops
+    speculative entries (positions >= n) after the target rejected them.
+    """
+
+    def __init__(self):
+        self.keys: Optional[torch.Tensor] = None
+        self.values: Optional[torch.Tensor] = None
+        self.length = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def crop(self, length: int) -> None:
+        if length < 0 or length > self.length:
+            raise ValueError(f"cannot crop a drafter cache of length {self.length} to {length}")
+        self.length = length
+
+    def update(self, k: torch.Tensor, v: torch.Tensor):
+        """Append k, v ([B, H_kv, T, hd]) and return all valid keys and values."""
+        new_len = self.length + k.shape[2]
+        if self.keys is None or new_len > self.keys.shape[2] or self.keys.dtype != k.dtype or self.keys.device != k.device:
+            capacity = max(64, 2 * new_len)
+            keys = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
+            values = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
+            if self.keys is not None and self.length:
+                keys[:, :, : self.length] = self.keys[:, :, : self.length]
+                values[:, :, : self.length] = self.values[:, :, : self.length]
+            self.keys, self.values = keys, values
+        self.keys[:, :, self.length : new_len] = k
+        self.values[:, :, self.length : new_len] = v
+        self.length = new_len
+        return self.keys[:, :, :new_len], self.values[:, :, :new_len]
+
+
+class SlimSpecAttention(nn.Module):
+    """Causal self-attention whose q/k/v projections read the 2*d concatenation [emb ; hidden]."""
+
+    def __init__(self, config: SlimSpecConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        d_in, bias = 2 * config.hidden_size, config.attention_bias
+        self.q_proj = nn.Linear(d_in, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Optional[SlimSpecCache],
+                attn_mask: Optional[torch.Tensor] = None):
+        """x: [B, T, 2d] -> [B, T, d]. Appends this call's keys/values to ``cache`` when given.
+
+        ``attn_mask`` (bool, [T, S] with S = cached + T keys, True = may attend) replaces the causal rule; training
+        uses it for EAGLE-3's training-time test, where the keys of earlier unrolled steps sit in the cache."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(k, v)
+        if self.num_kv_heads != self.num_heads:
+            rep = self.num_heads // self.num_kv_heads
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        if attn_mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        elif T == 1:  # one new query sees every cached key
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif past == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # query i sits at absolute position past + i and sees keys 0..past + i
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
+
+
+class SlimSpecMLP(nn.Module):
+    """Gated MLP: ``down(act(gate(x)) * up(x))``."""
+
+    def __init__(self, config: SlimSpecConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.act = _ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class SlimSpecDecoderLayer(nn.Module):
+    """EAGLE-3's ``midlayer``: one Llama decoder layer reading [input_layernorm(emb) ; hidden_norm(hidden)]."""
+
+    def __init__(self, config: SlimSpecConfig):
+        super().__init__()
+        self.norm_before_residual = config.norm_before_residual
+        self.self_attn = SlimSpecAttention(config)
+        self.mlp = SlimSpecMLP(config)
+        self.hidden_norm = SlimSpecRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.input_layernorm = SlimSpecRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = SlimSpecRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, input_embeds, hidden_states, cos, sin, cache: Optional[SlimSpecCache] = None, attn_mask=None):
+        """input_embeds, hidden_states: [B, T, d] -> pre-norm output g: [B, T, d]."""
+        residual = hidden_states
+        hidden_states = self.hidden_norm(hidden_states)
+        if self.norm_before_residual:
+            residual = hidden_states
+        attn_in = torch.cat((self.input_layernorm(input_embeds), hidden_states), dim=-1)
+        hidden_states = residual + self.self_attn(attn_in, cos, sin, cache, attn_mask)
+        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+
+
+# CPU kernels for the head's single-row products. At batch 1 a head is a matrix-vector product, memory bound:
+# what it costs is how fast the kernel streams the weight. Measured with ``slimspec-bench head`` (torch 2.13,
+# 2 threads, 2-core EPYC with AVX-512 BF16), oneDNN's linear against a weight *pre-packed* for it
+# (``torch.ops.mkldnn._reorder_linear_weight``) beats both plain ``F.linear`` and ATen's own bf16 gemv for every
+# head shape in fp32 and bf16 (e.g. Gemma 3 270M's bf16 [262144, 640] head: 4.9 ms packed, 7.2 ATen gemv,
+# 10.9 ``F.linear``). Packing is an explicit step, ``SlimSpecDrafter.optimize_for_cpu()`` (``attach`` applies it):
+# it keeps a packed copy of each head weight next to the parameter (state dict, training and ``save_pretrained``
+# untouched). The rule in ``head_linear`` is fixed, so the same inputs always take the same kernel and give the
+# same drafts, and nothing process-wide is switched. A packed copy is used only while it is fresh (same storage,
+# same in-place version as the parameter it was made from); otherwise, and on GPUs, ``F.linear`` runs.
+class _PackedWeight:
+    """A oneDNN-packed copy of a [N, K] CPU weight, and the identity of the parameter it was packed from."""
+
+    __slots__ = ("tensor", "source")
+
+    def __init__(self, tensor: torch.Tensor, weight: torch.Tensor):
+        self.tensor = tensor
+        self.source = _weight_identity(weight)
+
+    def is_fresh_for(self, weight: torch.Tensor) -> bool:
+        return self.source == _weight_identity(weight)
+
+
+def _weight_identity(weight: torch.Tensor) -> tuple:
+    return weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), tuple(weight.stride())
+
+
+PACK_MIN_ELEMENTS = 1 << 20  # smaller weights stay on F.linear: oneDNN's call costs ~16 us, F.linear's ~4 us ([80, 640])
+
+
+def pack_for_cpu(weight: torch.Tensor) -> Optional[_PackedWeight]:
+    """Pack a CPU fp32/bf16 weight [N, K] for oneDNN single-row products; None where this torch build cannot, or
+    where the weight is too small for packing to pay (under ``PACK_MIN_ELEMENTS`` entries)."""
+    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) or weight.dim() != 2:
+        return None
+    if weight.numel() < PACK_MIN_ELEMENTS:
+        return None
+    mkldnn_ops = torch.ops.mkldnn
+    if not torch.backends.mkldnn.is_available() or not hasattr(mkldnn_ops, "_reorder_linear_weight"):
+        return None
+    if weight.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    with torch.no_grad():
+        try:
+            packed = mkldnn_ops._reorder_linear_weight(weight.detach(), 1)
+            probe = weight.new_ones(1, weight.shape[1])
+            ok = torch.allclose(_packed_linear(probe, packed).float(), F.linear(probe, weight).float(),
+                                rtol=2e-2, atol=1e-2 * float(weight.abs().sum(1).max()) + 1e-6)
+        except (RuntimeError, AttributeError):
+            return None
+    return _PackedWeight(packed, weight) if ok else None
+
+
+def _packed_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
+def head_linear(x: torch.Tensor, weight: torch.Tensor, packed: Optional[_PackedWeight] = None) -> torch.Tensor:
+    """``x @ weight.T`` for x: [N, K], weight: [M, K]. Single-row calls without autograd use ``packed`` when it is
+    a fresh copy of ``weight`` (see ``pack_for_cpu``); everything else is ``F.linear``."""
+    if (
+        packed is not None
+        and x.shape[0] == 1
+        and x.dtype == weight.dtype
+        and x.device.type == "cpu"
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and packed.is_fresh_for(weight)
+    ):
+        return _packed_linear(x, packed.tensor)
+    return F.linear(x, weight)
+
+
+class _Packs:
+    """Packed copies of a head's weights by parameter name: unregistered, never saved; a copied or pickled module
+    starts without them (opaque oneDNN tensors neither copy nor pickle), and ``optimize_for_cpu`` packs it anew."""
+
+    def __init__(self):
+        self.by_name = {}
+
+    def get(self, name: str) -> Optional[_PackedWeight]:
+        return self.by_name.get(name)
+
+    def __deepcopy__(self, memo):
+        return _Packs()
+
+    def __reduce__(self):
+        return (_Packs, ())
+
+
+class _PackableHead(nn.Module):
+    """Shared by the dense and low-rank heads: ``pack_for_cpu`` / ``unpack`` of their weight matrices."""
+
+    def _head_weights(self) -> dict:
+        raise NotImplementedError
+
+    def pack_for_cpu(self) -> bool:
+        """Make oneDNN-packed copies of the head's weights for single-row CPU calls; True if any was packed."""
+        packs = _Packs()
+        for name, weight in self._head_weights().items():
+            packed = pack_for_cpu(weight)
+            if packed is not None:
+                packs.by_name[name] = packed
+        self._packs = packs
+        return bool(packs.by_name)
+
+    def unpack(self) -> None:
+        self._packs = _Packs()
+
+    def _packed(self, name: str) -> Optional[_PackedWeight]:
+        packs = self.__dict__.get("_packs")
+        return packs.get(name) if packs is not None else None
+
+
+class SlimSpecDenseHead(_PackableHead, nn.Linear):
+    """Dense LM head ``Linear(d, V_d, bias=False)`` (key ``lm_head.weight``) with the kernel choices above, so
+    that dense-vs-low-rank comparisons measure the head's size, not a slower kernel."""
+
+    def __init__(self, hidden_size: int, vocab_size: int):
+        super().__init__(hidden_size, vocab_size, bias=False)
+
+    def _head_weights(self) -> dict:
+        return {"weight": self.weight}
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden_states: [..., d] -> logits [..., V_d]. Inputs are flattened to 2-D so [1, d] and [1, 1, d] take
+        the same kernel."""
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])
+        logits = head_linear(x, self.weight, self._packed("weight"))
+        return logits.view(*hidden_states.shape[:-1], logits.shape[-1])
+
+
+class SlimSpecLowRankHead(_PackableHead):
+    """The SlimSpec head: ``logits = up(down(h))``, down: d -> r, up: r -> V_d; no bias, norm or activation between.
+
+    State-dict keys are ``down.weight`` [r, d] and ``up.weight`` [V_d, r] (``nn.Linear`` convention), so
+    ``up.weight @ down.weight`` is the equivalent dense head. Batch 1 is memory bound: the ideal speedup over the
+    dense head is the byte ratio V_d d / (r (V_d + d)), about 8x at r = d/8; see ``head_linear`` for the kernel
+    choices that get close to it on CPU.
+    """
+
+    def __init__(self, hidden_size: int, rank: int, vocab_size: int):
+        super().__init__()
+        self.down = nn.Linear(hidden_size, rank, bias=False)
+        self.up = nn.Linear(rank, vocab_size, bias=False)
+
+    @property
+    def rank(self) -> int:
+        return self.down.out_features
+
+    def _head_weights(self) -> dict:
+        return {"down": self.down.weight, "up": self.up.weight}
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden_states: [..., d] -> logits [..., V_d]."""
+        x = hidden_states.reshape(-1, hidden_states.shape[-1])
+        z = head_linear(x, self.down.weight, self._packed("down"))  # [N, r]
+        logits = head_linear(z, self.up.weight, self._packed("up"))  # [N, V_d]
+        return logits.view(*hidden_states.shape[:-1], logits.shape[-1])
+
+    def dense_weight(self) -> torch.Tensor:
+        """The equivalent dense head ``W = up @ down``: [V_d, d] (computed in fp32, cast back)."""
+        return (self.up.weight.float() @ self.down.weight.float()).to(self.up.weight.dtype)
+
+
+@dataclass
+class SlimSpecOutput:
+    """Drafter outputs.
+
+    logits: [B, T_keep, V_d] head logits in *draft* vocabulary (see ``to_target_logits``), or None.
+    last_hidden_state: [B, T, d] pre-norm output g, fed back as ``hidden_states`` in the next drafting step.
+    past_key_values: the drafter's ``SlimSpecCache`` (when ``use_cache``).
+
+    A plain dataclass, deliberately not a ``transformers`` ``ModelOutput``: transformers rewrites the field names
+    of its own output classes between releases (5.24 turns ``past_key_values=`` into ``cache=`` in every
+    ``ModelOutput.__init__``), and a drafter published with this file must keep working after such a rename.
+    Nothing in transformers consumes the drafter's outputs (the candidate generator below reads them), so the
+    names here are ours alone. ``out["logits"]``, ``out[0]`` and ``to_tuple()`` behave as on a ``ModelOutput``.
+    """
+
+    logits: Optional[torch.Tensor] = None
+    last_hidden_state: Optional[torch.Tensor] = None
+    past_key_values: Optional[SlimSpecCache] = None
+
+    def to_tuple(self) -> tuple:
+        """The fields that are not None, in order (as ``ModelOutput.to_tuple``)."""
+        return tuple(v for v in (self.logits, self.last_hidden_state, self.past_key_values) if v is not None)
+
+    def __getitem__(self, key):
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------------------
+class _Unregistered:
+    """Holds a module without registering it as a submodule (no parameters(), state_dict(), .to() leakage)."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module):
+        self.module = module
+
+
+class SlimSpecPreTrainedModel(PreTrainedModel):
+    config_class = SlimSpecConfig
+    base_model_prefix = "slimspec"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["SlimSpecDecoderLayer"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, SlimSpecRMSNorm):
+            nn.init.ones_(module.weight)
+        elif isinstance(module, SlimSpecDrafter) and module.d2t is not None:
+            # Unset vocab maps: t2d selects nothing, so ``check_vocab_maps`` fails until real maps are loaded/set.
+            nn.init.zeros_(module.d2t)
+            nn.init.zeros_(module.t2d)
+
+
+class SlimSpecDrafter(SlimSpecPreTrainedModel):
+    """EAGLE-3 drafter with a dense or low-rank (SlimSpec) LM head.
+
+    Submodules (EAGLE-3 names, so checkpoints map 1:1): ``embed_tokens`` (only if the drafter owns its
+    embeddings), ``fc``, ``midlayer``, ``norm``, ``lm_head`` (``nn.Linear`` if dense, else
+    ``SlimSpecLowRankHead``), buffers ``d2t`` [V_d] int64 and ``t2d`` [V] bool (truncated vocab only).
+    """
+
+    def __init__(self, config: SlimSpecConfig):
+        super().__init__(config)
+        d = config.hidden_size
+        self.embed_tokens = None if config.share_target_embeddings else nn.Embedding(config.vocab_size, d)
+        self.fc = nn.Linear(3 * config.target_hidden_size, d, bias=False)
+        self.midlayer = SlimSpecDecoderLayer(config)
+        self.norm = SlimSpecRMSNorm(d, eps=config.rms_norm_eps)
+        V_d = config.head_vocab_size
+        self.lm_head = (
+            SlimSpecDenseHead(d, V_d) if config.head_rank is None else SlimSpecLowRankHead(d, config.head_rank, V_d)
+        )
+        if config.draft_vocab_size is not None:
+            self.register_buffer("d2t", torch.zeros(V_d, dtype=torch.long))
+            self.register_buffer("t2d", torch.zeros(config.vocab_size, dtype=torch.bool))
+        else:
+            self.d2t = None
+            self.t2d = None
+        self._shared_embedding = _Unregistered(None)
+        self._attached = _Unregistered(None)
+        self._inv_freq = None
+        self.generation_config = GenerationConfig(**DEFAULT_DRAFTING)
+        self.last_generate_stats = None  # SlimSpecGenerateStats of the last assisted generate call
+        self.post_init()
+
+    # ------------------------------------------------------------------ assisted generation
+    def attach(self, target) -> "SlimSpecDrafter":
+        """Bind to ``target`` so that ``target.generate(**inputs, assistant_model=drafter)`` drafts with this model.
+
+        The target is held without being registered: ``parameters()``, ``state_dict()``, ``save_pretrained`` and
+        ``.to()`` of the drafter never include or move it. Raises if the target does not fit the config."""
+        return _attach(self, target)
+
+    def detach(self) -> "SlimSpecDrafter":
+        """Undo ``attach``; the target is back to exactly its original attributes."""
+        return _detach(self)
+
+    @property
+    def attached_target(self):
+        return self._attached.module
+
+    def optimize_for_cpu(self) -> bool:
+        """Pack the LM head's weights for oneDNN single-row products on CPU (``pack_for_cpu``); ``attach`` calls it.
+
+        Values, ``state_dict``, ``save_pretrained`` and training are unaffected; a packed copy is used only while
+        the weight it came from is unchanged (call again after changing weights, dtype or device). Returns whether
+        anything was packed (False on GPUs and on torch builds without oneDNN)."""
+        return self.lm_head.pack_for_cpu()
+
+    def generate(self, *args, **kwargs):
+        """A drafter does not generate on its own; transformers' stock assistant path lands here when the
+        drafter was passed as ``assistant_model`` without ``attach``."""
+        raise RuntimeError(_NOT_ATTACHED)
+
+    def _supports_logits_to_keep(self):  # the first thing transformers' stock assistant path asks an assistant
+        raise RuntimeError(_NOT_ATTACHED)
+
+    # ------------------------------------------------------------------ embeddings
+    def get_input_embeddings(self):
+        return self.embed_tokens if self.embed_tokens is not None else self._shared_embedding.module
+
+    def set_input_embeddings(self, value):
+        if self.embed_tokens is not None:
+            self.embed_tokens = value
+        else:
+            self.use_target_embeddings(value)
+
+    def get_output_embeddings(self):
+        return None  # the head is never tied to the embeddings
+
+    def tie_weights(self, *args, **kwargs):
+        """No-op: EAGLE-3's head is trained separately from the (frozen) target embedding; never tie them."""
+        return None
+
+    def use_target_embeddings(self, embedding: Optional[nn.Module]) -> None:
+        """Share the target's input embedding module (not copied, not registered: it stays the target's)."""
+        if embedding is not None:
+            weight = getattr(embedding, "weight", None)
+            if weight is not None and tuple(weight.shape) != (self.config.vocab_size, self.config.hidden_size):
+                raise ValueError(
+                    f"the target's input embedding is {tuple(weight.shape)} but this drafter needs "
+                    f"({self.config.vocab_size}, {self.config.hidden_size}) = (vocab_size, hidden_size): wrong target?"
+                )
+        self._shared_embedding = _Unregistered(embedding)
+
+    def embed(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Token embeddings [B, T] -> [B, T, d] in the drafter's dtype (the target's module output, scale included)."""
+        module = self.get_input_embeddings()
+        if module is None:
+            raise RuntimeError(
+                "this drafter shares its target's input embeddings and none is bound: call drafter.attach(target) "
+                "(or drafter.use_target_embeddings(target.get_input_embeddings())) first."
+            )
+        return module(input_ids.to(_module_device(module, input_ids.device))).to(self.fc.weight.device, self.dtype)
+
+    # ------------------------------------------------------------------ vocabulary maps
+    def set_vocab_maps(self, target_ids: torch.Tensor) -> None:
+        """Set d2t/t2d from the sorted target ids kept in the draft vocabulary ([V_d], distinct, in [0, V))."""
+        if self.d2t is None:
+            raise ValueError("this drafter has a full-vocabulary head (draft_vocab_size=None): it has no vocab maps.")
+        ids = torch.as_tensor(target_ids, dtype=torch.long).flatten().sort().values
+        if ids.numel() != self.config.draft_vocab_size:
+            raise ValueError(f"expected {self.config.draft_vocab_size} target ids for the draft vocab, got {ids.numel()}.")
+        with torch.no_grad():
+            self.d2t.copy_(ids - torch.arange(ids.numel()))
+            self.t2d.zero_()
+            self.t2d[ids.clamp(0, self.config.vocab_size - 1)] = True
+        self.check_vocab_maps()
+
+    def check_vocab_maps(self) -> None:
+        """Validate the truncated-vocab maps: target id = draft id + d2t[draft id] (an OFFSET table)."""
+        if self.d2t is None:
+            return
+        V, V_d = self.config.vocab_size, self.config.draft_vocab_size
+        if tuple(self.d2t.shape) != (V_d,) or tuple(self.t2d.shape) != (V,):
+            raise ValueError(f"d2t must be [{V_d}] and t2d [{V}], got {tuple(self.d2t.shape)} and {tuple(self.t2d.shape)}.")
+        target_ids = torch.arange(V_d, device=self.d2t.device) + self.d2t.long()
+        bad = (target_ids < 0) | (target_ids >= V)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise ValueError(
+                f"d2t is an offset table (target = draft + d2t[draft]) but draft id {i} maps to {int(target_ids[i])}, "
+                f"outside [0, {V}): the maps are corrupt or d2t holds absolute ids instead of offsets."
+            )
+        count = int(self.t2d.sum())
+        if count != V_d:
+            raise ValueError(
+                f"t2d marks {count} target tokens but draft_vocab_size is {V_d}"
+                + (" (vocab maps were never set or are missing from the checkpoint)." if count == 0 else ".")
+            )
+        if target_ids.unique().numel() != V_d or not bool(self.t2d[target_ids].all()):
+            raise ValueError("d2t and t2d disagree: the draft ids do not map one-to-one onto the tokens t2d marks.")
+
+    def draft_to_target_ids(self, draft_ids: torch.LongTensor) -> torch.LongTensor:
+        """Draft-vocab ids -> target ids (identity for a full-vocabulary head)."""
+        return draft_ids if self.d2t is None else draft_ids + self.d2t[draft_ids]
+
+    def to_target_logits(self, draft_logits: torch.Tensor) -> torch.Tensor:
+        """[..., V_d] draft logits -> [..., V] target-vocabulary logits (-inf for tokens outside the draft vocab)."""
+        if self.d2t is None:
+            return draft_logits
+        full = draft_logits.new_full((*draft_logits.shape[:-1], self.config.vocab_size), float("-inf"))
+        index = (torch.arange(self.config.draft_vocab_size, device=self.d2t.device) + self.d2t).to(draft_logits.device)
+        full[..., index] = draft_logits
+        return full
+
+    # ------------------------------------------------------------------ forward
+    def _rotary(self, position_ids: torch.LongTensor, dtype: torch.dtype):
+        if self._inv_freq is None or self._inv_freq.device != position_ids.device:
+            self._inv_freq = rope_inverse_frequencies(self.config, device=position_ids.device)
+        freqs = position_ids.to(torch.float32)[..., None] * self._inv_freq  # [B, T, hd/2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, hd]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def fuse(self, target_hidden_states: torch.Tensor) -> torch.Tensor:
+        """Fuse the three target layers: [B, T, 3 d_t] (concatenated in ``target_layer_ids`` order) -> [B, T, d]."""
+        expected = 3 * self.config.target_hidden_size
+        if target_hidden_states.shape[-1] != expected:
+            raise ValueError(
+                f"target_hidden_states has last dim {target_hidden_states.shape[-1]}, expected 3 * target_hidden_size "
+                f"= {expected}: wrong target, or layers not concatenated?"
+            )
+        return self.fc(target_hidden_states.to(self.fc.weight.dtype))
+
+    def head(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Pre-norm hidden [..., d] -> draft-vocab logits [..., V_d]: ``lm_head(norm(g))``."""
+        return self.lm_head(self.norm(hidden_states))
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        hidden_states: Optional[torch.Tensor] = None,
+        target_hidden_states: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
+        past_key_values: Optional[SlimSpecCache] = None,
+        use_cache: Optional[bool] = None,
+        logits_to_keep: int = 0,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> SlimSpecOutput:
+        """One drafter pass over T positions.
+
+        Args:
+            input_ids: [B, T] the tokens paired with each position (token t+1 for target position t).
+            hidden_states: [B, T, d] already fused (``fuse``) or the drafter's own previous output.
+            target_hidden_states: [B, T, 3 d_t] raw target states; fused with ``fc`` here. Give exactly one of
+                ``hidden_states`` / ``target_hidden_states``.
+            inputs_embeds: [B, T, d] instead of ``input_ids``.
+            position_ids: [B, T] or [T]; default ``cache length + arange(T)``.
+            past_key_values: a ``SlimSpecCache`` to extend (created when ``use_cache`` and None).
+            logits_to_keep: compute logits for the last k positions only (0 = all; -1 = none).
+            attention_mask: optional bool [T, cache length + T] (True = may attend) replacing the causal rule.
+        """
+        if (hidden_states is None) == (target_hidden_states is None):
+            raise ValueError("give exactly one of hidden_states ([B, T, d]) or target_hidden_states ([B, T, 3 * d_t]).")
+        if target_hidden_states is not None:
+            hidden_states = self.fuse(target_hidden_states)
+        elif hidden_states.shape[-1] != self.config.hidden_size:
+            raise ValueError(
+                f"hidden_states has last dim {hidden_states.shape[-1]}, expected hidden_size={self.config.hidden_size}; "
+                f"pass raw target states as target_hidden_states."
+            )
+        hidden_states = hidden_states.to(self.fc.weight.dtype)
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("give input_ids or inputs_embeds.")
+            inputs_embeds = self.embed(input_ids)
+        B, T, _ = hidden_states.shape
+        if use_cache and past_key_values is None:
+            past_key_values = SlimSpecCache()
+        cache = past_key_values if (use_cache or past_key_values is not None) else None
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=hidden_states.device)
+        position_ids = position_ids.view(-1, T).expand(B, T)
+        cos, sin = self._rotary(position_ids, hidden_states.dtype)
+        g = self.midlayer(inputs_embeds.to(hidden_states.dtype), hidden_states, cos, sin, cache, attention_mask)
+        logits = None
+        if logits_to_keep >= 0:
+            logits = self.head(g if logits_to_keep == 0 else g[:, -logits_to_keep:])
+        return SlimSpecOutput(logits=logits, last_hidden_state=g, past_key_values=cache)
+
+    # ------------------------------------------------------------------ saving and loading
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Weights (safetensors), config with ``auto_map``, the Hub code files, and ``generation_config.json``
+        (draft length and schedule, so a reloaded drafter drafts exactly as this one)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        self.generation_config.save_pretrained(save_directory)
+        return result
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model.check_vocab_maps()  # a truncated drafter without valid d2t/t2d must not load silently
+        hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder") if k in kwargs}
+        try:  # same location and hub options transformers just used for the weights
+            model.generation_config = GenerationConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        except (OSError, ValueError):
+            model.generation_config = GenerationConfig(**DEFAULT_DRAFTING)
+        return model
+
+
+def _module_device(module: nn.Module, default: torch.device) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return default
+
+
+SlimSpecConfig.register_for_auto_class()
+SlimSpecDrafter.register_for_auto_class("AutoModel")
