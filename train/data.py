@@ -94,24 +94,23 @@ def top_logprobs(logits: torch.Tensor, k: int) -> tuple:
 
 
 @torch.no_grad()
-def _text_records(target, tokenizer, texts, layer_ids, window, topk):
-    """Teacher-forced records: one target forward over each window of existing text (no generation). Every position
+def _text_records(target, tokenizer, text, layer_ids, window, topk):
+    """Teacher-forced records of one text: one target forward over each window of it (no generation). Every position
     is trained on the target's own next-token distribution there, which is exact whoever wrote the text."""
     bos = tokenizer.bos_token_id
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        step = window - (bos is not None)
-        for start in range(0, max(len(ids) - 1, 0), step):
-            piece = ids[start : start + step]
-            if len(piece) < 8:
-                continue
-            tokens = torch.tensor(([bos] if bos is not None else []) + piece)
-            out = target(input_ids=tokens[None], output_hidden_states=True)
-            feats = torch.cat([out.hidden_states[i][0] for i in layer_ids], dim=-1)
-            top_ids, logp = top_logprobs(out.logits[0], topk)
-            mask = torch.ones(len(tokens), dtype=torch.uint8)
-            mask[0] = 0
-            yield tokens, mask, feats, top_ids, logp
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    step = window - (bos is not None)
+    for start in range(0, max(len(ids) - 1, 0), step):
+        piece = ids[start : start + step]
+        if len(piece) < 8:
+            continue
+        tokens = torch.tensor(([bos] if bos is not None else []) + piece)
+        out = target(input_ids=tokens[None], output_hidden_states=True)
+        feats = torch.cat([out.hidden_states[i][0] for i in layer_ids], dim=-1)
+        top_ids, logp = top_logprobs(out.logits[0], topk)
+        mask = torch.ones(len(tokens), dtype=torch.uint8)
+        mask[0] = 0
+        yield tokens, mask, feats, top_ids, logp
 
 
 def write_shard(folder: Path, records) -> int:
@@ -167,7 +166,7 @@ def generate_text_data(*, target, tokenizer, texts: list, out: str, layer_ids: l
     def shard_records(index, chunk, bar):
         records = []
         for text in chunk:
-            records += list(_text_records(target, tokenizer, [text], layer_ids, window, topk))
+            records += list(_text_records(target, tokenizer, text, layer_ids, window, topk))
             bar.update(1)
         return records
 
@@ -178,7 +177,8 @@ def generate_text_data(*, target, tokenizer, texts: list, out: str, layer_ids: l
 def _build(target, out, layer_ids, topk, target_name, settings, items, per_shard, shard_records, *, desc, unit,
            per_item, progress) -> dict:
     """Shard by shard, resumably: ``shard_records(index, chunk, bar)`` makes one shard's records; finished shards
-    are listed in meta.json and skipped by a rerun with the same settings."""
+    are listed in meta.json and skipped by a rerun with the same settings, and ``complete`` says every shard is
+    done (so a caller can skip loading the target)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -213,6 +213,8 @@ def _build(target, out, layer_ids, topk, target_name, settings, items, per_shard
         meta_path.write_text(json.dumps(meta, indent=2))
         bar.set_postfix(tokens=meta["tokens"], tok_s=f"{meta['tokens_per_s']:.0f}")
     bar.close()
+    meta["complete"] = True
+    meta_path.write_text(json.dumps(meta, indent=2))
     return meta
 
 

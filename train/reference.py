@@ -139,8 +139,6 @@ def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> str:
     if not text_done:
         texts = offline_texts(recipe.text.split(","))[: recipe.text_limit]
         generate_text_data(texts=texts, out=str(folders[1]), window=recipe.text_window, source=recipe.text, **common)
-        meta = json.loads((folders[1] / "meta.json").read_text())
-        (folders[1] / "meta.json").write_text(json.dumps(dict(meta, complete=True), indent=2))
     return ",".join(map(str, folders))
 
 

@@ -98,12 +98,10 @@ class SlimSpecGenerateStats:
     def conditional_acceptance(self) -> list:
         """P(draft j accepted | drafts before it accepted), per position j (0-based): what the "cost" schedule's
         ``expected_tokens`` takes. (``per_position_acceptance`` is the unconditional rate of reaching j + 1.)"""
-        longest = max(self.drafted_per_pass, default=0)
-        rates = []
-        for j in range(longest):
-            offered = [a for a, d in zip(self.accepted_per_pass, self.drafted_per_pass) if d > j and a >= j]
-            rates.append(sum(a > j for a in offered) / len(offered) if offered else 0.0)
-        return rates
+        counts = AcceptanceEstimate([], max(self.drafted_per_pass, default=0))  # its counting rule, not a copy
+        for drafted, accepted in zip(self.drafted_per_pass, self.accepted_per_pass):
+            counts.observe(drafted, accepted)
+        return [a / n if n else 0.0 for a, n in zip(counts.accepted, counts.offered)]
 
     def as_dict(self) -> dict:
         return dict(prompt_length=self.prompt_length, new_tokens=self.new_tokens, target_passes=self.target_passes,
@@ -216,7 +214,7 @@ def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCo
                **{cache_kw: cache})
 
     target_pass = [_median_seconds(lambda: verify(n), repeats) for n in range(1, max_k + 2)]
-    d, d_t = drafter.config.hidden_size, drafter.config.target_hidden_size
+    d_t = drafter.config.target_hidden_size
     feats = torch.randn(1, context, 3 * d_t, generator=torch.Generator().manual_seed(1)).to(drafter.device)
     first = drafter(input_ids=ids[:, 1 : context + 1].to(drafter.device), target_hidden_states=feats, use_cache=True,
                     logits_to_keep=-1)
@@ -233,8 +231,6 @@ def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCo
 
 def _cache_keyword(target) -> str:
     """The name under which this transformers release's forward takes the KV cache."""
-    import inspect
-
     parameters = inspect.signature(target.forward).parameters
     return "past_key_values" if "past_key_values" in parameters or "cache" not in parameters else "cache"
 
