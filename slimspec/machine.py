@@ -33,23 +33,36 @@ def describe() -> dict:
                 native_bf16=native_bf16_matmuls(), threads=torch.get_num_threads(), torch=torch.__version__)
 
 
-def describe_line() -> str:
+def describe_line(device=None) -> str:
+    """The CPU's class in one line; with a CUDA ``device``, the GPU first."""
     m = describe()
-    return (f"{m['cpu']}, {m['capability']}, native bf16 matmuls: {'yes' if m['native_bf16'] else 'no'}, "
+    line = (f"{m['cpu']}, {m['capability']}, native bf16 matmuls: {'yes' if m['native_bf16'] else 'no'}, "
             f"{m['threads']} threads, torch {m['torch']}")
+    if device is not None and torch.device(device).type == "cuda":
+        line = f"{torch.cuda.get_device_name(device)} (CUDA) with {line}"
+    return line
 
 
-def fast_dtype() -> torch.dtype:
-    """The dtype that runs the target and training fastest here: bf16 where matmuls are native bf16, else fp32
-    (an AVX2-only CPU ran a batched bf16 matmul at 1.3 GFLOP/s against 111 in fp32)."""
+def training_device() -> torch.device:
+    """Where data generation and training run: the GPU when one is visible (CUDA), else the CPU. Evaluation and
+    benchmarks stay on the CPU, the machine the drafter is measured for."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def fast_dtype(device=None) -> torch.dtype:
+    """The dtype that runs the target and training fastest on ``device`` (default: the CPU): on a CPU, bf16 where
+    matmuls are native bf16, else fp32 (an AVX2-only CPU ran a batched bf16 matmul at 1.3 GFLOP/s against 111 in
+    fp32); on a GPU, bf16 where it supports it."""
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     return torch.bfloat16 if native_bf16_matmuls() else torch.float32
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """"auto" (``fast_dtype``), "bf16" or "fp32"."""
+def resolve_dtype(name: str, device=None) -> torch.dtype:
+    """"auto" (``fast_dtype`` on ``device``), "bf16" or "fp32"."""
     choices = {"bf16": torch.bfloat16, "fp32": torch.float32}
     if name == "auto":
-        return fast_dtype()
+        return fast_dtype(device)
     if name not in choices:
         raise ValueError(f"dtype {name!r}: use auto, bf16 or fp32")
     return choices[name]

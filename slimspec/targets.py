@@ -65,12 +65,13 @@ def resolve_target(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_target(name_or_path: str = "gemma3-270m", dtype: torch.dtype = torch.float32):
-    """Load (model, tokenizer) for a target; ``name_or_path`` is an embedded name or a local folder / Hub id."""
+def load_target(name_or_path: str = "gemma3-270m", dtype: torch.dtype = torch.float32, device="cpu"):
+    """Load (model, tokenizer) for a target on ``device``; ``name_or_path`` is an embedded name or a local folder /
+    Hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_target(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer

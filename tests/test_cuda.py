@@ -1,6 +1,8 @@
 """The drafter, the adapter and a training step on a CUDA GPU, in fp16 and bf16. Skipped where no GPU exists; run
 them on a GPU machine with ``python -m pytest -q tests/test_cuda.py``."""
 
+import json
+
 import pytest
 import torch
 
@@ -43,7 +45,7 @@ def test_greedy_identity_with_a_half_precision_drafter_on_cuda(dtype):
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_training_steps_on_cuda(tmp_path, bf16):
-    from slimspec.train.data import generate_data
+    from slimspec.train.data import generate_data, generate_text_data
     from slimspec.train.fit import FitConfig, fit
     from test_train import PROMPTS, tiny_tokenizer
 
@@ -51,8 +53,12 @@ def test_training_steps_on_cuda(tmp_path, bf16):
     data = tmp_path / "data"
     generate_data(target=target, tokenizer=tiny_tokenizer(), prompts=PROMPTS, out=str(data), layer_ids=[2, 3, 3],
                   max_new_tokens=8, batch_size=4, shard_prompts=4, progress=False)
-    result = fit(target=target, data=str(data), out=str(tmp_path / "drafter"), progress=False,
+    texts = [" ".join(f"t{(5 * i + j * j) % 97 + 4}" for j in range(40 + 7 * i)) for i in range(3)]
+    generate_text_data(target=target, tokenizer=tiny_tokenizer(), texts=texts, out=str(tmp_path / "text"),
+                       layer_ids=[2, 3, 3], window=16, batch_size=3, progress=False)
+    result = fit(target=target, data=f"{data},{tmp_path / 'text'}", out=str(tmp_path / "drafter"), progress=False,
                  config=FitConfig(head_rank="d/8", ttt_steps=2, batch_size=2, window=16, max_steps=3, save_every=100,
-                                  bf16=bf16))
+                                  bf16=bf16, candidates=8, workers=2))
     assert result["finished"] and all(torch.isfinite(torch.tensor(h["loss"])) for h in result["history"])
     assert (tmp_path / "drafter" / "model.safetensors").exists()
+    assert "(CUDA)" in json.loads((tmp_path / "drafter" / "training.json").read_text())["machine"]

@@ -206,6 +206,22 @@ def test_data_records_and_resume(tiny_data, tmp_path):
                       max_new_tokens=5, batch_size=4, shard_prompts=4, progress=False)
 
 
+def test_text_windows_in_a_batch_are_the_records_of_single_windows(tiny_data):
+    """Several full windows per target forward (the GPU setting) give each window's single-forward records: no
+    padding enters a batch, and the short tail runs alone."""
+    from slimspec.train.data import _text_records
+
+    target = tiny_data[0]
+    text = " ".join(f"t{(3 * j * j + j) % 97 + 4}" for j in range(70))  # full windows of 16 and a tail
+    alone = list(_text_records(target, tiny_tokenizer(), text, [2, 3, 3], 16, 8, batch_size=1))
+    batched = list(_text_records(target, tiny_tokenizer(), text, [2, 3, 3], 16, 8, batch_size=3))
+    assert len(alone) == len(batched) >= 4 and len(alone[-1][0]) < len(alone[0][0])
+    for a, b in zip(alone, batched):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])
+        torch.testing.assert_close(a[2], b[2], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a[4], b[4], atol=1e-4, rtol=1e-4)
+
+
 def test_text_data_is_teacher_forced_and_mixes_with_responses(tiny_data, tmp_path):
     from slimspec.train.data import generate_text_data
 
@@ -392,3 +408,28 @@ def test_healing_with_lora_merges_adapters_before_saving(tiny_data, tmp_path):
     assert sorted(a) == sorted(b) and not any("lora" in k for k in b)  # adapters merged, names unchanged
     assert not torch.equal(a["midlayer.self_attn.q_proj.weight"], b["midlayer.self_attn.q_proj.weight"])
     assert torch.equal(a["fc.weight"], b["fc.weight"])  # not adapted, frozen
+
+
+def test_a_further_stage_starts_from_the_saved_drafter_exactly(tiny_data, tmp_path):
+    """init_from with every weight trainable: the saved fc holds the training feature scale folded in, so the stage
+    unfolds it (training sees unit-RMS features, as a new drafter does) and folds it back on save: with a zero
+    learning rate the stage writes back the drafter it started from."""
+    from safetensors.torch import load_file
+
+    from slimspec.train.fit import FitConfig, feature_scale, fit
+
+    target, folder, _ = tiny_data
+    common = dict(head_rank="d/8", ttt_steps=2, batch_size=2, window=16, save_every=100)
+    fit(target=target, data=str(folder), out=str(tmp_path / "one"), progress=False,
+        config=FitConfig(max_steps=3, **common))
+    stage = FitConfig(max_steps=2, lr=0.0, init_from=str(tmp_path / "one"), **common)
+    fit(target=target, data=str(folder), out=str(tmp_path / "two"), progress=False, config=stage, stop_after=1)
+    one = load_file(tmp_path / "one" / "model.safetensors")
+    training = load_file(next((tmp_path / "two" / ".checkpoints").glob("step_1/model*.safetensors")))
+    scale = feature_scale(DistillationData(folder))  # what the training weights see: unit-RMS features
+    torch.testing.assert_close(training["fc.weight"], one["fc.weight"] / scale[None, :], rtol=1e-5, atol=0)
+    fit(target=target, data=str(folder), out=str(tmp_path / "two"), progress=False, config=stage)
+    two = load_file(tmp_path / "two" / "model.safetensors")
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-7)

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True)
     d.add_argument("--max-new-tokens", type=int, default=128)
     d.add_argument("--max-prompt-tokens", type=int, default=384)
-    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (--text: windows per forward)")
     d.add_argument("--limit", type=int, default=None, help="use only the first N prompts (or texts)")
     d.add_argument("--no-sampled", action="store_true", help="greedy responses only (default: greedy + sampled)")
     d.add_argument("--layer-ids", default=None, help="target hidden_states indices, e.g. 2,9,15 (default EAGLE-3's)")
@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         r = sub.add_parser(name, help=helptext)
         r.add_argument("--target", default="gemma3-270m", help="embedded target name")
         r.add_argument("--max-steps", type=int, default=None, help="training budget in steps (default: the recipe's)")
-        r.add_argument("--eval-prompts", type=int, default=16, help="held-out prompts for tau")
+        r.add_argument("--recipe", default=None, help="other recipe fields, name=value,... (e.g. batch_size=32,"
+                                                      "text_limit=2000; 'none' for an optional field)")
+        r.add_argument("--eval-prompts", type=int, default=16, help="held-out prompts for tau (reference: 0 builds "
+                                                                    "without evaluating)")
         r.add_argument("--num-assistant-tokens", type=int, default=5, help="K drafts per pass for tau")
         if name == "reference":
             r.add_argument("--only", default=None, help="comma-separated members (default: all)")
@@ -103,14 +106,15 @@ def _reference(args) -> int:
 
     from .reference import Recipe, build_reference_set, learning_curve
 
-    recipe = Recipe() if args.max_steps is None else replace(Recipe(), max_steps=args.max_steps)
+    recipe = Recipe().override(args.recipe)
+    recipe = recipe if args.max_steps is None else replace(recipe, max_steps=args.max_steps)
     kw = dict(target_name=args.target, recipe=recipe, eval_prompts=args.eval_prompts,
               num_assistant_tokens=args.num_assistant_tokens)
     if args.command == "curve":
         result = learning_curve(**kw)
     else:
         result = build_reference_set(names=args.only.split(",") if args.only else None, **kw)
-    print(Path(result["report"]).read_text())
+    print(Path(result["report"]).read_text() if result["report"] else json.dumps(result["folders"], indent=2))
     return 0
 
 
@@ -130,7 +134,7 @@ def _data(args, target, tokenizer) -> dict:
         sources = list(TEXT_SOURCES) if args.text == "all" else args.text.split(",")
         texts = offline_texts(sources)
         return generate_text_data(texts=texts[: args.limit] if args.limit else texts, window=args.window,
-                                  source=",".join(sources), **common)
+                                  source=",".join(sources), batch_size=args.batch_size, **common)
     if args.prompts in ("builtin", "builtin-eval"):
         from slimspec.prompts import builtin_prompts
 
@@ -153,9 +157,11 @@ def main(argv=None) -> int:
             return _reference(args)
         if args.command == "ship":
             return _ship(args)
-        from slimspec.machine import resolve_dtype
+        from slimspec.machine import resolve_dtype, training_device
 
-        target, tokenizer = load_target(args.target, dtype=resolve_dtype(getattr(args, "dtype", "fp32")))
+        device = training_device()
+        target, tokenizer = load_target(args.target, dtype=resolve_dtype(getattr(args, "dtype", "fp32"), device),
+                                        device=device)
         if args.command == "data":
             meta = _data(args, target, tokenizer)
             print(f"{meta['tokens']:,} tokens in {len(meta['shards'])} shards, {meta['tokens_per_s']:.0f} tokens/s; "
@@ -165,7 +171,7 @@ def main(argv=None) -> int:
 
         common = dict(max_steps=args.max_steps, batch_size=args.batch_size, window=args.window,
                       ttt_steps=args.ttt_steps, lr=args.lr, loss=args.loss, seed=args.seed, save_every=args.save_every,
-                      bf16=resolve_dtype(args.precision) == torch.bfloat16, loss_on=args.loss_on,
+                      bf16=resolve_dtype(args.precision, device) == torch.bfloat16, loss_on=args.loss_on,
                       candidates=args.candidates)
         if args.command == "fit":
             config = FitConfig(head_rank=args.head_rank, draft_vocab=args.draft_vocab, head_init=args.head_init, **common)

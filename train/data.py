@@ -63,6 +63,7 @@ def _records(target, tokenizer, prompts, layer_ids, max_new_tokens, max_prompt_t
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens)
+    enc = enc.to(target.device)
     torch.manual_seed(seed)
     kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
     seqs = target.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kw)
@@ -83,7 +84,7 @@ def _records(target, tokenizer, prompts, layer_ids, max_new_tokens, max_prompt_t
         mask[P - start :] = 1
         feats = torch.cat([hs[i][b, start:end] for i in layer_ids], dim=-1)
         ids, logp = top_logprobs(out.logits[b, start:end], topk)
-        yield tokens, mask, feats, ids, logp
+        yield tokens.cpu(), mask, feats.cpu(), ids.cpu(), logp.cpu()
 
 
 def top_logprobs(logits: torch.Tensor, k: int) -> tuple:
@@ -94,23 +95,27 @@ def top_logprobs(logits: torch.Tensor, k: int) -> tuple:
 
 
 @torch.no_grad()
-def _text_records(target, tokenizer, text, layer_ids, window, topk):
+def _text_records(target, tokenizer, text, layer_ids, window, topk, batch_size=1):
     """Teacher-forced records of one text: one target forward over each window of it (no generation). Every position
-    is trained on the target's own next-token distribution there, which is exact whoever wrote the text."""
+    is trained on the target's own next-token distribution there, which is exact whoever wrote the text. Full
+    windows run ``batch_size`` at a time (no padding: every row is the same forward as alone); the short tail alone."""
     bos = tokenizer.bos_token_id
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     step = window - (bos is not None)
-    for start in range(0, max(len(ids) - 1, 0), step):
-        piece = ids[start : start + step]
-        if len(piece) < 8:
-            continue
-        tokens = torch.tensor(([bos] if bos is not None else []) + piece)
-        out = target(input_ids=tokens[None], output_hidden_states=True)
-        feats = torch.cat([out.hidden_states[i][0] for i in layer_ids], dim=-1)
-        top_ids, logp = top_logprobs(out.logits[0], topk)
-        mask = torch.ones(len(tokens), dtype=torch.uint8)
-        mask[0] = 0
-        yield tokens, mask, feats, top_ids, logp
+    pieces = [([bos] if bos is not None else []) + ids[start : start + step]
+              for start in range(0, max(len(ids) - 1, 0), step)]
+    pieces = [p for p in pieces if len(p) - (bos is not None) >= 8]
+    full = [p for p in pieces if len(p) == len(pieces[0])] if pieces else []
+    groups = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [[p] for p in pieces[len(full):]]
+    for group in groups:
+        tokens = torch.tensor(group, device=target.device)
+        out = target(input_ids=tokens, output_hidden_states=True)
+        for b in range(len(group)):
+            feats = torch.cat([out.hidden_states[i][b] for i in layer_ids], dim=-1)
+            top_ids, logp = top_logprobs(out.logits[b], topk)
+            mask = torch.ones(tokens.shape[1], dtype=torch.uint8)
+            mask[0] = 0
+            yield tokens[b].cpu(), mask, feats.cpu(), top_ids.cpu(), logp.cpu()
 
 
 def write_shard(folder: Path, records) -> int:
@@ -157,16 +162,17 @@ def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list
 
 def generate_text_data(*, target, tokenizer, texts: list, out: str, layer_ids: list, window: int = 512,
                        shard_texts: int = 64, topk: int = 64, target_name: str = "", source: str = "",
-                       progress: bool = True) -> dict:
+                       batch_size: int = 1, progress: bool = True) -> dict:
     """Write (or resume) a DATA folder from existing text, teacher-forced: one target forward per ``window`` tokens
     records the hidden states and the target's top-k next-token distribution at every position, with no
-    generation (several times more tokens per second than self-distillation; measured in meta.json)."""
+    generation (several times more tokens per second than self-distillation; measured in meta.json). ``batch_size``:
+    full windows of a text per forward (a GPU wants several; the data is the same)."""
     settings = dict(kind="text", source=source, window=window, texts=len(texts), shard_texts=shard_texts)
 
     def shard_records(index, chunk, bar):
         records = []
         for text in chunk:
-            records += list(_text_records(target, tokenizer, text, layer_ids, window, topk))
+            records += list(_text_records(target, tokenizer, text, layer_ids, window, topk, batch_size))
             bar.update(1)
         return records
 

@@ -41,7 +41,7 @@ class FitConfig:
     epochs: int = 1
     seed: int = 0
     save_every: int = 200
-    init_from: str | None = None  # start from this SlimSpec drafter folder (healing a converted drafter)
+    init_from: str | None = None  # start from this SlimSpec drafter folder (healing; a further training stage)
     trainable: str = "all"  # "all", or "head" (healing: only the factorized head learns)
     lora_rank: int = 0  # healing: LoRA adapters of this rank on the decoder layer (peft), merged before saving
     teacher: str | None = None  # healing: a dense drafter folder whose head is the teacher (None: the target)
@@ -49,6 +49,7 @@ class FitConfig:
     candidates: int = 0  # > 0: softmax over the batch's target top-k ids + this many most frequent tokens
     #                       (a candidate-restricted normalizer for training; 0 = the full vocabulary)
     snapshot_steps: tuple = ()  # also write a Hub-ready drafter to out/snapshots/step_N at these steps (curves)
+    workers: int = 0  # DataLoader worker processes (a GPU outruns batches read in the training process)
     bf16: bool = False  # bf16 autocast for the drafter's forward and backward (fp32 master weights)
     loss_on: str = "response"  # "response": the target's own tokens; "all": prompt positions too (the target's
     #                            distribution there is just as exact: more signal from the same data)
@@ -87,7 +88,7 @@ def build_drafter(target, config: FitConfig, data: DistillationData):
     from slimspec.convert.factorize import factorize
 
     if config.init_from:
-        drafter = SlimSpecDrafter.from_pretrained(config.init_from)
+        drafter = SlimSpecDrafter.from_pretrained(config.init_from, dtype=torch.float32)  # fp32 master weights
         if list(drafter.config.target_layer_ids) != list(data.meta["layer_ids"]):
             raise ValueError(f"{config.init_from} reads target layers {drafter.config.target_layer_ids} but the data "
                              f"holds layers {data.meta['layer_ids']}: regenerate the data with the drafter's layers")
@@ -362,7 +363,10 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     if len(dataset) == 0:
         raise ValueError(f"{data} holds no training windows")
     drafter, columns = build_drafter(target, config, dataset)
-    scale = feature_scale(dataset) if config.normalize_features and not config.init_from else None
+    scale = feature_scale(dataset) if config.normalize_features and config.trainable == "all" else None
+    if scale is not None and config.init_from:  # a saved drafter holds fc.weight * scale (``save_drafter``): train
+        with torch.no_grad():                    # its fc on unit-RMS features like a new one, fold back on save
+            drafter.fc.weight.div_(scale.to(drafter.fc.weight.dtype)[None, :])
     for p in target.parameters():
         p.requires_grad_(False)
     if config.trainable == "head":
@@ -381,7 +385,9 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
-                                         generator=generator)
+                                         generator=generator, num_workers=config.workers,
+                                         persistent_workers=config.workers > 0,
+                                         pin_memory=accelerator.device.type == "cuda")
     teacher = load_teacher_head(config.teacher).to(accelerator.device) if config.teacher else None
     scale = None if scale is None else scale.to(accelerator.device)
     normalizer = GlobalMean(accelerator) if accelerator.num_processes > 1 else None
@@ -453,8 +459,11 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
             drafter = drafter.merge_and_unload()
         save_drafter(drafter, out, scale)
         _write_card(drafter, out, data, config, history)
+        from slimspec.machine import describe_line
+
         (Path(out) / "training.json").write_text(json.dumps(dict(config=asdict(config), data=str(data),
                                                                  processes=accelerator.num_processes,
+                                                                 machine=describe_line(accelerator.device),
                                                                  history=history), indent=2, default=str))
     accelerator.wait_for_everyone()
     return dict(steps=step, history=history, finished=True)

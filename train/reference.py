@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import torch
@@ -58,6 +60,7 @@ class Recipe:
     precision: str = "auto"  # bf16 autocast where this CPU has native bf16 matmuls, else fp32
     heal_steps: int = 50
     seed: int = 0
+    init_from: str | None = None  # SlimSpec d/8 only: continue from this drafter folder (a further build stage)
 
     def data_settings(self) -> dict:
         return dict(prompts=self.prompts, prompt_limit=self.prompt_limit, max_new_tokens=self.max_new_tokens,
@@ -68,6 +71,29 @@ class Recipe:
 
     def positions(self) -> int:
         return self.max_steps * self.batch_size * self.window
+
+    def override(self, spec: str | None) -> "Recipe":
+        """This recipe with fields set from "name=value,name=value" (``--recipe`` on the command line); "none" sets
+        an optional field to None. A bigger machine builds a bigger reference: more data, larger batches."""
+        if not spec:
+            return self
+        fields = {f.name: f for f in dataclass_fields(self)}
+        changes = {}
+        for item in re.split(r",(?=\s*[A-Za-z_-]+=)", spec):  # a value may hold commas (text=stdlib,docs)
+            name, sep, value = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in fields:
+                raise ValueError(f"--recipe {item!r}: use name=value with a name from {sorted(fields)}")
+            default = getattr(Recipe, name)
+            if value.lower() == "none":
+                changes[name] = None
+            elif isinstance(default, bool):
+                changes[name] = value.lower() in ("1", "true", "yes")
+            elif isinstance(default, (int, float)):
+                changes[name] = type(default)(value)
+            else:
+                changes[name] = value
+        return replace(self, **changes)
 
 
 def _key(settings: dict) -> str:
@@ -118,7 +144,7 @@ def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> str:
     recipe mixes it in. Returns the data argument of ``fit`` (folders joined by commas)."""
     from configuration_slimspec import default_target_layer_ids
 
-    from slimspec.machine import fast_dtype
+    from slimspec.machine import fast_dtype, training_device
     from slimspec.prompts import offline_texts
     from slimspec.targets import load_target
 
@@ -129,33 +155,42 @@ def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> str:
         (folders[-1] / "meta.json").read_text()).get("complete", False)
     if data_responses_left(target_name, recipe) == 0 and text_done:
         return ",".join(map(str, folders))
-    target, tokenizer = load_target(target_name, dtype=fast_dtype())
+    device = training_device()
+    gpu = device.type == "cuda"  # batch sizes only (the data is the same): a GPU wants many rows per forward
+    target, tokenizer = load_target(target_name, dtype=fast_dtype(device), device=device)
     L = target.config.get_text_config().num_hidden_layers
     common = dict(target=target, tokenizer=tokenizer, layer_ids=default_target_layer_ids(L), topk=recipe.topk,
                   target_name=target_name, progress=progress)
     if data_responses_left(target_name, recipe):
         generate_data(prompts=data_prompts(recipe), out=str(folders[0]), max_new_tokens=recipe.max_new_tokens,
-                      max_prompt_tokens=384, sampled=recipe.sampled, batch_size=16, **common)
+                      max_prompt_tokens=384, sampled=recipe.sampled, batch_size=64 if gpu else 16, **common)
     if not text_done:
         texts = offline_texts(recipe.text.split(","))[: recipe.text_limit]
-        generate_text_data(texts=texts, out=str(folders[1]), window=recipe.text_window, source=recipe.text, **common)
+        generate_text_data(texts=texts, out=str(folders[1]), window=recipe.text_window, source=recipe.text,
+                           batch_size=16 if gpu else 1, **common)
     return ",".join(map(str, folders))
 
 
 def fit_config(recipe: Recipe, **member) -> "FitConfig":
-    from slimspec.machine import resolve_dtype
+    import os
+
+    from slimspec.machine import resolve_dtype, training_device
 
     from .fit import FitConfig
 
+    device = training_device()
+    workers = min(8, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
     return FitConfig(max_steps=recipe.max_steps, batch_size=recipe.batch_size, window=recipe.window,
                      ttt_steps=recipe.ttt_steps, lr=recipe.lr, loss=recipe.loss, loss_on=recipe.loss_on,
-                     bf16=resolve_dtype(recipe.precision) == torch.bfloat16, candidates=recipe.candidates,
-                     seed=recipe.seed, save_every=50, epochs=1000, **member)  # budget = max_steps
+                     bf16=resolve_dtype(recipe.precision, device) == torch.bfloat16, candidates=recipe.candidates,
+                     seed=recipe.seed, save_every=max(50, recipe.max_steps // 20), epochs=1000,  # budget = max_steps
+                     workers=workers, **member)
 
 
 def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = True) -> Path:
     """Train (or resume, or take from cache) one member; returns its Hub-ready folder. The SlimSpec d/8 run also
     keeps snapshots at the learning curve's budgets (``curve_steps``)."""
+    from slimspec.machine import training_device
     from slimspec.targets import load_target
 
     from .fit import fit
@@ -167,7 +202,7 @@ def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = T
     data = build_data(target_name, recipe, progress)
     # the member it is converted from first (it loads its own target); then this member's timing starts
     source = build_member(target_name, spec["convert_from"], recipe, progress) if "convert_from" in spec else None
-    target, _ = load_target(target_name, dtype=torch.float32)
+    target, _ = load_target(target_name, dtype=torch.float32, device=training_device())
     t0 = time.perf_counter()
     if source is not None:
         from slimspec.convert import convert_drafter
@@ -180,10 +215,12 @@ def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = T
         config = replace(fit_config(recipe, init_from=str(converted), trainable="head"), max_steps=recipe.heal_steps)
     else:
         snapshots = tuple(curve_steps(recipe.max_steps)[:-1]) if name == "slimspec-d8" else ()
-        config = fit_config(recipe, snapshot_steps=snapshots, **spec)
+        stage = dict(init_from=recipe.init_from) if name == "slimspec-d8" and recipe.init_from else {}
+        config = fit_config(recipe, snapshot_steps=snapshots, **spec, **stage)
     fit(target=target, data=data, out=str(out), config=config, progress=progress)
     info = json.loads((out / "training.json").read_text())
     info["wall_seconds"] = time.perf_counter() - t0
+    info["recipe"] = {k: v for k, v in asdict(recipe).items() if v != getattr(Recipe, k)}  # what differs from default
     (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
     return out
 
@@ -238,6 +275,8 @@ def build_reference_set(*, target_name: str = "gemma3-270m", names: list | None 
         print(f"slimspec: reference drafters for {target_name} under {reference_root(target_name)}; "
               f"to build: {todo or 'nothing (all cached)'}", flush=True)
     folders = {n: build_member(target_name, n, recipe, progress) for n in names}
+    if not eval_prompts:  # built only (evaluated later, on the machine the drafters are for)
+        return dict(folders={n: str(f) for n, f in folders.items()}, report=None)
     target, tokenizer = load_target(target_name, dtype=torch.bfloat16)
     report = dict(target=target_name, recipe=asdict(recipe), dtype="bf16", prompts=eval_prompts,
                   num_assistant_tokens=num_assistant_tokens, members={})
@@ -371,7 +410,8 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
                   data=training.get("data"), steps=len(training.get("history", [])),
                   trained_positions=sum(h["trained"] for h in training.get("history", [])),
                   train_minutes=sum(h["seconds"] for h in training.get("history", [])) / 60,
-                  wall_minutes=(training.get("wall_seconds") or 0) / 60)
+                  wall_minutes=(training.get("wall_seconds") or 0) / 60,
+                  trained_on=training.get("machine", "this machine"), recipe=training.get("recipe", {}))
     tmp = Path(out).with_name(f".{Path(out).name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     drafter.to(torch.bfloat16).save_pretrained(tmp)
@@ -380,6 +420,12 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return report
+
+
+def build_command(recipe_changes: dict) -> str:
+    """The command that builds the reference d/8 with these recipe fields changed from the defaults."""
+    changes = ",".join(f"{k}={'none' if v is None else v}" for k, v in recipe_changes.items())
+    return "slimspec-train reference --only slimspec-d8" + (f" --recipe {changes}" if changes else "")
 
 
 def _ship_card(drafter, folder: Path, report: dict) -> None:
@@ -399,8 +445,8 @@ def _ship_card(drafter, folder: Path, report: dict) -> None:
     notes = [f"data: {report['data']}",
              f"budget: {report['steps']} steps, {report['trained_positions']:,} trained positions, "
              f"{report['train_minutes']:.1f} min of training steps ({report['wall_minutes']:.1f} min wall) on "
-             f"{report['machine']}",
-             "built with `slimspec-train reference --only slimspec-d8`, shipped with `slimspec-train ship`"]
+             f"{report['trained_on']}",
+             f"built with `{build_command(report['recipe'])}`, shipped with `slimspec-train ship`"]
     card = build_card(config=drafter.config, info=dict(
         source="trained from scratch (slimspec-train reference)", source_format="slimspec-train",
         dense_head_params=drafter.config.head_vocab_size * drafter.config.hidden_size,
