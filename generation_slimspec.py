@@ -24,22 +24,18 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import torch
-
-try:
-    from transformers.generation import CandidateGenerator
-except ImportError:  # pragma: no cover - very old transformers
-    CandidateGenerator = object
+from transformers.generation import CandidateGenerator
 
 
 def assisted_generation_support(target=None) -> Optional[str]:
     """None if this transformers can drive a SlimSpec drafter, else a sentence saying why not."""
     import transformers
 
-    if CandidateGenerator is object or not hasattr(CandidateGenerator, "requires_model_outputs"):
+    if not hasattr(CandidateGenerator, "requires_model_outputs"):
         return (
             f"transformers {transformers.__version__} lacks CandidateGenerator.requires_model_outputs (added in 5.8): "
             f"upgrade with `pip install -U 'transformers>=5.8'`."
@@ -59,6 +55,9 @@ class SlimSpecGenerateStats:
 
     tau = tokens produced by verification passes / verification passes  (each pass yields its accepted drafts
     plus the target's own bonus token, so tau >= 1; this is EAGLE's mean acceptance length).
+
+    Stats of several calls add up (``a + b``, ``SlimSpecGenerateStats.merge(runs)``): counts are summed and
+    per-pass lists concatenated, field by field.
     """
 
     prompt_length: int = 0
@@ -66,11 +65,20 @@ class SlimSpecGenerateStats:
     target_passes: int = 0
     drafted_per_pass: list = field(default_factory=list)  # drafts proposed in each verification pass
     accepted_per_pass: list = field(default_factory=list)  # drafts accepted in each verification pass
-    drafter_seconds: float = 0.0  # drafter body (decoder layer, fc, embeddings)
-    head_seconds: float = 0.0  # drafter LM head
-    select_seconds: float = 0.0  # turning logits into draft tokens (argmax or processors + sampling, vocab map)
-    adapter_seconds: float = 0.0  # the adapter's own bookkeeping: everything outside the two models and select
     chosen_draft_lengths: list = field(default_factory=list)  # the "cost" schedule's choices, in order
+
+    def __add__(self, other: "SlimSpecGenerateStats") -> "SlimSpecGenerateStats":
+        """Both calls as one: every field summed (numbers) or concatenated (lists). ``other`` is read by field
+        name, so stats from another copy of this module (a drafter loaded as Hub code) add up too."""
+        return type(self)(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    @classmethod
+    def merge(cls, runs) -> "SlimSpecGenerateStats":
+        """One stats object over several generate calls (empty stats for none)."""
+        merged = cls()
+        for run in runs:
+            merged = merged + run
+        return merged
 
     @property
     def verification_passes(self) -> int:
@@ -102,14 +110,6 @@ class SlimSpecGenerateStats:
         for drafted, accepted in zip(self.drafted_per_pass, self.accepted_per_pass):
             counts.observe(drafted, accepted)
         return [a / n if n else 0.0 for a, n in zip(counts.accepted, counts.offered)]
-
-    def as_dict(self) -> dict:
-        return dict(prompt_length=self.prompt_length, new_tokens=self.new_tokens, target_passes=self.target_passes,
-                    verification_passes=self.verification_passes, tau=self.tau, acceptance_rate=self.acceptance_rate,
-                    drafted_per_pass=list(self.drafted_per_pass), accepted_per_pass=list(self.accepted_per_pass),
-                    per_position_acceptance=self.per_position_acceptance(), drafter_seconds=self.drafter_seconds,
-                    head_seconds=self.head_seconds, select_seconds=self.select_seconds,
-                    adapter_seconds=self.adapter_seconds, chosen_draft_lengths=list(self.chosen_draft_lengths))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -171,7 +171,8 @@ class AcceptanceEstimate:
             self.accepted[j] += int(j < accepted)
 
     def rates(self) -> list:
-        return [(p * self.strength + a) / (self.strength + n) for p, a, n in zip(self.prior, self.accepted, self.offered)]
+        return [(p * self.strength + a) / (self.strength + n)
+                for p, a, n in zip(self.prior, self.accepted, self.offered)]
 
 
 _MEASURED: dict = {}  # measured costs per (target, dtypes, threads, max_k), for the life of the process
@@ -217,14 +218,14 @@ def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCo
     d_t = drafter.config.target_hidden_size
     feats = torch.randn(1, context, 3 * d_t, generator=torch.Generator().manual_seed(1)).to(drafter.device)
     first = drafter(input_ids=ids[:, 1 : context + 1].to(drafter.device), target_hidden_states=feats, use_cache=True,
-                    logits_to_keep=-1)
+                    logits_to_keep=1)
     draft_cache, g = first.past_key_values, first.last_hidden_state[:, -1:]
 
     def draft():
         draft_cache.crop(context)
         step = drafter(input_ids=ids[:, :1].to(drafter.device), hidden_states=g, past_key_values=draft_cache,
-                       logits_to_keep=-1)
-        drafter.head(step.last_hidden_state[:, -1]).max(-1)
+                       logits_to_keep=1)
+        step.logits[:, -1].max(-1)
 
     return DraftCosts(target_pass=target_pass, draft=_median_seconds(draft, repeats))
 
@@ -296,16 +297,6 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     def get_candidates(self, input_ids, model_kwargs=None, model_outputs=None, is_first_iteration=False,
                        n_last_matches=0, **kwargs):
         """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], candidate_logits [1, K, V] or None)."""
-        t_start = time.perf_counter()
-        s = self.stats
-        accounted = s.drafter_seconds + s.head_seconds + s.select_seconds
-        try:
-            return self._draft(input_ids, model_outputs, is_first_iteration)
-        finally:
-            accounted = s.drafter_seconds + s.head_seconds + s.select_seconds - accounted
-            s.adapter_seconds += time.perf_counter() - t_start - accounted
-
-    def _draft(self, input_ids, model_outputs, is_first_iteration):
         cur_len = input_ids.shape[1]
         if is_first_iteration or model_outputs is None:
             # The target's prefill produces the first token and the prompt's hidden states; nothing to draft from.
@@ -317,28 +308,22 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         drafter = self.drafter
         ids, chosen_logits = input_ids, []
         for k in range(K):
-            t0 = time.perf_counter()
             token, q_logits, confident = self._select(ids, logits)
             extended = torch.cat([ids, token.to(ids.device)], dim=-1)
-            if int(token) in self.eos_ids or (self.stop_strings is not None and bool(self.stop_strings(extended, None)[0])):
+            if int(token) in self.eos_ids or (
+                self.stop_strings is not None and bool(self.stop_strings(extended, None)[0])
+            ):
                 # Stopping criteria look only at the end of an accepted block (and some transformers releases keep
                 # tokens after an accepted eos): end the block *before* a draft that would stop generation, so the
                 # target's own token at that position ends the block, exactly as without an assistant.
-                self.stats.select_seconds += time.perf_counter() - t0
                 break
-            self.stats.select_seconds += time.perf_counter() - t0
             ids = extended
             chosen_logits.append(q_logits)
             if k == K - 1 or not confident:
                 break
-            t0 = time.perf_counter()
             out = drafter(input_ids=token.to(drafter.device), hidden_states=g, past_key_values=self.cache,
-                          logits_to_keep=-1)
-            t1 = time.perf_counter()
-            g = out.last_hidden_state
-            logits = drafter.head(g[:, -1])
-            self.stats.drafter_seconds += t1 - t0
-            self.stats.head_seconds += time.perf_counter() - t1
+                          logits_to_keep=1)
+            g, logits = out.last_hidden_state, out.logits[:, -1]
         if ids.shape[1] == cur_len:
             return input_ids, None
         candidate_logits = torch.stack(chosen_logits, dim=1) if self.do_sample else None
@@ -365,17 +350,11 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         else:
             self.cache.crop(self.stable)
             from_cache = self.cache
-        t0 = time.perf_counter()
         out = drafter(input_ids=tokens.to(drafter.device), target_hidden_states=feats.to(drafter.device),
-                      past_key_values=from_cache, use_cache=True, logits_to_keep=-1)
-        t1 = time.perf_counter()
+                      past_key_values=from_cache, use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
         self.stable = cur_len - 1
-        g = out.last_hidden_state[:, -1:]
-        logits = drafter.head(g[:, -1])
-        self.stats.drafter_seconds += t1 - t0
-        self.stats.head_seconds += time.perf_counter() - t1
-        return g, logits
+        return out.last_hidden_state[:, -1:], out.logits[:, -1]
 
     def _select(self, ids, draft_logits):
         """Choose the next draft token from [1, V_d] draft logits.
@@ -406,7 +385,6 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     def update_candidate_strategy(self, input_ids, scores, num_matches):
         """Record the pass; adapt K: the "cost" schedule re-chooses it from the observed acceptance, the "heuristic"
         schedules add 2 if all drafts were accepted, else remove 1."""
-        t_start = time.perf_counter()
         drafted = scores.shape[1] - 1
         stats = self.stats
         stats.target_passes += 1
@@ -425,7 +403,6 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
                 self.num_assistant_tokens = max(1, self.num_assistant_tokens - 1)
             if self.schedule == "heuristic":  # persists on the drafter, as transformers does for its assistants
                 self.drafter.generation_config.num_assistant_tokens = self.num_assistant_tokens
-        stats.adapter_seconds += time.perf_counter() - t_start
 
 
 def target_hidden_states(outputs, num_states: int):
@@ -479,7 +456,8 @@ def check_target_fits(drafter, target) -> None:
     if problems:
         name = getattr(target.config, "_name_or_path", "") or type(target).__name__
         raise ValueError(f"this drafter was built for a different target than {name}: " + "; ".join(problems)
-                         + f". The drafter was made for {cfg.target_name_or_path or cfg.target_model_type or 'another model'}.")
+                         + f". The drafter was made for "
+                         f"{cfg.target_name_or_path or cfg.target_model_type or 'another model'}.")
 
 
 def attach(drafter, target):
@@ -530,7 +508,8 @@ def _candidate_generator(drafter, arguments: dict) -> SlimSpecCandidateGenerator
                          f"{input_ids.shape[0]}. Generate one sequence at a time.")
     for option in ("prompt_lookup_num_tokens", "assistant_early_exit"):
         if getattr(config, option, None) is not None:
-            raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec drafter.")
+            raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec "
+                             f"drafter.")
     return SlimSpecCandidateGenerator(drafter, config, arguments.get("logits_processor"), input_ids,
                                       tokenizer=arguments.get("target_tokenizer"))
 

@@ -4,18 +4,17 @@
 
 The head is random with a decaying spectrum (like trained LM heads: a few strong directions, a long tail).
 ``--check-exact`` also computes the exact retained energy from the Gram-matrix spectrum and reports how far
-the randomized SVD is from it. ``--rank`` takes the project's one rank grammar (``resolve_head_rank``); an energy
-fraction is resolved on the head's spectrum in the child, before the timed factorization.
+the factorization (``--method``; auto: exact for small heads, the Gram-matrix SVD for large ones) is from it.
+``--rank`` takes the project's one rank grammar (``resolve_head_rank``); an energy fraction is resolved on the
+head's spectrum in the child, before the timed factorization.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
-import time
 
 from .head import SHAPES
 
@@ -75,5 +74,6 @@ def main(args) -> int:
     print(f"{args.shape} head {V} x {d} ({args.dtype}, {r['head_gib']:.2f} GiB), rank {r['rank']}, {r['method']} SVD: "
           f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB (whole process, head included), "
           f"energy kept {100 * r['energy_kept']:.3f}%"
-          + (f", exact {100 * r['exact_energy']:.3f}% (gap {r['energy_gap_percent']:.3f}%)" if "exact_energy" in r else ""))
+          + (f", exact {100 * r['exact_energy']:.3f}% (gap {r['energy_gap_percent']:.3f}%)"
+             if "exact_energy" in r else ""))
     return 0

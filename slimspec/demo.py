@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from slimspec.runner import Method, encode, run_methods
 
 HUB_FILES = ("config.json", "generation_config.json", "model.safetensors", "README.md", "configuration_slimspec.py",
              "modeling_slimspec.py", "generation_slimspec.py")
@@ -44,8 +44,7 @@ SHIPPED = {"gemma3-270m": Path(__file__).resolve().parents[1] / "drafters" / "sl
 
 
 def build_or_load(target_name: str, progress: bool = True) -> Path:
-    from slimspec.train.reference import (Recipe, build_member, data_responses_left, is_built, member_folder,
-                                          text_folder)
+    from slimspec.train.reference import Recipe, build_member, data_responses_left, is_built, member_folder
 
     shipped = SHIPPED.get(target_name)
     if shipped is not None and all((shipped / f).exists() for f in HUB_FILES):
@@ -56,45 +55,25 @@ def build_or_load(target_name: str, progress: bool = True) -> Path:
     if is_built(folder):
         print(f"[1/4] SlimSpec d/8 drafter for {target_name}: cached at {folder}", flush=True)
         return folder
-    # measured on a 2-core CPU with native bf16 matmuls: 0.8 s per response, ~7 min of teacher-forced text, ~1 s
-    # per training step (an AVX2-only CPU trains in fp32 and is slower)
-    text_min = 0 if not recipe.text or (text_folder(target_name, recipe) / "meta.json").exists() else 7
-    data_min = data_responses_left(target_name, recipe) * 0.8 / 60 + text_min
-    train_min = recipe.max_steps * 1.0 / 60
-    print(f"[1/4] no shipped or cached SlimSpec d/8 drafter for {target_name}: building it now, once (on a 2-core CPU "
-          f"with native bf16 about {data_min:.0f} min of data + {train_min:.0f} min of training; interrupt and rerun "
-          f"to resume)", flush=True)
+    print(f"[1/4] no shipped or cached SlimSpec d/8 drafter for {target_name}: building it now, once "
+          f"({data_responses_left(target_name, recipe)} responses to generate, then {recipe.max_steps} training "
+          f"steps; the progress bars show the time left; interrupt and rerun to resume)", flush=True)
     return build_member(target_name, "slimspec-d8", recipe, progress)
 
 
-@torch.inference_mode()
 def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int, lookup_tokens: int = 10) -> dict:
     """Plain greedy, prompt lookup and assisted greedy on each prompt, back to back; totals and the first output."""
-    plain_s = assisted_s = lookup_s = 0.0
-    tokens = identical = 0
-    runs, first = [], None
-    for prompt in prompts:
-        inputs = tokenizer(prompt, return_tensors="pt")
-        t0 = time.perf_counter()
-        plain = target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
-        plain_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, prompt_lookup_num_tokens=lookup_tokens)
-        lookup_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        fast = target.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, assistant_model=drafter)
-        assisted_s += time.perf_counter() - t0
-        runs.append(drafter.last_generate_stats)
-        tokens += plain.shape[1] - inputs["input_ids"].shape[1]
-        identical += int(torch.equal(plain, fast))
-        if first is None:
-            first = (prompt, tokenizer.decode(fast[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-    from slimspec.train.evaluate import merge_stats
-
-    stats = merge_stats(runs)
-    return dict(prompts=len(prompts), tokens=tokens, plain_seconds=plain_s, assisted_seconds=assisted_s,
-                lookup_seconds=lookup_s, speedup=plain_s / assisted_s, speedup_vs_lookup=lookup_s / assisted_s,
-                tau=stats.tau, acceptance=stats.per_position_acceptance(), identical=identical, example=first)
+    methods = [Method("plain", "plain"), Method("lookup", "lookup", lookup_tokens),
+               Method("assisted", "drafter", drafter=drafter)]
+    t = run_methods(target, tokenizer, methods, prompts, dict(do_sample=False, max_new_tokens=max_new_tokens))
+    plain, lookup, assisted = t["plain"], t["lookup"], t["assisted"]
+    stats = assisted.merged_stats()
+    prompt_length = encode(tokenizer, prompts[0])["input_ids"].shape[1]
+    first = (prompts[0], tokenizer.decode(assisted.outputs[0][0, prompt_length:], skip_special_tokens=True))
+    return dict(prompts=len(prompts), tokens=plain.new_tokens, plain_seconds=plain.seconds,
+                assisted_seconds=assisted.seconds, lookup_seconds=lookup.seconds,
+                speedup=plain.seconds / assisted.seconds, speedup_vs_lookup=lookup.seconds / assisted.seconds,
+                tau=stats.tau, acceptance=stats.per_position_acceptance(), identical=assisted.identical, example=first)
 
 
 def main(argv=None) -> int:
@@ -127,9 +106,6 @@ def main(argv=None) -> int:
               f"{drafter.generation_config.num_assistant_tokens}", flush=True)
         drafter.attach(target)
         prompts = [p for _, p in held_out_prompts(args.prompts)]
-        warm = tokenizer("Hello", return_tensors="pt")
-        target.generate(**warm, max_new_tokens=4, do_sample=False)
-        target.generate(**warm, max_new_tokens=4, do_sample=False, assistant_model=drafter)
         print(f"[4/4] greedy generation on {len(prompts)} held-out prompts, {args.max_new_tokens} new tokens each, "
               f"{str(dtype).replace('torch.', '')} target: plain generate, prompt lookup and assistant_model=drafter "
               f"({describe_line()})", flush=True)

@@ -1,11 +1,13 @@
 """slimspec-bench e2e: the performance model, the targets check, and the whole pipeline on a tiny random target."""
 
 import json
-import math
 
 import pytest
+import torch
 
-from slimspec.bench import e2e
+from slimspec.bench import e2e, e2e_plots, e2e_report, e2e_run, perf_model
+from slimspec.bench.timers import CallTimes, timed_generate
+from slimspec.runner import Method, draft_length, run_methods
 from test_generate import drafter_for, tiny_target
 from test_train import tiny_tokenizer
 
@@ -14,15 +16,15 @@ KEYS = {"tokens_per_s", "tau", "speedup_vs_plain", "per_position_acceptance", "t
 
 
 def test_perf_model_formula_and_bound():
-    assert e2e.predicted_speedup(1.0, 0.25, 1.0) == pytest.approx(1.6)
-    assert e2e.predicted_speedup(0.9, 0.5, 3.0) == pytest.approx(0.9 * 4.0 / 2.5)
-    assert e2e.predicted_speedup(1.0, 1.0, 7.0) == pytest.approx(1.0)  # same head cost: no gain
-    assert e2e.predicted_speedup(0.98, 1e-9, 2.0) == pytest.approx(0.98 * 3.0)  # nu -> 0: rho_tau (1 + kappa)
+    assert perf_model.predicted_speedup(1.0, 0.25, 1.0) == pytest.approx(1.6)
+    assert perf_model.predicted_speedup(0.9, 0.5, 3.0) == pytest.approx(0.9 * 4.0 / 2.5)
+    assert perf_model.predicted_speedup(1.0, 1.0, 7.0) == pytest.approx(1.0)  # same head cost: no gain
+    assert perf_model.predicted_speedup(0.98, 1e-9, 2.0) == pytest.approx(0.98 * 3.0)  # nu -> 0: rho_tau (1 + kappa)
 
 
 def _method(tps, tau, head_ms_per_token, split):
     return dict(tokens_per_s=tps, tau=tau, head_ms_per_drafted_token=head_ms_per_token,
-                time_split_ms_per_pass=dict(zip(e2e.SPLIT_PARTS, split)))
+                time_split_ms_per_pass=dict(zip(e2e_run.SPLIT_PARTS, split)))
 
 
 def test_perf_model_inputs_and_targets_on_hand_numbers():
@@ -32,11 +34,12 @@ def test_perf_model_inputs_and_targets_on_hand_numbers():
         "dense": _method(10.0, 3.0, 2.0, (6, 1, 4, 1)),  # kappa = 4 / (6 + 1 + 1) = 0.5
         "slimspec-d8": _method(15.0, 2.7, 0.5, (6, 1, 1, 1)),
     }
-    p = e2e.perf_model(methods, "dense")["slimspec-d8"]
+    p = perf_model.perf_model(methods, "dense")["slimspec-d8"]
     assert (p["rho_tau"], p["nu"], p["kappa"]) == pytest.approx((0.9, 0.25, 0.5))
     assert p["predicted"] == pytest.approx(0.9 * 1.5 / 1.125) and p["measured"] == pytest.approx(1.5)
-    assert e2e.perf_model(methods, "missing") is None
-    rows = {r["target"]: r for r in e2e.check_targets(methods)}
+    assert perf_model.perf_model(methods, "missing") is None
+    roles = dict(subject="slimspec-d8", dense="dense")  # no truncated drafter: its row is skipped
+    rows = {r["target"]: r for r in perf_model.check_targets(methods, roles)}
     assert set(rows) == {"SlimSpec d/8 >= 2.0x plain", "SlimSpec d/8 > prompt lookup", "SlimSpec d/8 >= 2x dense"}
     assert rows["SlimSpec d/8 > prompt lookup"]["status"] == "PASS"
     miss = rows["SlimSpec d/8 >= 2.0x plain"]
@@ -50,12 +53,14 @@ def tiny_run():
     drafters = {"dense": drafter_for(target, seed=1, head_rank=None), "slimspec-d8": drafter_for(target, seed=2)}
     saved = {n: d.generation_config.num_assistant_tokens for n, d in drafters.items()}
     prompts = ["t5 t6 t7 t8 t5 t6 t7", "t20 t21 t22 t40 t41 t20 t21 t22 t40"]
-    runs = e2e.run_e2e(target=target, tokenizer=tokenizer, drafters=drafters, prompts=prompts, dtype_name="fp32",
-                       modes=("greedy", "sample"), k=3, max_new_tokens=8, progress=False)
-    sweep = e2e.run_k_sweep(target=target, tokenizer=tokenizer, drafters={"slimspec-d8": drafters["slimspec-d8"]},
-                            prompts=prompts[:1], dtype_name="fp32", ks=[2, 4], max_new_tokens=8, progress=False)
-    result = e2e.build_result(target_name="tiny", prompts=len(prompts), max_new_tokens=8, k=3, runs=runs,
-                              k_sweep=sweep)
+    runs = e2e_run.run_e2e(target=target, tokenizer=tokenizer, drafters=drafters, prompts=prompts,
+                           dtype_name="fp32", modes=("greedy", "sample"), k=3, max_new_tokens=8, progress=False)
+    sweep = e2e_run.run_k_sweep(target=target, tokenizer=tokenizer,
+                                drafters={"slimspec-d8": drafters["slimspec-d8"]}, prompts=prompts[:1],
+                                dtype_name="fp32", ks=[2, 4], max_new_tokens=8, progress=False)
+    roles = perf_model.infer_roles(drafters)
+    result = perf_model.build_result(target_name="tiny", prompts=len(prompts), max_new_tokens=8, k=3, runs=runs,
+                                     k_sweep=sweep, roles=roles)
     return drafters, saved, result
 
 
@@ -68,7 +73,7 @@ def test_run_e2e_on_a_tiny_target(tiny_run):
         for name, m in methods.items():
             assert KEYS <= set(m), (name, KEYS - set(m))
             assert m["new_tokens"] == 16 and m["passes"] >= 2 and m["tokens_per_s"] > 0
-            assert set(m["time_split_ms_per_pass"]) == set(e2e.SPLIT_PARTS)
+            assert set(m["time_split_ms_per_pass"]) == set(e2e_run.SPLIT_PARTS)
             assert m["tau"] >= 1.0
         assert methods["plain"]["speedup_vs_plain"] == 1.0 and methods["plain"]["tau"] == 1.0
         assert methods["plain"]["passes"] == 16  # one forward per token
@@ -90,14 +95,14 @@ def test_run_e2e_on_a_tiny_target(tiny_run):
 
 def test_report_and_plots_are_written(tiny_run, tmp_path):
     _, _, r = tiny_run
-    report = e2e.write_outputs(r, tmp_path)
+    report = e2e_report.write_outputs(r, tmp_path)
     assert (tmp_path / "report.md").read_text() == report
     for section in ("## fp32/greedy", "## fp32/sample", "Per-position acceptance", "Performance model", "K sweep",
                     "Targets"):
         assert section in report
     loaded = json.loads((tmp_path / "results.json").read_text())
     assert loaded["runs"]["fp32/greedy"]["methods"]["plain"]["speedup_vs_plain"] == 1.0
-    for name in e2e.PLOTS:
+    for name in e2e_plots.PLOTS:
         assert (tmp_path / name).stat().st_size > 1000, name
 
 
@@ -112,4 +117,57 @@ def test_cli_parses_and_errors_without_drafters(tmp_path, monkeypatch, capsys):
     assert e2e.parse_drafter_specs(["a=/x", "b=/y=z"]) == {"a": "/x", "b": "/y=z"}
     with pytest.raises(SystemExit):
         e2e.parse_drafter_specs(["nopath"])
-    assert not math.isnan(e2e.predicted_speedup(1.0, 0.0, 0.0))
+    with pytest.raises(SystemExit):
+        e2e.parse_drafter_specs(["plain=/x"])  # a method name, not a drafter
+    assert perf_model.predicted_speedup(0.9, 0.3, 0.0) == pytest.approx(0.9)  # free dense head: only tau counts
+
+
+def test_drafters_and_roles_come_from_arguments_or_a_reference_report(tmp_path):
+    report = tmp_path / "report-abc.json"
+    members = {"dense": dict(folder="/d", tau=1.5), "slimspec-d8": dict(folder="/s", tau=1.4)}
+    report.write_text(json.dumps(dict(target="t", members=members, **{"converted-d8-unhealed": dict(tau=1.0)})))
+    assert e2e.reference_report_folders(report) == {"dense": "/d", "slimspec-d8": "/s"}
+    assert e2e.parse_roles(["subject=mine"], ["mine", "dense"]) == {"subject": "mine"}
+    for bad in (["subject=absent"], ["fastest=mine"], ["subject"]):
+        with pytest.raises(SystemExit):
+            e2e.parse_roles(bad, ["mine"])
+
+
+def test_roles_follow_the_heads_not_the_names():
+    target = tiny_target()
+    drafters = {"a": drafter_for(target, head_rank=None), "b": drafter_for(target, head_rank=4),
+                "c": drafter_for(target, head_rank=None, draft_vocab_size=30),
+                "d": drafter_for(target), "e": drafter_for(target)}  # d/8 of 48 = 6
+    assert perf_model.infer_roles(drafters) == dict(subject="d", dense="a", truncated="c")
+    assert perf_model.infer_roles(drafters, dict(subject="e")) == dict(subject="e", dense="a", truncated="c")
+
+
+def test_runner_tallies_and_the_time_split_adds_up():
+    target, tokenizer = tiny_target(), tiny_tokenizer()
+    drafter = drafter_for(target)
+    methods = [Method("plain", "plain"), Method("d8", "drafter", 2, drafter)]
+    tallies = run_methods(target, tokenizer, methods, ["t5 t6 t7 t8 t5 t6", "t9 t10 t11"],
+                          dict(do_sample=False, max_new_tokens=6), instrument=timed_generate)
+    plain, assisted = tallies["plain"], tallies["d8"]
+    assert assisted.identical == plain.identical == plain.prompts == 2 and assisted.new_tokens == 12
+    assert [torch.equal(a, b) for a, b in zip(plain.outputs, assisted.outputs)] == [True, True]
+    stats = assisted.merged_stats()
+    assert stats.new_tokens == 12 and max(stats.drafted_per_pass) == 2 and stats.prompt_length > 0
+    times = sum(assisted.timings, CallTimes())
+    assert times.target_calls == stats.target_passes and sum(t.target_calls for t in plain.timings) == 12
+    assert times.target_seconds + times.generator_seconds < assisted.seconds
+    for part in (times.body_seconds, times.head_seconds, times.select_seconds, times.adapter_seconds):
+        assert part > 0
+    assert drafter.attached_target is None and drafter.generation_config.num_assistant_tokens == 5
+    assert "forward" not in vars(target) and "head" not in vars(drafter)  # the timers are gone
+
+
+def test_draft_length_is_restored_whatever_happens():
+    drafter = drafter_for(tiny_target())
+    config = drafter.generation_config
+    config.num_assistant_tokens_schedule = "heuristic"
+    with pytest.raises(RuntimeError):
+        with draft_length(drafter, 3):
+            assert (config.num_assistant_tokens, config.num_assistant_tokens_schedule) == (3, "constant")
+            raise RuntimeError("a failed generate")
+    assert (config.num_assistant_tokens, config.num_assistant_tokens_schedule) == (5, "heuristic")

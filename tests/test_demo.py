@@ -1,7 +1,6 @@
 """The README's main job (slimspec-demo): publishing to a local Hub folder, reloading as a user would, comparing."""
 
 import pytest
-import torch
 
 from slimspec import demo
 from test_generate import drafter_for, tiny_target

@@ -3,8 +3,6 @@
 Greedy: token-identical to the target alone (fp32), for any drafter. Sampling: the target's distribution,
 checked with a chi-square test that is shown to fail when the drafter misreports its distribution."""
 
-import math
-
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -124,11 +122,17 @@ def test_drafts_running_into_eos_and_max_length(K):
         drafter.detach()
 
 
+def forward_hooks(module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
 def test_attach_detach_and_no_registration(target, tmp_path):
     drafter = drafter_for(target)
+    ids = prompts(1, 101)[0]
+    target(ids, output_hidden_states=True)  # transformers installs its own output-capturing hooks, once, lazily
     before_attrs = dict(vars(target))
     before_params = {n for n, _ in drafter.named_parameters()}
-    hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in target.modules())
+    hooks_before = forward_hooks(target)
     assert drafter.attach(target) is drafter and drafter.attached_target is target
     assert {n for n, _ in drafter.named_parameters()} == before_params  # the target is not a submodule
     assert not any("model.layers" in k or "embed" in k for k in drafter.state_dict())
@@ -137,13 +141,12 @@ def test_attach_detach_and_no_registration(target, tmp_path):
     drafter.to(torch.float32)
     drafter.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").stat().st_size < 2_000_000
-    ids = prompts(1, 101)[0]
     unassisted = target.generate(ids, do_sample=False, max_new_tokens=8)  # unaffected while attached
+    target.generate(ids, do_sample=False, max_new_tokens=8, assistant_model=drafter)
     drafter.detach()
     assert target.generate(ids, do_sample=False, max_new_tokens=8).tolist() == unassisted.tolist()
     assert vars(target).keys() == before_attrs.keys()
-    hooks_after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in target.modules())
-    assert hooks_after == hooks_before or "_output_capturing_hooks_installed" in vars(target)
+    assert forward_hooks(target) == hooks_before  # attaching, assisted generation and detaching add no hooks
     with pytest.raises(RuntimeError, match="attach"):
         drafter(input_ids=ids, target_hidden_states=torch.zeros(1, ids.shape[1], 144))
 
@@ -499,3 +502,20 @@ def test_conditional_acceptance_counts_only_passes_that_reached_the_position():
     stats = generation_slimspec.SlimSpecGenerateStats(drafted_per_pass=[3, 3, 3, 2], accepted_per_pass=[0, 1, 3, 2])
     assert stats.conditional_acceptance() == [3 / 4, 2 / 3, 1.0]
     assert stats.per_position_acceptance() == [3 / 4, 2 / 4, 1 / 3]  # unconditional: reaching position j + 1
+
+
+def test_stats_of_several_calls_add_up_field_by_field():
+    """Merging keeps every field (prompt_length included): counts are summed and per-pass lists concatenated."""
+    from dataclasses import fields
+
+    Stats = generation_slimspec.SlimSpecGenerateStats
+    a = Stats(prompt_length=4, new_tokens=6, target_passes=3, drafted_per_pass=[3, 3], accepted_per_pass=[1, 2],
+              chosen_draft_lengths=[3])
+    b = Stats(prompt_length=7, new_tokens=2, target_passes=2, drafted_per_pass=[2], accepted_per_pass=[0],
+              chosen_draft_lengths=[2, 0])
+    merged = Stats.merge([a, b])
+    assert merged == a + b == Stats(prompt_length=11, new_tokens=8, target_passes=5, drafted_per_pass=[3, 3, 2],
+                                    accepted_per_pass=[1, 2, 0], chosen_draft_lengths=[3, 2, 0])
+    assert all(getattr(merged, f.name) != getattr(Stats(), f.name) for f in fields(Stats))  # no field left behind
+    assert a.drafted_per_pass == [3, 3] and Stats.merge([]) == Stats()  # the parts are unchanged
+    assert merged.tau == (3 + 3) / 3 and merged.acceptance_rate == 3 / 8

@@ -372,21 +372,21 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     K = ``max_k``, per category), measure this machine's costs, let the "cost" schedule choose the draft length
     (the drafter's measured per-position acceptance is saved as its prior), and write a bf16 Hub folder with a
     model card stating data, budget, wall time and tau per category. Returns the measurements."""
-    from generation_slimspec import choose_draft_length, expected_tokens, measured_costs
+    from generation_slimspec import SlimSpecGenerateStats, choose_draft_length, expected_tokens, measured_costs
     from modeling_slimspec import SlimSpecDrafter
 
     from slimspec.heldout import CATEGORIES, HELD_OUT
     from slimspec.machine import describe_line, fast_dtype
     from slimspec.targets import load_target
 
-    from .evaluate import evaluate_drafter, merge_stats
+    from .evaluate import evaluate_drafter
 
     target, tokenizer = load_target(target_name, dtype=fast_dtype())
     drafter = SlimSpecDrafter.from_pretrained(str(source), dtype=target.dtype).eval()
     results = {c: evaluate_drafter(target, tokenizer, drafter, prompts=HELD_OUT[c][:per_category],
                                    num_assistant_tokens=max_k, max_new_tokens=max_new_tokens, progress=progress)
                for c in CATEGORIES}
-    overall = merge_stats([r["stats"] for r in results.values()])
+    overall = SlimSpecGenerateStats.merge(r["stats"] for r in results.values())
     acceptance = overall.conditional_acceptance()
     costs = measured_costs(drafter.attach(target), target, max_k)
     drafter.detach()

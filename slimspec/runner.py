@@ -1,0 +1,149 @@
+"""The one loop that runs ``target.generate`` plain and assisted: the benchmarks (``slimspec-bench generate``,
+``slimspec-bench e2e``), the demo and the drafter evaluation all call ``run_methods``.
+
+A ``Method`` is one way of calling ``generate``: plain, transformers' prompt lookup, or a SlimSpec drafter (with a
+draft length for the call, or its own settings). ``run_methods`` runs every method back to back on each prompt,
+the first method (plain) first, so all see the same machine state, and tallies per method: new tokens, seconds,
+outputs, how many equal the first method's, the drafters' ``last_generate_stats``, and whatever an ``instrument``
+(the benchmarks' timers) recorded. Only ``target.generate`` is called; the decoding loop is transformers' own.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+WARMUP_TOKENS = 8  # the warm-up call: this many prompt tokens and new tokens
+
+
+@dataclass
+class Method:
+    """One way of calling ``target.generate``.
+
+    kind: "plain" | "lookup" (prompt lookup, ``k`` tokens per lookup) | "drafter" (``drafter`` drafts ``k`` tokens
+    per pass with the constant schedule; ``k=None`` keeps the drafter's own draft length and schedule)."""
+
+    name: str
+    kind: str
+    k: int | None = None
+    drafter: object = None
+
+    def generate_kwargs(self) -> dict:
+        if self.kind == "lookup":
+            return dict(prompt_lookup_num_tokens=self.k)
+        if self.kind == "drafter":
+            return dict(assistant_model=self.drafter)
+        return {}
+
+
+@dataclass
+class Tally:
+    """One method's totals over the prompts."""
+
+    seconds: float = 0.0
+    new_tokens: int = 0
+    identical: int = 0  # outputs equal to the first method's on the same prompt
+    prompts: int = 0
+    outputs: list = field(default_factory=list)  # output ids per prompt: [1, prompt + new]
+    stats: list = field(default_factory=list)  # SlimSpecGenerateStats per call (drafters)
+    timings: list = field(default_factory=list)  # what the instrument recorded per call
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else float("nan")
+
+    def merged_stats(self):
+        """The drafter's statistics over all prompts (None for plain and prompt lookup)."""
+        return type(self.stats[0]).merge(self.stats) if self.stats else None
+
+
+@contextmanager
+def draft_length(drafter, k: int, schedule: str = "constant"):
+    """Inside the block the drafter drafts ``k`` tokens per pass with ``schedule``; its own settings after it."""
+    config = drafter.generation_config
+    saved = config.num_assistant_tokens, config.num_assistant_tokens_schedule
+    config.num_assistant_tokens, config.num_assistant_tokens_schedule = k, schedule
+    try:
+        yield drafter
+    finally:
+        config.num_assistant_tokens, config.num_assistant_tokens_schedule = saved
+
+
+@contextmanager
+def attached(drafter, target):
+    """``drafter`` attached to ``target`` inside the block. One attached already stays so; otherwise it is detached
+    after the block (a target holds one drafter at a time)."""
+    if drafter.attached_target is target:
+        yield drafter
+        return
+    drafter.attach(target)
+    try:
+        yield drafter
+    finally:
+        drafter.detach()
+
+
+def encode(tokenizer, text: str) -> dict:
+    """A prompt as generate's inputs: input_ids [1, T] (and attention_mask [1, T])."""
+    enc = tokenizer(text, return_tensors="pt")
+    return {key: enc[key] for key in ("input_ids", "attention_mask") if key in enc}
+
+
+def generate_once(target, method: Method, inputs: dict, gen_kwargs: dict, instrument=None) -> tuple:
+    """One timed ``target.generate`` -> (output ids [1, prompt + new], seconds, the instrument's record or None).
+
+    A drafter is attached and given the method's draft length outside the timed span, and left as found after it.
+    ``instrument(target, method)``: a context manager around the call whose value is the record."""
+    with ExitStack() as stack:
+        if method.kind == "drafter":
+            stack.enter_context(attached(method.drafter, target))
+            if method.k is not None:
+                stack.enter_context(draft_length(method.drafter, method.k))
+        record = stack.enter_context(instrument(target, method)) if instrument is not None else None
+        t0 = time.perf_counter()
+        out = target.generate(**inputs, **gen_kwargs, **method.generate_kwargs())
+        seconds = time.perf_counter() - t0
+    return out, seconds, record
+
+
+def warm_up(target, tokenizer, methods: list, prompt: str, gen_kwargs: dict) -> None:
+    """One short untimed call per method (kernels, caches, lazy imports, the cost schedule's probe)."""
+    inputs = {key: v[:, :WARMUP_TOKENS] for key, v in encode(tokenizer, prompt).items()}
+    short = dict(gen_kwargs, max_new_tokens=min(WARMUP_TOKENS, gen_kwargs["max_new_tokens"]))
+    for method in methods:
+        generate_once(target, method, inputs, short)
+
+
+@torch.inference_mode()
+def run_methods(target, tokenizer, methods: list, prompts: list, gen_kwargs: dict, *, seed: int | None = None,
+                warmup: bool = True, instrument=None, desc: str = "generate", progress: bool = False) -> dict:
+    """Every method on every prompt, back to back in the given order -> {method name: Tally}.
+
+    gen_kwargs: for every call (``max_new_tokens``, ``do_sample``, ...). seed: ``torch.manual_seed(seed + i)``
+    before every call on prompt i (sampling), so all methods see the same seed."""
+    if warmup:
+        warm_up(target, tokenizer, methods, prompts[0], gen_kwargs)
+    tallies = {m.name: Tally() for m in methods}
+    for i, prompt in enumerate(tqdm(prompts, desc=desc, unit="prompt", disable=not progress)):
+        inputs = encode(tokenizer, prompt)
+        reference = None
+        for method in methods:
+            if seed is not None:
+                torch.manual_seed(seed + i)
+            out, seconds, record = generate_once(target, method, inputs, gen_kwargs, instrument)
+            reference = out if reference is None else reference
+            t = tallies[method.name]
+            t.seconds += seconds
+            t.new_tokens += out.shape[1] - inputs["input_ids"].shape[1]
+            t.identical += int(torch.equal(out, reference))
+            t.prompts += 1
+            t.outputs.append(out)
+            if method.kind == "drafter":
+                t.stats.append(method.drafter.last_generate_stats)
+            if record is not None:
+                t.timings.append(record)
+    return tallies
