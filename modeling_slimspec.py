@@ -48,7 +48,8 @@ _NOT_ATTACHED = (
 )
 
 # Drafting defaults, saved as generation_config.json next to the weights (transformers' assistant options).
-DEFAULT_DRAFTING = dict(num_assistant_tokens=5, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+DEFAULT_DRAFTING = dict(num_assistant_tokens=5, num_assistant_tokens_schedule="constant",
+                        assistant_confidence_threshold=0.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -131,7 +132,8 @@ class SlimSpecCache:
     def update(self, k: torch.Tensor, v: torch.Tensor):
         """Append k, v ([B, H_kv, T, hd]) and return all valid keys and values."""
         new_len = self.length + k.shape[2]
-        if self.keys is None or new_len > self.keys.shape[2] or self.keys.dtype != k.dtype or self.keys.device != k.device:
+        stale = self.keys is None or self.keys.dtype != k.dtype or self.keys.device != k.device
+        if stale or new_len > self.keys.shape[2]:
             capacity = max(64, 2 * new_len)
             keys = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
             values = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
@@ -254,7 +256,7 @@ def _weight_identity(weight: torch.Tensor) -> tuple:
     return weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), tuple(weight.stride())
 
 
-PACK_MIN_ELEMENTS = 1 << 20  # smaller weights stay on F.linear: oneDNN's call costs ~16 us, F.linear's ~4 us ([80, 640])
+PACK_MIN_ELEMENTS = 1 << 20  # smaller weights stay on F.linear: oneDNN's call costs ~16 us, F.linear's ~4 us [80, 640]
 
 
 def pack_for_cpu(weight: torch.Tensor) -> Optional[_PackedWeight]:
@@ -371,10 +373,6 @@ class SlimSpecLowRankHead(_PackableHead):
         super().__init__()
         self.down = nn.Linear(hidden_size, rank, bias=False)
         self.up = nn.Linear(rank, vocab_size, bias=False)
-
-    @property
-    def rank(self) -> int:
-        return self.down.out_features
 
     def _head_weights(self) -> dict:
         return {"down": self.down.weight, "up": self.up.weight}
@@ -527,13 +525,6 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         else:
             self.use_target_embeddings(value)
 
-    def get_output_embeddings(self):
-        return None  # the head is never tied to the embeddings
-
-    def tie_weights(self, *args, **kwargs):
-        """No-op: EAGLE-3's head is trained separately from the (frozen) target embedding; never tie them."""
-        return None
-
     def use_target_embeddings(self, embedding: Optional[nn.Module]) -> None:
         """Share the target's input embedding module (not copied, not registered: it stays the target's)."""
         if embedding is not None:
@@ -562,7 +553,8 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
             raise ValueError("this drafter has a full-vocabulary head (draft_vocab_size=None): it has no vocab maps.")
         ids = torch.as_tensor(target_ids, dtype=torch.long).flatten().sort().values
         if ids.numel() != self.config.draft_vocab_size:
-            raise ValueError(f"expected {self.config.draft_vocab_size} target ids for the draft vocab, got {ids.numel()}.")
+            raise ValueError(
+                f"expected {self.config.draft_vocab_size} target ids for the draft vocab, got {ids.numel()}.")
         with torch.no_grad():
             self.d2t.copy_(ids - torch.arange(ids.numel()))
             self.t2d.zero_()
@@ -575,7 +567,8 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
             return
         V, V_d = self.config.vocab_size, self.config.draft_vocab_size
         if tuple(self.d2t.shape) != (V_d,) or tuple(self.t2d.shape) != (V,):
-            raise ValueError(f"d2t must be [{V_d}] and t2d [{V}], got {tuple(self.d2t.shape)} and {tuple(self.t2d.shape)}.")
+            raise ValueError(
+                f"d2t must be [{V_d}] and t2d [{V}], got {tuple(self.d2t.shape)} and {tuple(self.t2d.shape)}.")
         target_ids = torch.arange(V_d, device=self.d2t.device) + self.d2t.long()
         bad = (target_ids < 0) | (target_ids >= V)
         if bool(bad.any()):
@@ -661,7 +654,8 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
             hidden_states = self.fuse(target_hidden_states)
         elif hidden_states.shape[-1] != self.config.hidden_size:
             raise ValueError(
-                f"hidden_states has last dim {hidden_states.shape[-1]}, expected hidden_size={self.config.hidden_size}; "
+                f"hidden_states has last dim {hidden_states.shape[-1]}, expected hidden_size="
+                f"{self.config.hidden_size}; "
                 f"pass raw target states as target_hidden_states."
             )
         hidden_states = hidden_states.to(self.fc.weight.dtype)
@@ -710,5 +704,4 @@ def _module_device(module: nn.Module, default: torch.device) -> torch.device:
     return default
 
 
-SlimSpecConfig.register_for_auto_class()
-SlimSpecDrafter.register_for_auto_class("AutoModel")
+SlimSpecDrafter.register_for_auto_class("AutoModel")  # save_pretrained writes auto_map["AutoModel"], copies the code

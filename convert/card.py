@@ -44,9 +44,10 @@ def build_card(*, config, info: dict, repo_id: str | None = None, license: str |
     )
     V_d, d = config.head_vocab_size, config.hidden_size
     if config.head_rank:
-        head = f"low-rank, rank {config.head_rank}: `lm_head.down` [{config.head_rank}, {d}] then `lm_head.up` [{V_d}, {config.head_rank}]"
-        head_description = (f"factorized into two matrices of rank r = {config.head_rank} (d/{d / config.head_rank:.0f}): "
-                            f"hidden {d} -> {config.head_rank} -> {V_d} vocabulary rows")
+        r = config.head_rank
+        head = f"low-rank, rank {r}: `lm_head.down` [{r}, {d}] then `lm_head.up` [{V_d}, {r}]"
+        head_description = (f"factorized into two matrices of rank r = {r} (d/{d / r:.0f}): "
+                            f"hidden {d} -> {r} -> {V_d} vocabulary rows")
     else:
         head = f"dense `lm_head` [{V_d}, {d}]"
         head_description = "dense"
@@ -74,7 +75,8 @@ def build_card(*, config, info: dict, repo_id: str | None = None, license: str |
         target_hidden_size=config.target_hidden_size,
         vocab_size=config.vocab_size,
         target_layer_ids=list(config.target_layer_ids),
-        head_shape=head + (f"; truncated draft vocabulary of {V_d} tokens with d2t/t2d maps" if config.draft_vocab_size else ""),
+        head_shape=head + (f"; truncated draft vocabulary of {V_d} tokens with d2t/t2d maps"
+                           if config.draft_vocab_size else ""),
         rank_text=str(config.head_rank) if config.head_rank else "dense",
         energy_text=f"{100 * info['energy_kept']:.2f}%" if info.get("energy_kept") is not None else "n/a",
         head_params_text=head_params_text,

@@ -1,6 +1,7 @@
 """``slimspec-convert SOURCE OUTPUT``: factorize a published EAGLE-3 drafter's head and write a SlimSpec folder.
 
-    slimspec-convert yuhuili/EAGLE3-LLaMA3.1-Instruct-8B eagle3-slim --rank d/8 --target meta-llama/Llama-3.1-8B-Instruct
+    slimspec-convert yuhuili/EAGLE3-LLaMA3.1-Instruct-8B eagle3-slim --rank d/8 \
+        --target meta-llama/Llama-3.1-8B-Instruct
     slimspec-convert ./drafter ./drafter-slim --energy 0.99 --push-to-hub me/drafter-slim --private
     slimspec-convert ./drafter-slim ./drafter-eagle --export eagle        # dense copy for vLLM / SGLang
     slimspec-convert ./drafter-slim ./drafter-spec --export speculators --target meta-llama/Llama-3.1-8B-Instruct
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-num-layers", type=int, help="the target's layer count, if --target is not given")
     p.add_argument("--prompts", help="text file of prompts (blank-line separated) for the quality probe")
     p.add_argument("--export", choices=["eagle", "speculators"], help="write that format with a dense lm_head instead")
-    p.add_argument("--drop-embeddings", action="store_true", help="do not keep the source's embed_tokens (share the target's)")
+    p.add_argument("--drop-embeddings", action="store_true",
+                   help="do not keep the source's embed_tokens (share the target's)")
     p.add_argument("--svd", default="auto", choices=["auto", "exact", "gram", "randomized"],
                    help="SVD method (auto: exact for heads up to 64M entries, else gram)")
     p.add_argument("--num-assistant-tokens", type=int, default=5, help="draft length saved in generation_config.json")

@@ -10,7 +10,6 @@ A failure at any step leaves no output behind, and an existing OUTPUT is never r
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .card import head_size_change
+from .card import build_card, head_size_change
 from .factorize import factorize, head_agreement, resolve_rank
 from .formats import WRITERS, ConversionError, SourceDrafter, read_source
 
@@ -71,41 +70,27 @@ class ConversionReport:
         return f"{rank}, {energy}, head parameters {head_size_change(self.dense_head_params, self.head_params)}"
 
 
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm
-
-
 @contextmanager
-def transformers_progress_bars(enabled: bool):
-    """Turn transformers' (and huggingface_hub's) progress bars off while converting quietly, e.g. the "Writing
-    model shards" bar of ``save_pretrained``, and restore both global switches afterwards."""
+def progress_bars(enabled: bool):
+    """The progress bar factory for the conversion's own steps (tqdm), or None when quiet; quiet also turns
+    transformers' and huggingface_hub's bars off (e.g. the "Writing model shards" bar of ``save_pretrained``) and
+    restores both global switches afterwards."""
+    if enabled:
+        from tqdm.auto import tqdm
+
+        yield tqdm
+        return
     from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
-    if enabled:
-        yield
-        return
     was_on, hub_was_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
     hf_logging.disable_progress_bar()  # also disables huggingface_hub's
     try:
-        yield
+        yield None
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
         (hub_utils.enable_progress_bars if hub_was_on else hub_utils.disable_progress_bars)()
-
-
-def _quiet_unless_progress(convert):
-    @functools.wraps(convert)
-    def wrapper(**kwargs):
-        with transformers_progress_bars(kwargs.get("progress", True)):
-            return convert(**kwargs)
-
-    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -172,9 +157,18 @@ def check_target(src: SourceDrafter, target_config) -> None:
         src.config["target_name_or_path"] = getattr(target_config, "_name_or_path", None) or None
 
 
+def slimspec_config(src: SourceDrafter, **fields):
+    """The SlimSpecConfig of the source's config with ``fields`` set; ConversionError where it is not valid."""
+    from configuration_slimspec import SlimSpecConfig
+
+    try:
+        return SlimSpecConfig(**dict(src.config, **fields))
+    except ValueError as err:
+        raise ConversionError(f"the source config does not make a valid SlimSpec drafter: {err}") from None
+
+
 def build_drafter(src: SourceDrafter, fact, keep_embeddings: bool):
     """SlimSpecDrafter with the source weights, loaded strictly."""
-    from configuration_slimspec import SlimSpecConfig
     from modeling_slimspec import SlimSpecDrafter
 
     state = dict(src.state_dict)
@@ -186,11 +180,8 @@ def build_drafter(src: SourceDrafter, fact, keep_embeddings: bool):
     has_embed = "embed_tokens.weight" in state
     if has_embed and not keep_embeddings:
         state.pop("embed_tokens.weight")
-    cfg = dict(src.config, head_rank=fact.rank if fact else None, share_target_embeddings=not (has_embed and keep_embeddings))
-    try:
-        config = SlimSpecConfig(**cfg)
-    except ValueError as err:
-        raise ConversionError(f"the source config does not make a valid SlimSpec drafter: {err}") from None
+    config = slimspec_config(src, head_rank=fact.rank if fact else None,
+                             share_target_embeddings=not (has_embed and keep_embeddings))
     dtype = dense.dtype
     with torch.device("meta"):
         model = SlimSpecDrafter(config)
@@ -205,14 +196,9 @@ def build_drafter(src: SourceDrafter, fact, keep_embeddings: bool):
 
 def check_shapes(src: SourceDrafter) -> None:
     """Every tensor must have the shape the config implies (caught before anything is built)."""
-    from configuration_slimspec import SlimSpecConfig
     from modeling_slimspec import SlimSpecDrafter
 
-    cfg = dict(src.config, head_rank=None, share_target_embeddings="embed_tokens.weight" not in src.state_dict)
-    try:
-        config = SlimSpecConfig(**cfg)
-    except ValueError as err:
-        raise ConversionError(f"the source config does not make a valid SlimSpec drafter: {err}") from None
+    config = slimspec_config(src, head_rank=None, share_target_embeddings="embed_tokens.weight" not in src.state_dict)
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in SlimSpecDrafter(config).state_dict().items()}
     wrong = [f"{k}: {tuple(v.shape)} (config implies {expected[k]})" for k, v in src.state_dict.items()
@@ -345,7 +331,8 @@ def write_folder(folder: Path, model, export: str | None, card, embedding=None, 
         if embedding is not None:
             state["embed_tokens.weight"] = embedding
         raw, tensors = WRITERS[export](model.config, state, target_architectures)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors", metadata={"format": "pt"})
+        save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors",
+                  metadata={"format": "pt"})
         raw["torch_dtype"] = str(model.config.dtype or "float32").replace("torch.", "")
         (folder / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
     card.save(folder / "README.md")
@@ -408,10 +395,64 @@ def place(tmp: Path, output: Path, overwrite: bool) -> None:
         os.replace(tmp, output)
 
 
+def factorize_head(dense: torch.Tensor, rank, method: str, bar):
+    """The head's truncated SVD at ``rank`` (any rank form), or None to keep it dense."""
+    try:
+        r = resolve_rank(rank, dense, bar)
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
+    return factorize(dense, r, method=method, progress=bar) if r is not None else None
+
+
+def head_quality(model, dense: torch.Tensor, fact, target: str | None, prompts: str | None) -> dict | None:
+    """Top-1 agreement and KL of the factorized head against the dense one (``probe_hidden``); None when dense."""
+    if fact is None:
+        return None
+    hidden, real = probe_hidden(model, target, prompts)
+    return dict(head_agreement(dense, fact.up, fact.down, hidden), real=real)
+
+
+def build_report(output: Path, export: str | None, src: SourceDrafter, model, dense, fact, quality,
+                 embedding) -> tuple:
+    """(the conversion's report, the parameter count the written folder must read back with)."""
+    head_params = sum(p.numel() for p in model.lm_head.parameters())
+    total_params = sum(p.numel() for p in model.parameters())
+    # an engine export carries the dense head instead of the factors (and, see export_embedding, maybe an embedding)
+    expected_params = total_params if export is None else (
+        total_params - head_params + dense.numel() + (embedding.numel() if embedding is not None else 0))
+    report = ConversionReport(
+        output=str(output), format=export or "slimspec", source_format=src.format, rank=fact.rank if fact else None,
+        energy_kept=fact.energy_kept if fact else None, dense_head_params=dense.numel(),
+        head_params=head_params if export is None else dense.numel(),
+        total_params=total_params, quality=quality, head_shape=tuple(dense.shape), notes=list(src.notes))
+    return report, expected_params
+
+
+def write_and_place(output: Path, model, export: str | None, card, embedding, architectures, *, bar,
+                    validate: bool, expected_params: int, overwrite: bool, dry_run: bool) -> list:
+    """Write the folder into a temporary one beside OUTPUT, reload it (``validate_folder``, with ``validate``) and
+    move it into place (not on a dry run); returns its file names."""
+    parent = output.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=parent))
+    try:
+        steps = ["write", "validate"]
+        for step in (bar(steps, desc="writing", unit="step") if bar else steps):
+            if step == "write":
+                write_folder(tmp, model, export, card, embedding, architectures)
+            elif validate:
+                validate_folder(tmp, export, expected_params, model)
+        files = sorted(p.name for p in tmp.iterdir())
+        if not dry_run:
+            place(tmp, output, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return files
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The function
 # ----------------------------------------------------------------------------------------------------------------------
-@_quiet_unless_progress
 def convert_drafter(
     *,
     source: str,
@@ -446,63 +487,34 @@ def convert_drafter(
         raise ConversionError("give either a rank or an energy fraction, not both")
     if export not in (None, *WRITERS):
         raise ConversionError(f"unknown export format {export!r}; choose from {list(WRITERS)}")
-    bar = _progress(progress)
     output = Path(output)
     if not dry_run:
         check_output(output, overwrite)
-    target_config = read_target_config(target)
-    if target_num_layers is None and target_config is not None:
-        target_num_layers = text_config(target_config).num_hidden_layers
-    src = read_source(resolve_source(source), fmt=format, num_layers=target_num_layers, progress=bar)
-    check_target(src, target_config)
-    check_shapes(src)
-    dense = src.state_dict["lm_head.weight"]
-    try:
-        r = resolve_rank(f"energy:{energy}" if energy is not None else rank, dense, bar)
-    except ValueError as err:
-        raise ConversionError(str(err)) from None
-    fact = factorize(dense, r, method=method, progress=bar) if r is not None else None
-    model, dense = build_drafter(src, fact, keep_embeddings)
-    quality = None
-    if fact is not None:
-        hidden, real = probe_hidden(model, target, prompts)
-        quality = dict(head_agreement(dense, fact.up, fact.down, hidden), real=real)
-    model.generation_config.num_assistant_tokens = num_assistant_tokens
-    head_params = sum(p.numel() for p in model.lm_head.parameters())
-    total_params = sum(p.numel() for p in model.parameters())
-    embedding, architectures = export_extras(model, export, target, target_config, src)
-    # an engine export carries the dense head instead of the factors (and, see export_embedding, maybe an embedding)
-    expected_params = total_params if export is None else (
-        total_params - head_params + dense.numel() + (embedding.numel() if embedding is not None else 0))
-    report = ConversionReport(
-        output=str(output), format=export or "slimspec", source_format=src.format, rank=fact.rank if fact else None,
-        energy_kept=fact.energy_kept if fact else None, dense_head_params=dense.numel(),
-        head_params=head_params if export is None else dense.numel(),
-        total_params=total_params, quality=quality, head_shape=tuple(dense.shape), notes=list(src.notes))
-    from .card import build_card
-
-    card = build_card(config=model.config, license=src.license, repo_id=push_to_hub, info=dict(
-        source=source, source_format=src.format, energy_kept=report.energy_kept, dense_head_params=dense.numel(),
-        head_params=report.head_params, total_params=report.total_params, quality=quality, notes=src.notes,
-        num_assistant_tokens=num_assistant_tokens))
-    parent = output.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=parent))
-    try:
-        steps = ["write", "validate"]
-        for step in (bar(steps, desc="writing", unit="step") if bar else steps):
-            if step == "write":
-                write_folder(tmp, model, export, card, embedding, architectures)
-            elif validate:
-                validate_folder(tmp, export, expected_params, model)
-        report.files = sorted(p.name for p in tmp.iterdir())
+    with progress_bars(progress) as bar:
+        target_config = read_target_config(target)
+        if target_num_layers is None and target_config is not None:
+            target_num_layers = text_config(target_config).num_hidden_layers
+        src = read_source(resolve_source(source), fmt=format, num_layers=target_num_layers, progress=bar)
+        check_target(src, target_config)
+        check_shapes(src)
+        fact = factorize_head(src.state_dict["lm_head.weight"], f"energy:{energy}" if energy is not None else rank,
+                              method, bar)
+        model, dense = build_drafter(src, fact, keep_embeddings)
+        quality = head_quality(model, dense, fact, target, prompts)
+        model.generation_config.num_assistant_tokens = num_assistant_tokens
+        embedding, architectures = export_extras(model, export, target, target_config, src)
+        report, expected_params = build_report(output, export, src, model, dense, fact, quality, embedding)
+        card = build_card(config=model.config, license=src.license, repo_id=push_to_hub, info=dict(
+            source=source, source_format=src.format, energy_kept=report.energy_kept, dense_head_params=dense.numel(),
+            head_params=report.head_params, total_params=report.total_params, quality=quality, notes=src.notes,
+            num_assistant_tokens=num_assistant_tokens))
+        report.files = write_and_place(output, model, export, card, embedding, architectures, bar=bar,
+                                       validate=validate, expected_params=expected_params, overwrite=overwrite,
+                                       dry_run=dry_run)
         if dry_run:
             report.notes.append(f"dry run: would write {output} and upload {report.files}"
                                 + (f" to {push_to_hub}" if push_to_hub else ""))
-            return report
-        place(tmp, output, overwrite)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if push_to_hub:
-        report.pushed_to = publish(output, push_to_hub, private=private, revision=revision, commit_message=commit_message)
+        elif push_to_hub:
+            report.pushed_to = publish(output, push_to_hub, private=private, revision=revision,
+                                       commit_message=commit_message)
     return report

@@ -144,7 +144,8 @@ def _rope(cfg: dict, fmt: str) -> tuple:
         if kind not in ("default", "linear", "llama3"):
             raise ConversionError(f"{fmt} config has rope_scaling type {kind!r}; SlimSpec supports default, linear "
                                   f"and llama3 RoPE")
-        scaling = None if kind == "default" else {"rope_type": kind, **{k: v for k, v in scaling.items() if k not in ("type", "rope_type", "rope_theta")}}
+        kept = {k: v for k, v in scaling.items() if k not in ("type", "rope_type", "rope_theta")}
+        scaling = None if kind == "default" else {"rope_type": kind, **kept}
     return float(theta if theta is not None else 10000.0), scaling
 
 
@@ -189,8 +190,8 @@ def _vocab(state: dict, cfg: dict, fmt: str) -> dict:
         state.pop("d2t", None), state.pop("t2d", None)  # full vocabulary: the maps are identities
         return dict(draft_vocab_size=None)
     if not has_maps:
-        raise ConversionError(f"{fmt} head has {V_d} rows but vocab_size is {V} and the checkpoint has no d2t/t2d maps: "
-                              f"without them draft ids cannot be mapped to target ids")
+        raise ConversionError(f"{fmt} head has {V_d} rows but vocab_size is {V} and the checkpoint has no d2t/t2d "
+                              f"maps: without them draft ids cannot be mapped to target ids")
     if "d2t" not in state or "t2d" not in state:
         raise ConversionError(f"{fmt} checkpoint has only one of d2t/t2d; both are needed")
     state["d2t"], state["t2d"] = state["d2t"].long(), state["t2d"].bool()
@@ -357,7 +358,8 @@ def to_eagle(config, state: dict, target_architectures=None) -> tuple:
         raise ConversionError("SafeAILab EAGLE derives head_dim as hidden_size // num_attention_heads; this drafter's "
                               f"head_dim {config.head_dim} cannot be expressed: export --export speculators instead")
     if config.norm_before_residual:
-        raise ConversionError("SafeAILab EAGLE has no norm_before_residual variant: export --export speculators instead")
+        raise ConversionError("SafeAILab EAGLE has no norm_before_residual variant: "
+                              "export --export speculators instead")
     if list(config.target_layer_ids) != default_layer_ids(config.target_num_hidden_layers):
         raise ConversionError(f"SafeAILab EAGLE hard-codes target layers [2, L//2, L-3]; this drafter uses "
                               f"{config.target_layer_ids}: export --export speculators instead")

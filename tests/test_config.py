@@ -102,4 +102,13 @@ def test_config_round_trip(tmp_path):
     for key in ("head_rank", "draft_vocab_size", "norm_before_residual", "rope_scaling_config", "target_layer_ids",
                 "target_hidden_size", "head_dim"):
         assert getattr(loaded, key) == getattr(cfg, key), key
-    assert set(loaded.auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+    assert loaded.auto_map == {"AutoConfig": "configuration_slimspec.SlimSpecConfig"}  # a config alone: no model
+
+
+def test_config_keeps_transformers_own_validate():
+    """The field checks run at construction under their own name; ``validate`` stays transformers' (the
+    ``@strict`` protocol's), which ``save_pretrained`` runs."""
+    from transformers import PretrainedConfig
+
+    assert SlimSpecConfig.validate is PretrainedConfig.validate
+    assert tiny_config(tie_word_embeddings=True).tie_word_embeddings is False  # never tied, whatever is asked

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -178,11 +180,20 @@ def test_truncated_drafter_without_maps_refuses_to_load(tmp_path):
         SlimSpecDrafter.from_pretrained(tmp_path)
 
 
-def test_head_is_never_tied_to_embeddings(tiny_drafter):
+def test_head_is_never_tied_to_embeddings(tiny_drafter, tmp_path):
     tiny_drafter.tie_weights()
-    assert tiny_drafter.get_output_embeddings() is None
     head_ptrs = {p.data_ptr() for p in tiny_drafter.lm_head.parameters()}
     assert tiny_drafter.embed_tokens.weight.data_ptr() not in head_ptrs
+    # a dense head has the embedding's shape [V, d], so transformers could tie it: a save/load round trip keeps both
+    model = make(head_rank=None, tie_word_embeddings=True)  # asking for tying changes nothing
+    head, embedding = model.lm_head.weight.detach().clone(), model.embed_tokens.weight.detach().clone()
+    assert head.shape == embedding.shape and not torch.equal(head, embedding)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is False
+    loaded = SlimSpecDrafter.from_pretrained(tmp_path)
+    loaded.tie_weights()
+    assert loaded.lm_head.weight.data_ptr() != loaded.embed_tokens.weight.data_ptr()
+    assert torch.equal(loaded.lm_head.weight, head) and torch.equal(loaded.embed_tokens.weight, embedding)
 
 
 def test_shared_target_embedding_is_used_not_owned():

@@ -290,6 +290,26 @@ def test_one_step_lowers_the_loss_and_the_target_stays_frozen(tiny_data, candida
     drafter.detach()
 
 
+@pytest.mark.parametrize("field,value,match", [
+    ("loss", "mse", r"FitConfig.loss must be one of 'kl', 'ce', 'lk', 'lk_tv', 'lk_log'; got 'mse'"),
+    ("loss_on", "prompt", r"FitConfig.loss_on must be one of 'response', 'all'; got 'prompt'"),
+    ("trainable", "body", r"FitConfig.trainable must be one of 'all', 'head'; got 'body'"),
+    ("head_init", "zeros", r"FitConfig.head_init must be one of 'target', 'random'; got 'zeros'"),
+    ("batch_size", 0, r"FitConfig.batch_size must be an int >= 1, got 0"),
+    ("save_every", 0, r"FitConfig.save_every must be an int >= 1, got 0"),
+    ("candidates", -1, r"FitConfig.candidates must be an int >= 0, got -1"),
+    ("draft_vocab", 0, r"FitConfig.draft_vocab must be an int >= 1, got 0"),
+    ("head_rank", "half", r"head rank 'half' is not understood"),
+])
+def test_fit_config_checks_its_fields_when_made(field, value, match):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=match):
+        FitConfig(**{field: value})
+    with pytest.raises(ValueError, match=match):
+        replace(FitConfig(), **{field: value})
+
+
 def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     target, folder, _ = tiny_data
     base = dict(head_rank="d/8", ttt_steps=2, batch_size=2, window=16, seed=3)

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             f.add_argument("--drafter", required=True, help="the converted SlimSpec drafter to heal")
             f.add_argument("--teacher", default=None, help="dense drafter folder to distill from (default: the target)")
-            f.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters on the decoder layer (0 = head only)")
+            f.add_argument("--lora-rank", type=int, default=0,
+                           help="LoRA adapters on the decoder layer (0 = head only)")
     for name, helptext in (("reference", "build, cache and evaluate the reference drafter set"),
                            ("curve", "tau of SlimSpec d/8 against the training budget")):
         r = sub.add_parser(name, help=helptext)
@@ -174,7 +175,8 @@ def main(argv=None) -> int:
                       bf16=resolve_dtype(args.precision, device) == torch.bfloat16, loss_on=args.loss_on,
                       candidates=args.candidates)
         if args.command == "fit":
-            config = FitConfig(head_rank=args.head_rank, draft_vocab=args.draft_vocab, head_init=args.head_init, **common)
+            config = FitConfig(head_rank=args.head_rank, draft_vocab=args.draft_vocab, head_init=args.head_init,
+                               **common)
         else:
             config = FitConfig(init_from=args.drafter, trainable="head", teacher=args.teacher, lora_rank=args.lora_rank,
                                **common)

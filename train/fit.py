@@ -1,7 +1,8 @@
 """``slimspec-train fit``: EAGLE-3 training of a SlimSpec drafter on self-distillation data.
 
 Per batch: unroll the drafter ``ttt_steps`` times (``ttt.ttt_unroll``); at every step compare its head with the
-target's distribution p_{t+1} (its top-k stored with the data, mapped to the draft vocabulary and renormalized); loss = sum_j 0.8^j mean_t loss_j(t).
+target's distribution p_{t+1} (its top-k stored with the data, mapped to the draft vocabulary and renormalized);
+loss = sum_j w^j mean_t loss_j(t), w = ``FitConfig.step_weight`` (0.8 by default, as in EAGLE-3).
 The target's embedding and LM head stay frozen and outside the optimizer (Gemma ties them: a leak would change
 the target itself). Built on HF Accelerate: the same code runs as one CPU process here and as DDP elsewhere.
 """
@@ -54,6 +55,39 @@ class FitConfig:
     loss_on: str = "response"  # "response": the target's own tokens; "all": prompt positions too (the target's
     #                            distribution there is just as exact: more signal from the same data)
 
+    def __post_init__(self):
+        """Check every field once, when the config is made (``dataclasses.replace`` included): a bad setting fails
+        before any data is read, naming the field and what it allows."""
+        from configuration_slimspec import parse_head_rank
+
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"FitConfig.{name} must be one of {', '.join(map(repr, allowed))}; "
+                                 f"got {getattr(self, name)!r}")
+        _check_counts(self, _POSITIVE, least=1)
+        _check_counts(self, _NON_NEGATIVE, least=0)
+        if self.draft_vocab is not None:
+            _check_counts(self, ("draft_vocab",), least=1)
+        parse_head_rank(self.head_rank)  # ValueError naming the valid forms
+
+    @property
+    def trained_mask(self) -> str:
+        """The batch mask of the positions with a loss (``loss_on``)."""
+        return "loss_mask" if self.loss_on == "response" else "any_mask"
+
+
+_CHOICES = {"loss": tuple(LOSSES), "loss_on": ("response", "all"), "trainable": ("all", "head"),
+            "head_init": ("target", "random")}
+_POSITIVE = ("ttt_steps", "batch_size", "window", "max_steps", "epochs", "save_every")
+_NON_NEGATIVE = ("warmup_steps", "lora_rank", "candidates", "workers")
+
+
+def _check_counts(config: FitConfig, names, least: int) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"FitConfig.{name} must be an int >= {least}, got {value!r}")
+
 
 def target_head_weight(target) -> torch.Tensor:
     """The target's LM head weight [V, d_t], detached (frozen; Gemma ties it to the input embedding)."""
@@ -99,8 +133,8 @@ def build_drafter(target, config: FitConfig, data: DistillationData):
         return drafter, columns
 
     layer_ids = data.meta["layer_ids"]
-    cfg = SlimSpecConfig.from_target_config(target.config, head_rank=config.head_rank, draft_vocab_size=config.draft_vocab,
-                                            target_layer_ids=layer_ids)
+    cfg = SlimSpecConfig.from_target_config(target.config, head_rank=config.head_rank,
+                                            draft_vocab_size=config.draft_vocab, target_layer_ids=layer_ids)
     torch.manual_seed(config.seed)
     drafter = SlimSpecDrafter(cfg)
     columns = None
@@ -118,8 +152,6 @@ def build_drafter(target, config: FitConfig, data: DistillationData):
                 f = factorize(W.float(), cfg.head_rank)
                 drafter.lm_head.up.weight.copy_(f.up)
                 drafter.lm_head.down.weight.copy_(f.down)
-    elif config.head_init != "random":
-        raise ValueError(f"head_init must be 'target' or 'random', got {config.head_init!r}")
     drafter.attach(target)  # shares the target's input embedding (frozen, unregistered)
     return drafter, columns
 
@@ -184,7 +216,8 @@ def teacher_support(drafter, g: torch.Tensor, teacher: torch.Tensor):
 
 def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=None, scale=None, frequent=None,
                normalizer=None):
-    """Weighted TTT loss and per-step top-1 agreement for one batch: loss = sum_j 0.8^j mean_t loss_j(t).
+    """Weighted TTT loss and per-step top-1 agreement for one batch: loss = sum_j w^j mean_t loss_j(t), with
+    w = ``config.step_weight``.
 
     The reference distribution is the target's stored top-k (``target_support``), or with ``teacher`` (a dense
     head [V_d, d]) that head applied to the drafter's own hidden states (head distillation). With ``config.bf16``
@@ -195,10 +228,8 @@ def batch_loss(drafter, batch: dict, config: FitConfig, columns=None, teacher=No
     of every unroll step [ttt_steps]; step j's term is then its loss sum / ``normalizer(counts)[j]`` instead of its
     mean, so that the average of the ranks' gradients is the gradient of the mean over the global batch."""
     loss_fn = LOSSES[config.loss]
-    if config.loss_on not in ("response", "all"):
-        raise ValueError(f"loss_on must be 'response' or 'all', got {config.loss_on!r}")
     tokens, feats = batch["tokens"], batch["feats"]
-    mask = batch["loss_mask"] if config.loss_on == "response" else batch["any_mask"]
+    mask = batch[config.trained_mask]
     ids, logp, covered = target_support(batch, columns, drafter.config.vocab_size)
     mask = mask & covered
     candidates = None
@@ -351,9 +382,49 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     or ``accelerate launch``): DDP, each process taking its own ``batch_size`` windows per step (the global batch is
     ``batch_size`` x processes) and the loss the mean over the global batch (``GlobalMean``); only the main process
     writes the drafter, card, history and snapshots, and every process returns the global batches' history."""
+    from tqdm.auto import tqdm
+
+    run = _setup(target, data, config)
+    step, history = _resume(run.accelerator, Path(out) / ".checkpoints") if resume else (0, [])
+    stop_at = run.total_steps if stop_after is None else min(run.total_steps, step + stop_after)
+    bar = tqdm(total=run.total_steps, initial=step, desc="training", unit="step",
+               disable=not progress or not run.accelerator.is_main_process)
+    run.model.train()
+    batches = _batches(run, step)
+    while step < stop_at:
+        step += 1
+        entry = _take_step(run, next(batches), step)
+        history.append(entry)
+        bar.update(1)
+        bar.set_postfix(loss=f"{entry['loss']:.3f}", top1="/".join(f"{a:.2f}" for a in entry["agreement"]))
+        _save_progress(run, out, step, stop_at, history)
+    batches.close()
+    bar.close()
+    return _finish(run, out, data, step, history)
+
+
+@dataclass
+class _Run:
+    """What a training run works with, once ``_setup`` has prepared it."""
+
+    config: FitConfig
+    accelerator: object
+    drafter: torch.nn.Module  # as built (with LoRA: its peft model); the prepared model's one submodule
+    scale: torch.Tensor | None  # the feature scale on the training device (None: raw features)
+    model: torch.nn.Module  # the prepared TrainStep (the DDP module with several processes)
+    optimizer: object
+    scheduler: object
+    loader: object
+    generator: torch.Generator  # the loader's shuffling, reseeded every epoch (``_batches``)
+    normalizer: GlobalMean | None
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _setup(target, data: str, config: FitConfig) -> _Run:
+    """Data, drafter, optimizer, schedule and loader, prepared by Accelerate (DDP with several processes)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     # the scheduler steps once per optimizer step, whatever the number of processes
@@ -362,6 +433,26 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     dataset = DistillationData(data, window=config.window)
     if len(dataset) == 0:
         raise ValueError(f"{data} holds no training windows")
+    drafter, columns, scale = _trainable_drafter(target, config, dataset)
+    optimizer = _optimizer(drafter, target, config)
+    steps_per_epoch = math.ceil(len(dataset) / (config.batch_size * accelerator.num_processes))
+    total_steps = min(config.max_steps, steps_per_epoch * config.epochs)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
+    loader, generator = _loader(dataset, config, accelerator.device)
+    scale = None if scale is None else scale.to(accelerator.device)
+    normalizer = GlobalMean(accelerator) if accelerator.num_processes > 1 else None
+    model = _train_step_module(drafter, dataset, columns, scale, normalizer, config, accelerator.device)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    assert len(loader) == steps_per_epoch, (len(loader), steps_per_epoch)
+    _checkpoint_the_drafter(accelerator)
+    return _Run(config=config, accelerator=accelerator, drafter=drafter, scale=scale, model=model,
+                optimizer=optimizer, scheduler=scheduler, loader=loader, generator=generator, normalizer=normalizer,
+                steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+
+
+def _trainable_drafter(target, config: FitConfig, dataset: DistillationData) -> tuple:
+    """(drafter, draft-vocabulary columns, feature scale or None): the target frozen, only ``config.trainable``
+    learning, LoRA adapters with ``config.lora_rank``."""
     drafter, columns = build_drafter(target, config, dataset)
     scale = feature_scale(dataset) if config.normalize_features and config.trainable == "all" else None
     if scale is not None and config.init_from:  # a saved drafter holds fc.weight * scale (``save_drafter``): train
@@ -372,98 +463,125 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
     if config.trainable == "head":
         for name, p in drafter.named_parameters():
             p.requires_grad_(name.startswith("lm_head."))
-    elif config.trainable != "all":
-        raise ValueError(f"trainable must be 'all' or 'head', got {config.trainable!r}")
     if config.lora_rank:
         drafter = _add_lora(drafter, config.lora_rank)
+    return drafter, columns, scale
+
+
+def _optimizer(drafter, target, config: FitConfig) -> torch.optim.Optimizer:
+    """AdamW over the drafter's trainable parameters (never a target's: they stay frozen and shared)."""
     params = [p for p in drafter.parameters() if p.requires_grad]
     target_ids = {id(p) for p in target.parameters()}
     assert not any(id(p) in target_ids for p in params), "a target parameter reached the optimizer"
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(dataset) / (config.batch_size * accelerator.num_processes))
-    total_steps = min(config.max_steps, steps_per_epoch * config.epochs)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _loader(dataset: DistillationData, config: FitConfig, device: torch.device) -> tuple:
+    """(loader, the generator that shuffles it): ``batch_size`` windows a step, read by ``config.workers``."""
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
                                          generator=generator, num_workers=config.workers,
-                                         persistent_workers=config.workers > 0,
-                                         pin_memory=accelerator.device.type == "cuda")
-    teacher = load_teacher_head(config.teacher).to(accelerator.device) if config.teacher else None
-    scale = None if scale is None else scale.to(accelerator.device)
-    normalizer = GlobalMean(accelerator) if accelerator.num_processes > 1 else None
-    frequent = frequent_ids(dataset, drafter, columns).to(accelerator.device) if config.candidates else None
-    model = TrainStep(drafter, config, columns, teacher, scale, normalizer, frequent=frequent)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    assert len(loader) == steps_per_epoch, (len(loader), steps_per_epoch)
+                                         persistent_workers=config.workers > 0, pin_memory=device.type == "cuda")
+    return loader, generator
 
-    def save_weights(models, weights, folder):  # checkpoints hold the drafter's own state dict (no "drafter." or
-        weights[:] = [accelerator.unwrap_model(m).drafter.state_dict() for m in models]  # DDP "module." prefix)
+
+def _train_step_module(drafter, dataset, columns, scale, normalizer, config: FitConfig, device) -> TrainStep:
+    """The ``TrainStep`` for this run: the teacher head and the candidate softmax's frequent ids on ``device``."""
+    teacher = load_teacher_head(config.teacher).to(device) if config.teacher else None
+    frequent = frequent_ids(dataset, drafter, columns).to(device) if config.candidates else None
+    return TrainStep(drafter, config, columns, teacher, scale, normalizer, frequent=frequent)
+
+
+def _checkpoint_the_drafter(accelerator) -> None:
+    """Checkpoints hold the drafter's own state dict (no "drafter." or DDP "module." prefix) and load into it."""
+
+    def save_weights(models, weights, folder):
+        weights[:] = [accelerator.unwrap_model(m).drafter.state_dict() for m in models]
 
     def load_weights(models, folder):
         models[:] = [accelerator.unwrap_model(m).drafter for m in models]
 
     accelerator.register_save_state_pre_hook(save_weights)
     accelerator.register_load_state_pre_hook(load_weights)
-    ckpt_root = Path(out) / ".checkpoints"
-    step, history = 0, []
-    if resume and ckpt_root.exists():
-        done = sorted(ckpt_root.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-        if done:
-            accelerator.load_state(str(done[-1]))
-            step = int(done[-1].name.split("_")[1])
-            saved = done[-1] / "history.json"  # a resumed run keeps the history of every earlier segment
-            history = json.loads(saved.read_text()) if saved.exists() else []
-    bar = tqdm(total=total_steps, initial=step, desc="training", unit="step",
-               disable=not progress or not accelerator.is_main_process)
-    model.train()
-    stop_at = total_steps if stop_after is None else min(total_steps, step + stop_after)
-    trained_mask = "loss_mask" if config.loss_on == "response" else "any_mask"
-    while step < stop_at:
-        epoch, skip = divmod(step, steps_per_epoch)
-        generator.manual_seed(config.seed + epoch)  # the same order on a resumed run
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch in epoch_loader:
-            t0 = time.perf_counter()
-            loss, agreement = model(batch)  # through DDP's forward: backward all-reduces the gradients
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            value = float(loss.detach())
-            tokens, trained = int(batch["loss_mask"].numel()), int(batch[trained_mask].sum())
-            if normalizer is not None:  # the global batch's numbers (sums over the ranks)
-                value, agreement, tokens, trained = normalizer.global_stats(loss, agreement, tokens, trained)
-            history.append(dict(step=step, loss=value, agreement=agreement, tokens=tokens, trained=trained,
-                                seconds=time.perf_counter() - t0))
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", top1="/".join(f"{a:.2f}" for a in agreement))
-            if step in config.snapshot_steps and step < total_steps:
-                if accelerator.is_main_process:
-                    save_drafter(drafter, Path(out) / "snapshots" / f"step_{step}", scale)
-                accelerator.wait_for_everyone()
-            if step % config.save_every == 0 or step in (total_steps, stop_at):
-                _save_checkpoint(accelerator, ckpt_root, step, history)
-            if step >= stop_at:
-                break
-    bar.close()
-    drafter = accelerator.unwrap_model(model).drafter  # the same object as before prepare, on every rank
-    if step < total_steps:
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.split("_")[1])
+
+
+def _resume(accelerator, root: Path) -> tuple:
+    """(step, history) of the newest checkpoint under ``root``, its state loaded; (0, []) where there is none. A
+    resumed run keeps the history of every earlier segment."""
+    done = sorted(root.glob("step_*"), key=_checkpoint_step) if root.exists() else []
+    if not done:
+        return 0, []
+    accelerator.load_state(str(done[-1]))
+    saved = done[-1] / "history.json"
+    return _checkpoint_step(done[-1]), json.loads(saved.read_text()) if saved.exists() else []
+
+
+def _batches(run: _Run, step: int):
+    """The batches from ``step`` on, epoch after epoch. Each epoch's order comes from ``seed + epoch``, so a resumed
+    run takes the batches a straight run takes (skipping those of its epoch that were trained on)."""
+    epoch, skip = divmod(step, run.steps_per_epoch)
+    while True:
+        run.generator.manual_seed(run.config.seed + epoch)
+        yield from run.accelerator.skip_first_batches(run.loader, skip) if skip else run.loader
+        epoch, skip = epoch + 1, 0
+
+
+def _take_step(run: _Run, batch: dict, step: int) -> dict:
+    """One optimizer step on ``batch``; returns its history entry (the global batch's numbers with several
+    processes)."""
+    t0 = time.perf_counter()
+    loss, agreement = run.model(batch)  # through DDP's forward: backward all-reduces the gradients
+    run.accelerator.backward(loss)
+    run.accelerator.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad()
+    value = float(loss.detach())
+    tokens, trained = int(batch["loss_mask"].numel()), int(batch[run.config.trained_mask].sum())
+    if run.normalizer is not None:  # the global batch's numbers (sums over the ranks)
+        value, agreement, tokens, trained = run.normalizer.global_stats(loss, agreement, tokens, trained)
+    return dict(step=step, loss=value, agreement=agreement, tokens=tokens, trained=trained,
+                seconds=time.perf_counter() - t0)
+
+
+def _save_progress(run: _Run, out: str, step: int, stop_at: int, history: list) -> None:
+    """After a step: a learning-curve snapshot at ``snapshot_steps``; a checkpoint every ``save_every`` steps and at
+    the end of the schedule or of this call."""
+    config, accelerator = run.config, run.accelerator
+    if step in config.snapshot_steps and step < run.total_steps:
+        if accelerator.is_main_process:
+            save_drafter(run.drafter, Path(out) / "snapshots" / f"step_{step}", run.scale)
+        accelerator.wait_for_everyone()
+    if step % config.save_every == 0 or step in (run.total_steps, stop_at):
+        _save_checkpoint(accelerator, Path(out) / ".checkpoints", step, history)
+
+
+def _finish(run: _Run, out: str, data: str, step: int, history: list) -> dict:
+    """Unbind the target; at the end of the schedule the main process writes the drafter, card and training.json."""
+    drafter = run.accelerator.unwrap_model(run.model).drafter  # the same object as before prepare, on every rank
+    if step < run.total_steps:
         drafter.detach()
         return dict(steps=step, history=history, finished=False)
     drafter.eval()
     drafter.detach()
-    if accelerator.is_main_process:
-        if config.lora_rank:
-            drafter = drafter.merge_and_unload()
-        save_drafter(drafter, out, scale)
-        _write_card(drafter, out, data, config, history)
-        from slimspec.machine import describe_line
-
-        (Path(out) / "training.json").write_text(json.dumps(dict(config=asdict(config), data=str(data),
-                                                                 processes=accelerator.num_processes,
-                                                                 machine=describe_line(accelerator.device),
-                                                                 history=history), indent=2, default=str))
-    accelerator.wait_for_everyone()
+    if run.accelerator.is_main_process:
+        _write_output(run, drafter, out, data, history)
+    run.accelerator.wait_for_everyone()
     return dict(steps=step, history=history, finished=True)
+
+
+def _write_output(run: _Run, drafter, out: str, data: str, history: list) -> None:
+    """The Hub-ready drafter (LoRA merged, the feature scale folded into fc), its model card and training.json."""
+    from slimspec.machine import describe_line
+
+    if run.config.lora_rank:
+        drafter = drafter.merge_and_unload()
+    save_drafter(drafter, out, run.scale)
+    _write_card(drafter, out, data, run.config, history)
+    record = dict(config=asdict(run.config), data=str(data), processes=run.accelerator.num_processes,
+                  machine=describe_line(run.accelerator.device), history=history)
+    (Path(out) / "training.json").write_text(json.dumps(record, indent=2, default=str))

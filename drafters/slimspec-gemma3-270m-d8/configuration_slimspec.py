@@ -119,6 +119,70 @@ def default_target_layer_ids(num_target_layers: int) -> list:
     return [2, L // 2, L - 3]
 
 
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+_POSITIVE_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+                    "target_hidden_size", "target_num_hidden_layers", "vocab_size", "max_position_embeddings")
+
+
+def _check_sizes(config) -> None:
+    for name in _POSITIVE_FIELDS:
+        value = getattr(config, name)
+        if not _is_positive_int(value):
+            raise ValueError(f"SlimSpecConfig.{name} must be a positive int, got {value!r}.")
+
+
+def _check_body(config) -> None:
+    """The decoder layer: one layer, grouped-query heads, even rotary head_dim, supported activation and RoPE."""
+    if config.num_hidden_layers != 1:
+        raise ValueError(
+            f"SlimSpecConfig.num_hidden_layers must be 1 (an EAGLE-3 drafter has one decoder layer), "
+            f"got {config.num_hidden_layers}."
+        )
+    if config.num_attention_heads % config.num_key_value_heads:
+        raise ValueError(
+            f"num_attention_heads ({config.num_attention_heads}) must be a multiple of num_key_value_heads "
+            f"({config.num_key_value_heads})."
+        )
+    if config.head_dim % 2:
+        raise ValueError(f"head_dim must be even for rotary embeddings, got {config.head_dim}.")
+    if config.hidden_act not in _SUPPORTED_ACTIVATIONS:
+        raise ValueError(f"hidden_act={config.hidden_act!r} is not supported; use one of {_SUPPORTED_ACTIVATIONS}.")
+    scaling = config.rope_scaling_config
+    if scaling is not None:
+        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+        if rope_type not in _SUPPORTED_ROPE_TYPES:
+            raise ValueError(
+                f"rope_scaling_config rope_type={rope_type!r} is not supported; use one of {_SUPPORTED_ROPE_TYPES}."
+            )
+
+
+def _check_target_layers(ids, num_layers: int) -> None:
+    if not isinstance(ids, (list, tuple)) or len(ids) != 3 or not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"target_layer_ids must be a list of 3 ints (EAGLE-3 fuses three target layers), got {ids!r}.")
+    bad = [i for i in ids if not 0 <= i <= num_layers]
+    if bad:
+        raise ValueError(
+            f"target_layer_ids {list(ids)} has {bad} out of range for a target with {num_layers} layers: valid "
+            f"indices into outputs.hidden_states are 0..{num_layers} (HF convention, hidden_states[k] is the input of "
+            f"layer k). If your ids number layer *outputs* (SpecForge/SGLang), add 1 to each."
+        )
+
+
+def _check_draft_vocab(draft_vocab_size, vocab_size: int) -> None:
+    if draft_vocab_size is None:
+        return
+    if not _is_positive_int(draft_vocab_size):
+        raise ValueError(f"draft_vocab_size must be a positive int or None, got {draft_vocab_size!r}.")
+    if draft_vocab_size > vocab_size:
+        raise ValueError(
+            f"draft_vocab_size ({draft_vocab_size}) cannot exceed vocab_size ({vocab_size}); "
+            f"use None for a full-vocabulary head."
+        )
+
+
 class SlimSpecConfig(PretrainedConfig):
     r"""Configuration of a SlimSpec drafter: an EAGLE-3 drafter whose LM head may be low-rank.
 
@@ -180,7 +244,6 @@ class SlimSpecConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         target_model_type: str | None = None,
         target_name_or_path: str | None = None,
-        tie_word_embeddings: bool = False,
         **kwargs,
     ):
         self.hidden_size = hidden_size
@@ -197,9 +260,9 @@ class SlimSpecConfig(PretrainedConfig):
         self.num_hidden_layers = num_hidden_layers
         self.target_hidden_size = target_hidden_size if target_hidden_size is not None else hidden_size
         self.target_num_hidden_layers = target_num_hidden_layers
-        self.target_layer_ids = (
-            list(target_layer_ids) if target_layer_ids is not None else default_target_layer_ids(target_num_hidden_layers)
-        )
+        if target_layer_ids is None:
+            target_layer_ids = default_target_layer_ids(target_num_hidden_layers)
+        self.target_layer_ids = list(target_layer_ids)
         self.vocab_size = vocab_size
         self.draft_vocab_size = draft_vocab_size
         self.share_target_embeddings = share_target_embeddings
@@ -208,18 +271,11 @@ class SlimSpecConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.target_model_type = target_model_type
         self.target_name_or_path = target_name_or_path
-        # Every load path of the drafter (AutoModel and AutoModelForCausalLM) resolves to the same class.
-        kwargs.setdefault(
-            "auto_map",
-            {
-                "AutoConfig": "configuration_slimspec.SlimSpecConfig",
-                "AutoModel": "modeling_slimspec.SlimSpecDrafter",
-                "AutoModelForCausalLM": "modeling_slimspec.SlimSpecDrafter",
-            },
-        )
-        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
-        self.tie_word_embeddings = False  # the head is never tied to the embeddings
-        self.validate()
+        # The one switch for weight tying: transformers ties the head to the input embedding only where this flag is
+        # set, and a drafter's head is never tied (EAGLE-3 trains it apart from the target's frozen embedding).
+        kwargs["tie_word_embeddings"] = False
+        super().__init__(**kwargs)
+        self._check_fields()
 
     # ------------------------------------------------------------------ derived sizes
     @property
@@ -227,75 +283,16 @@ class SlimSpecConfig(PretrainedConfig):
         """Number of rows of the LM head: the draft vocabulary if truncated, else the full vocabulary."""
         return self.draft_vocab_size if self.draft_vocab_size is not None else self.vocab_size
 
-    @property
-    def is_low_rank(self) -> bool:
-        return self.head_rank is not None
+    # ------------------------------------------------------------------ checks
+    def _check_fields(self) -> None:
+        """Raise ``ValueError`` naming the offending field and how to fix it; run once, by ``__init__``.
 
-    # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the offending field and how to fix it."""
-        positive = {
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.head_dim,
-            "target_hidden_size": self.target_hidden_size,
-            "target_num_hidden_layers": self.target_num_hidden_layers,
-            "vocab_size": self.vocab_size,
-            "max_position_embeddings": self.max_position_embeddings,
-        }
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SlimSpecConfig.{name} must be a positive int, got {value!r}.")
-        if self.num_hidden_layers != 1:
-            raise ValueError(
-                f"SlimSpecConfig.num_hidden_layers must be 1 (an EAGLE-3 drafter has one decoder layer), "
-                f"got {self.num_hidden_layers}."
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_key_value_heads "
-                f"({self.num_key_value_heads})."
-            )
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}.")
-        if self.hidden_act not in _SUPPORTED_ACTIVATIONS:
-            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported; use one of {_SUPPORTED_ACTIVATIONS}.")
-        if self.rope_scaling_config is not None:
-            rope_type = self.rope_scaling_config.get("rope_type", self.rope_scaling_config.get("type", "default"))
-            if rope_type not in _SUPPORTED_ROPE_TYPES:
-                raise ValueError(
-                    f"rope_scaling_config rope_type={rope_type!r} is not supported; use one of {_SUPPORTED_ROPE_TYPES}."
-                )
-        ids = self.target_layer_ids
-        if not isinstance(ids, (list, tuple)) or len(ids) != 3 or not all(isinstance(i, int) for i in ids):
-            raise ValueError(f"target_layer_ids must be a list of 3 ints (EAGLE-3 fuses three target layers), got {ids!r}.")
-        L = self.target_num_hidden_layers
-        bad = [i for i in ids if not 0 <= i <= L]
-        if bad:
-            raise ValueError(
-                f"target_layer_ids {list(ids)} has {bad} out of range for a target with {L} layers: valid indices into "
-                f"outputs.hidden_states are 0..{L} (HF convention, hidden_states[k] is the input of layer k). If your "
-                f"ids number layer *outputs* (SpecForge/SGLang), add 1 to each."
-            )
-        if self.draft_vocab_size is not None:
-            if isinstance(self.draft_vocab_size, bool) or not isinstance(self.draft_vocab_size, int) or self.draft_vocab_size < 1:
-                raise ValueError(f"draft_vocab_size must be a positive int or None, got {self.draft_vocab_size!r}.")
-            if self.draft_vocab_size > self.vocab_size:
-                raise ValueError(
-                    f"draft_vocab_size ({self.draft_vocab_size}) cannot exceed vocab_size ({self.vocab_size}); "
-                    f"use None for a full-vocabulary head."
-                )
-        if self.head_rank is not None:
-            if isinstance(self.head_rank, bool) or not isinstance(self.head_rank, int) or self.head_rank < 1:
-                raise ValueError(f"head_rank must be >= 1 (or None for a dense head), got {self.head_rank!r}.")
-            if self.head_rank > self.hidden_size:
-                raise ValueError(
-                    f"head_rank ({self.head_rank}) cannot exceed hidden_size ({self.hidden_size}): a factorization "
-                    f"d -> r -> V with r > d has no more capacity than the dense head. Use r <= {self.hidden_size} "
-                    f"(e.g. 'd/8' = {max(1, self.hidden_size // 8)}) or None for a dense head."
-                )
+        Not named ``validate``: transformers' configs reserve that name for their own checks (huggingface_hub's
+        ``@strict`` protocol), which still run at save time. The head rank is checked by ``resolve_head_rank``."""
+        _check_sizes(self)
+        _check_body(self)
+        _check_target_layers(self.target_layer_ids, self.target_num_hidden_layers)
+        _check_draft_vocab(self.draft_vocab_size, self.vocab_size)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -364,3 +361,6 @@ def _target_rope_theta(text_config) -> float:
             if isinstance(sub, dict) and isinstance(sub.get("rope_theta"), (int, float)):
                 return float(sub["rope_theta"])
     return 10000.0
+
+
+SlimSpecConfig.register_for_auto_class()  # save_pretrained writes auto_map["AutoConfig"] and copies this file
