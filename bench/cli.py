@@ -5,6 +5,7 @@
     slimspec-bench e2e       plain vs prompt lookup vs every drafter, bf16/fp32 x greedy/sample, K sweep,
                              performance model and targets; results.json, report.md, plots (--out)
     slimspec-bench svd       time and peak memory of factorizing a Llama-3.1-8B-sized head
+    slimspec-bench cpu       SlimSpec against the fastest plain generate on this CPU, per held-out category
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import e2e, generate, head, svd
+from . import cpu, e2e, generate, head, svd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_arguments(sub.add_parser("generate", help="plain vs assisted generate on a real target"))
     e2e.add_arguments(sub.add_parser("e2e", help="end-to-end benchmark of every method, dtype and mode"))
     svd.add_arguments(sub.add_parser("svd", help="time and peak memory of factorizing a large head"))
+    cpu.add_arguments(sub.add_parser("cpu", help="SlimSpec against the fastest plain generate on this CPU"))
     return parser
 
 
@@ -36,6 +38,8 @@ def main(argv=None) -> int:
         return e2e.main(args)
     if args.command == "svd":
         return svd.main(args)
+    if args.command == "cpu":
+        return cpu.main(args)
     return 2
 
 

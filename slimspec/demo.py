@@ -15,6 +15,7 @@ import argparse
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from slimspec.runner import Method, encode, run_methods
@@ -73,7 +74,8 @@ def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int, look
     return dict(prompts=len(prompts), tokens=plain.new_tokens, plain_seconds=plain.seconds,
                 assisted_seconds=assisted.seconds, lookup_seconds=lookup.seconds,
                 speedup=plain.seconds / assisted.seconds, speedup_vs_lookup=lookup.seconds / assisted.seconds,
-                tau=stats.tau, acceptance=stats.per_position_acceptance(), identical=assisted.identical, example=first)
+                tau=stats.tau, acceptance=stats.per_position_acceptance(), identical=assisted.identical, example=first,
+                chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())))
 
 
 def main(argv=None) -> int:
@@ -85,6 +87,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                    help="target dtype (auto: bf16 where this CPU has native bf16 matmuls, else fp32)")
+    p.add_argument("--no-prepare-target", action="store_true",
+                   help="leave the target as loaded (default: optimize_target_for_cpu packs its linears for oneDNN, "
+                        "for every method alike)")
     args = p.parse_args(argv)
 
     from transformers import AutoModel
@@ -105,12 +110,16 @@ def main(argv=None) -> int:
               f"{type(drafter).__name__}, head rank {drafter.config.head_rank}, K = "
               f"{drafter.generation_config.num_assistant_tokens}", flush=True)
         drafter.attach(target)
+        packed = 0 if args.no_prepare_target else drafter.optimize_target_for_cpu(target)
         prompts = [p for _, p in held_out_prompts(args.prompts)]
-        print(f"[4/4] greedy generation on {len(prompts)} held-out prompts, {args.max_new_tokens} new tokens each, "
-              f"{str(dtype).replace('torch.', '')} target: plain generate, prompt lookup and assistant_model=drafter "
-              f"({describe_line()})", flush=True)
+        why_dtype = "as asked" if args.dtype != "auto" else "the fast dtype of this CPU class"
+        print(f"[4/4] greedy generation on {len(prompts)} held-out prompts, {args.max_new_tokens} new tokens each: "
+              f"plain generate, prompt lookup and assistant_model=drafter, on {describe_line()}; target "
+              f"{str(dtype).replace('torch.', '')} ({why_dtype}), {packed} linears packed for oneDNN; the draft "
+              f"length is chosen from this machine's measured costs", flush=True)
         r = compare(target, tokenizer, drafter, prompts, args.max_new_tokens)
         drafter.detach()
+        drafter.restore_target(target)
     except (ValueError, OSError, RuntimeError) as err:
         print(f"slimspec-demo: error: {err}", file=sys.stderr)
         return 1
@@ -118,7 +127,7 @@ def main(argv=None) -> int:
     print(f"\n--- prompt ---\n{prompt}\n--- assisted output ---\n{text}\n")
     print(f"output identical to plain greedy: {r['identical']}/{r['prompts']} prompts")
     print(f"tau (tokens per target pass): {r['tau']:.2f}; acceptance per draft position: "
-          + ", ".join(f"{a:.2f}" for a in r["acceptance"]))
+          + ", ".join(f"{a:.2f}" for a in r["acceptance"]) + f"; draft lengths chosen (K: passes): {r['chosen_k']}")
     print(f"plain {r['tokens'] / r['plain_seconds']:.1f} tokens/s, prompt lookup "
           f"{r['tokens'] / r['lookup_seconds']:.1f} tokens/s, SlimSpec {r['tokens'] / r['assisted_seconds']:.1f} "
           f"tokens/s: {r['speedup']:.2f}x plain generate, {r['speedup_vs_lookup']:.2f}x prompt lookup")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from tqdm.auto import tqdm
@@ -55,6 +55,10 @@ class Tally:
     @property
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.seconds if self.seconds else float("nan")
+
+    def __add__(self, other: "Tally") -> "Tally":
+        """Both tallies as one (e.g. categories into a total): numbers summed, lists concatenated, field by field."""
+        return Tally(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     def merged_stats(self):
         """The drafter's statistics over all prompts (None for plain and prompt lookup)."""

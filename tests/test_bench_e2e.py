@@ -171,3 +171,40 @@ def test_draft_length_is_restored_whatever_happens():
             assert (config.num_assistant_tokens, config.num_assistant_tokens_schedule) == (3, "constant")
             raise RuntimeError("a failed generate")
     assert (config.num_assistant_tokens, config.num_assistant_tokens_schedule) == (5, "heuristic")
+
+
+# --- slimspec-bench cpu ---------------------------------------------------------------------------------------------
+def _rows(speedups: dict) -> dict:
+    return {c: dict(speedup=s) for c, s in speedups.items()}
+
+
+def test_cpu_targets_follow_the_cpu_class():
+    from slimspec.bench.cpu import verdict
+
+    rows = _rows(dict(prose=1.0, code=1.6, all=1.35))
+    native, avx2 = verdict(rows, native_bf16=True), verdict(rows, native_bf16=False)
+    assert native[0].endswith("met") and native[1].endswith("missed")  # > 1.0x in every category is strict
+    assert avx2[0].endswith("met") and avx2[1].endswith("met")  # >= 0.97x is not
+    assert verdict(_rows(dict(prose=0.96, all=1.2)), native_bf16=False)[1].endswith("missed")
+    assert verdict(_rows(dict(prose=1.1, all=1.29)), native_bf16=True)[0].endswith("missed")
+
+
+def test_cpu_bench_picks_the_fastest_plain_and_leaves_it_prepared(monkeypatch):
+    """Four plain configurations timed; the fastest kept (prepared if that won), the others restored."""
+    import slimspec.bench.cpu as cpu
+    from slimspec.runner import Tally
+
+    targets = {"bf16": (tiny_target(), None), "fp32": (tiny_target(), None)}
+    drafter = drafter_for(targets["fp32"][0])
+    speed = {("bf16", False): 10, ("bf16", True): 12, ("fp32", False): 8, ("fp32", True): 14}
+
+    def fake_run(target, tokenizer, methods, prompts, gen):
+        dtype = next(k for k, (t, _) in targets.items() if t is target)
+        prepared = any("forward" in m.__dict__ for m in target.modules())
+        return {"plain": Tally(seconds=1.0, new_tokens=speed[(dtype, prepared)])}
+
+    monkeypatch.setattr(cpu, "run_methods", fake_run)
+    best, speeds, packed = cpu.fastest_plain(targets, ["p"], 4, drafter)
+    assert best == ("fp32", True) and speeds == speed and packed > 0
+    assert any("forward" in m.__dict__ for m in targets["fp32"][0].modules())
+    assert not any("forward" in m.__dict__ for m in targets["bf16"][0].modules())

@@ -519,3 +519,56 @@ def test_stats_of_several_calls_add_up_field_by_field():
     assert all(getattr(merged, f.name) != getattr(Stats(), f.name) for f in fields(Stats))  # no field left behind
     assert a.drafted_per_pass == [3, 3] and Stats.merge([]) == Stats()  # the parts are unchanged
     assert merged.tau == (3 + 3) / 3 and merged.acceptance_rate == 3 / 8
+
+
+# --- the target's CPU preparation (opt-in) ----------------------------------------------------------------------
+needs_onednn = pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"),
+                                  reason="this torch build cannot pack weights for oneDNN")
+
+
+@needs_onednn
+def test_a_prepared_target_keeps_its_logits_and_restores_exactly():
+    """Every linear packed: the same logits (fp32 kernels' rounding) for 1 and several new tokens with a KV cache;
+    autograd and a changed weight fall back to the module's own forward; restore_target gives back the original."""
+    from modeling_slimspec import _PackedLinearForward
+
+    target, untouched = tiny_target(), tiny_target()
+    drafter = drafter_for(target)
+    linears = [m for m in target.modules() if type(m) is torch.nn.Linear]
+    assert drafter.optimize_target_for_cpu(target) == len(linears) > 0
+    assert all(isinstance(m.__dict__.get("forward"), _PackedLinearForward) for m in linears)
+    ids = torch.randint(1, 101, (1, 9), generator=torch.Generator().manual_seed(0))
+    more = torch.randint(1, 101, (1, 4), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, want = target(ids, use_cache=True), untouched(ids, use_cache=True)
+        torch.testing.assert_close(got.logits, want.logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(target(more, past_key_values=got.past_key_values).logits,
+                                   untouched(more, past_key_values=want.past_key_values).logits, rtol=1e-5, atol=1e-5)
+    head = target.lm_head
+    x = torch.randn(3, 48, requires_grad=True)
+    assert torch.equal(head(x), torch.nn.functional.linear(x, head.weight))  # training: the module's own forward
+    with torch.no_grad():
+        head.weight.mul_(2.0)  # a changed weight: the stale packed copy is not used
+        x = torch.randn(2, 48)
+        torch.testing.assert_close(head(x), torch.nn.functional.linear(x, head.weight), rtol=1e-5, atol=1e-5)
+        head.weight.mul_(0.5)
+    drafter.restore_target(target)
+    assert not any("forward" in m.__dict__ for m in target.modules())
+    with torch.no_grad():
+        assert torch.equal(target(ids).logits, untouched(ids).logits)
+
+
+@needs_onednn
+def test_greedy_with_a_prepared_target_is_the_untouched_targets_output():
+    target, untouched = tiny_target(), tiny_target()
+    drafter = drafter_for(target).attach(target)
+    packed = drafter.optimize_target_for_cpu(target)
+    try:
+        assert packed > 0
+        for ids in prompts(6, 101, seed=4):
+            want = untouched.generate(ids, do_sample=False, max_new_tokens=24)
+            assert torch.equal(target.generate(ids, do_sample=False, max_new_tokens=24), want)
+            assert torch.equal(target.generate(ids, do_sample=False, max_new_tokens=24, assistant_model=drafter), want)
+    finally:
+        drafter.detach()
+        drafter.restore_target(target)

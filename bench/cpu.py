@@ -1,0 +1,154 @@
+"""Is SlimSpec faster than plain generate on *this* CPU? Per category of the balanced held-out set, one process.
+
+    slimspec-bench cpu [--drafter FOLDER] [--per-category 8] [--max-new-tokens 64] [--out reports/cpu]
+
+1. The machine: CPU model, ``torch.backends.cpu.get_cpu_capability()``, whether bf16 matmuls are native.
+2. The fastest plain generate here: the target in bf16 and fp32, as loaded and prepared with
+   ``optimize_target_for_cpu`` (oneDNN-packed linears), timed on the same prompts; the fastest of the four is the
+   baseline and the target every method below uses.
+3. Per category, methods back to back on each prompt (``slimspec.runner``): plain, prompt lookup, and the
+   drafter with its own settings (the "cost" schedule chooses the draft length from this machine's measured costs,
+   down to plain decoding when nothing pays). Greedy, batch 1.
+4. The report: tokens/s, speedup over the fastest plain and over prompt lookup, tau, outputs identical to plain,
+   the draft lengths chosen, and this CPU class's targets (native bf16: >= 1.3x overall and > 1.0x in every
+   category; otherwise >= 1.0x overall and >= 0.97x in every category). Writes ``<out>/<class>.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from slimspec.runner import Method, Tally, run_methods
+
+DEFAULT_DRAFTER = Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"
+TARGETS = {True: dict(overall=1.3, category=1.0, strict=True), False: dict(overall=1.0, category=0.97, strict=False)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="gemma3-270m", help="embedded name or model folder (default gemma3-270m)")
+    p.add_argument("--drafter", default=str(DEFAULT_DRAFTER), help="SlimSpec drafter folder (default: the shipped)")
+    p.add_argument("--per-category", type=int, default=8, help="held-out prompts per category")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--lookup-tokens", type=int, default=10, help="prompt lookup's num tokens")
+    p.add_argument("--out", default="reports/cpu")
+
+
+def plain_configs(target_name: str) -> dict:
+    """{"bf16" | "fp32": (target, tokenizer)}: the target in both dtypes."""
+    from slimspec.targets import load_target
+
+    return {name: load_target(target_name, dtype=dtype) for name, dtype in (("bf16", torch.bfloat16),
+                                                                             ("fp32", torch.float32))}
+
+
+def fastest_plain(targets: dict, prompts: list, max_new_tokens: int, drafter) -> tuple:
+    """Time plain greedy for every (dtype, prepared) pair on ``prompts`` -> (best key, {key: tokens/s}, linears
+    packed). "Prepared": ``drafter.optimize_target_for_cpu``; the best target is left as it was measured, the
+    others restored."""
+    speeds = {}
+    for dtype, (target, tokenizer) in targets.items():
+        for prepared in (False, True):
+            if prepared and not drafter.optimize_target_for_cpu(target):
+                continue
+            tally = run_methods(target, tokenizer, [Method("plain", "plain")], prompts,
+                                dict(do_sample=False, max_new_tokens=max_new_tokens))["plain"]
+            speeds[(dtype, prepared)] = tally.tokens_per_s
+            drafter.restore_target(target)
+    best = max(speeds, key=speeds.get)
+    packed = drafter.optimize_target_for_cpu(targets[best[0]][0]) if best[1] else 0
+    return best, speeds, packed
+
+
+def run_categories(target, tokenizer, drafter, per_category: int, max_new_tokens: int, lookup_tokens: int) -> dict:
+    """{category: {method: Tally}} over the held-out set, plain first on each prompt."""
+    from slimspec.heldout import CATEGORIES, HELD_OUT
+
+    methods = [Method("plain", "plain"), Method("lookup", "lookup", lookup_tokens),
+               Method("slimspec", "drafter", drafter=drafter)]
+    gen = dict(do_sample=False, max_new_tokens=max_new_tokens)
+    return {c: run_methods(target, tokenizer, methods, HELD_OUT[c][:per_category], gen, desc=c, progress=True,
+                           warmup=i == 0) for i, c in enumerate(CATEGORIES)}
+
+
+def summarize(results: dict) -> dict:
+    """Per category and overall: tokens/s per method, speedups, tau, identical outputs, chosen draft lengths."""
+    rows = {}
+    for c, t in [*results.items(), ("all", _totals(results))]:
+        stats = t["slimspec"].merged_stats()
+        rows[c] = dict(plain=t["plain"].tokens_per_s, lookup=t["lookup"].tokens_per_s,
+                       slimspec=t["slimspec"].tokens_per_s, speedup=t["plain"].seconds / t["slimspec"].seconds,
+                       vs_lookup=t["lookup"].seconds / t["slimspec"].seconds, tau=stats.tau,
+                       identical=f"{t['slimspec'].identical}/{t['slimspec'].prompts}",
+                       chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())))
+    return rows
+
+
+def _totals(results: dict) -> dict:
+    """{method: the categories' tallies added up}."""
+    names = next(iter(results.values()))
+    return {name: sum((tallies[name] for tallies in results.values()), Tally()) for name in names}
+
+
+def verdict(rows: dict, native_bf16: bool) -> list:
+    goal = TARGETS[native_bf16]
+    cats = [r["speedup"] for c, r in rows.items() if c != "all"]
+    per_cat = all(s > goal["category"] for s in cats) if goal["strict"] else all(s >= goal["category"] for s in cats)
+    op = ">" if goal["strict"] else ">="
+    return [f"overall {rows['all']['speedup']:.2f}x >= {goal['overall']}x: "
+            f"{'met' if rows['all']['speedup'] >= goal['overall'] else 'missed'}",
+            f"every category {op} {goal['category']}x (lowest {min(cats):.2f}x): {'met' if per_cat else 'missed'}"]
+
+
+def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, packed: int, rows: dict,
+                  args) -> str:
+    plain = ", ".join(f"{d}{' prepared' if p else ''} {v:.1f}" for (d, p), v in speeds.items())
+    lines = ["# SlimSpec against plain generate on this CPU", "", f"Machine: {machine}.", "",
+             f"Fastest plain generate (tokens/s, greedy): {plain} -> **{best[0]}"
+             f"{', prepared (' + str(packed) + ' linears packed)' if best[1] else ', as loaded'}**, the target "
+             f"every method below uses.", "",
+             f"`slimspec-bench cpu --per-category {args.per_category} --max-new-tokens {args.max_new_tokens}`, "
+             f"drafter `{args.drafter}` with its own settings (cost schedule), prompt lookup "
+             f"{args.lookup_tokens} tokens, balanced held-out set, greedy, batch 1.", "",
+             "| category | plain tok/s | prompt lookup | SlimSpec | speedup | vs lookup | tau | identical | K chosen |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c, r in rows.items():
+        name = f"**{c}**" if c == "all" else c
+        lines.append(f"| {name} | {r['plain']:.1f} | {r['lookup']:.1f} | {r['slimspec']:.1f} | {r['speedup']:.2f}x | "
+                     f"{r['vs_lookup']:.2f}x | {r['tau']:.2f} | {r['identical']} | {r['chosen_k']} |")
+    lines += ["", f"Targets for this class ({'native' if native_bf16 else 'no native'} bf16 matmuls):"]
+    lines += [f"- {v}" for v in verdict(rows, native_bf16)]
+    return "\n".join(lines) + "\n"
+
+
+def main(args) -> int:
+    from transformers import AutoModel
+
+    from slimspec.heldout import held_out_prompts
+    from slimspec.machine import describe_line, native_bf16_matmuls
+
+    machine, native = describe_line(), native_bf16_matmuls()
+    print(f"machine: {machine}", flush=True)
+    targets = plain_configs(args.target)
+    drafter = AutoModel.from_pretrained(args.drafter, trust_remote_code=True).eval()
+    probe = [p for _, p in held_out_prompts(1)][:3]
+    best, speeds, packed = fastest_plain(targets, probe, args.max_new_tokens, drafter)
+    target, tokenizer = targets[best[0]]
+    print(f"fastest plain: {best} ({', '.join(f'{k}: {v:.1f}' for k, v in speeds.items())} tokens/s)", flush=True)
+    drafter = drafter.to(target.dtype)
+    results = run_categories(target, tokenizer, drafter, args.per_category, args.max_new_tokens, args.lookup_tokens)
+    rows = summarize(results)
+    report = format_report(machine, native, best, speeds, packed, rows, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / ("native-bf16" if native else "no-native-bf16")
+    stem.with_suffix(".md").write_text(report)
+    stem.with_suffix(".json").write_text(json.dumps(dict(machine=machine, native_bf16=native, fastest_plain=best,
+                                                         plain_speeds={str(k): v for k, v in speeds.items()},
+                                                         rows=rows), indent=2))
+    print(report)
+    return 0
