@@ -259,12 +259,12 @@ def _weight_identity(weight: torch.Tensor) -> tuple:
 PACK_MIN_ELEMENTS = 1 << 20  # smaller weights stay on F.linear: oneDNN's call costs ~16 us, F.linear's ~4 us [80, 640]
 
 
-def pack_for_cpu(weight: torch.Tensor, min_elements: int = PACK_MIN_ELEMENTS) -> Optional[_PackedWeight]:
+def pack_for_cpu(weight: torch.Tensor, min_elements: Optional[int] = None) -> Optional[_PackedWeight]:
     """Pack a CPU fp32/bf16 weight [N, K] for oneDNN products; None where this torch build cannot, or where the
-    weight is too small for packing to pay (under ``min_elements`` entries)."""
+    weight is too small for packing to pay (under ``min_elements`` entries, default ``PACK_MIN_ELEMENTS``)."""
     if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) or weight.dim() != 2:
         return None
-    if weight.numel() < min_elements:
+    if weight.numel() < (PACK_MIN_ELEMENTS if min_elements is None else min_elements):
         return None
     mkldnn_ops = torch.ops.mkldnn
     if not torch.backends.mkldnn.is_available() or not hasattr(mkldnn_ops, "_reorder_linear_weight"):
