@@ -225,6 +225,18 @@ def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = T
     return out
 
 
+def evaluation_target(target_name: str, dtype: torch.dtype):
+    """(target, tokenizer) on the CPU as drafters are evaluated: in ``dtype``, prepared with
+    ``optimize_target_for_cpu`` (the same outputs up to kernel rounding, faster passes)."""
+    from modeling_slimspec import optimize_target_for_cpu
+
+    from slimspec.targets import load_target
+
+    target, tokenizer = load_target(target_name, dtype=dtype)
+    optimize_target_for_cpu(target)
+    return target, tokenizer
+
+
 def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assistant_tokens: int = 5,
                     max_new_tokens: int = 64, progress: bool = True) -> dict:
     from modeling_slimspec import SlimSpecDrafter
@@ -264,8 +276,6 @@ def format_report(report: dict) -> str:
 def build_reference_set(*, target_name: str = "gemma3-270m", names: list | None = None, recipe: Recipe = Recipe(),
                         eval_prompts: int = 16, num_assistant_tokens: int = 5, progress: bool = True) -> dict:
     """Build (or resume, or reuse) the members, evaluate each, and write report-<key>.json/.md beside them."""
-    from slimspec.targets import load_target
-
     names = list(MEMBERS) if not names else names
     unknown = [n for n in names if n not in MEMBERS]
     if unknown:
@@ -277,7 +287,7 @@ def build_reference_set(*, target_name: str = "gemma3-270m", names: list | None 
     folders = {n: build_member(target_name, n, recipe, progress) for n in names}
     if not eval_prompts:  # built only (evaluated later, on the machine the drafters are for)
         return dict(folders={n: str(f) for n, f in folders.items()}, report=None)
-    target, tokenizer = load_target(target_name, dtype=torch.bfloat16)
+    target, tokenizer = evaluation_target(target_name, torch.bfloat16)
     report = dict(target=target_name, recipe=asdict(recipe), dtype="bf16", prompts=eval_prompts,
                   num_assistant_tokens=num_assistant_tokens, members={})
     kw = dict(prompts=eval_prompts, num_assistant_tokens=num_assistant_tokens, progress=progress)
@@ -315,13 +325,11 @@ def learning_curve(*, target_name: str = "gemma3-270m", recipe: Recipe = Recipe(
     (``curve_steps``). The snapshots share that run's cosine schedule, so an early snapshot (taken at a higher
     learning rate) understates what a full run of that budget reaches: the curve errs towards larger budgets.
     Picks the budget with ``choose_budget`` and writes curve-<key>.json/.md/.png."""
-    from slimspec.targets import load_target
-
     steps = curve_steps(recipe.max_steps)
     folder = build_member(target_name, "slimspec-d8", recipe, progress)
     snapshots = {s: folder / "snapshots" / f"step_{s}" for s in steps[:-1]}
     snapshots[recipe.max_steps] = folder
-    target, tokenizer = load_target(target_name, dtype=torch.bfloat16)
+    target, tokenizer = evaluation_target(target_name, torch.bfloat16)
     points_out = []
     for s in steps:
         m = evaluate_member(target, tokenizer, snapshots[s], prompts=eval_prompts,
@@ -377,11 +385,10 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
 
     from slimspec.heldout import CATEGORIES, HELD_OUT
     from slimspec.machine import describe_line, fast_dtype
-    from slimspec.targets import load_target
 
     from .evaluate import evaluate_drafter
 
-    target, tokenizer = load_target(target_name, dtype=fast_dtype())
+    target, tokenizer = evaluation_target(target_name, fast_dtype())
     drafter = SlimSpecDrafter.from_pretrained(str(source), dtype=target.dtype).eval()
     results = {c: evaluate_drafter(target, tokenizer, drafter, prompts=HELD_OUT[c][:per_category],
                                    num_assistant_tokens=max_k, max_new_tokens=max_new_tokens, progress=progress)
