@@ -6,12 +6,15 @@
 2. The fastest plain generate here: the target in bf16 and fp32, as loaded and prepared with
    ``optimize_target_for_cpu`` (oneDNN-packed linears), timed on the same prompts; the fastest of the four is the
    baseline and the target every method below uses.
-3. Per category, methods back to back on each prompt (``slimspec.runner``): plain, prompt lookup, and the
+3. Per category, methods back to back on each prompt (``slimspec.runner``): plain, prompt lookup, the
    drafter with its own settings (the "cost" schedule chooses the draft length from this machine's measured costs,
-   down to plain decoding when nothing pays). Greedy, batch 1.
+   down to plain decoding when nothing pays), and the hybrid (the same drafter with prompt lookup in its generator:
+   a lookup block when the context has an n-gram match, else the drafter's). Greedy, batch 1.
 4. The report: tokens/s, speedup over the fastest plain and over prompt lookup, tau, outputs identical to plain,
    the draft lengths chosen, and this CPU class's targets (native bf16: >= 1.3x overall and > 1.0x in every
-   category; otherwise >= 1.0x overall and >= 0.97x in every category). Writes ``<out>/<class>.md`` and ``.json``.
+   category; otherwise >= 1.0x overall and >= 0.97x in every category); for the hybrid: tokens/s, tau, the share
+   of accepted drafts from each source, and its targets (>= 1.1x the better of prompt lookup and SlimSpec overall,
+   >= 0.97x of it in every category). Writes ``<out>/<class>.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from slimspec.runner import Method, Tally, run_methods
 
 DEFAULT_DRAFTER = Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"
 TARGETS = {True: dict(overall=1.3, category=1.0, strict=True), False: dict(overall=1.0, category=0.97, strict=False)}
+HYBRID_TARGETS = dict(overall=1.1, category=0.97)  # against the better of prompt lookup and SlimSpec alone
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drafter", default=str(DEFAULT_DRAFTER), help="SlimSpec drafter folder (default: the shipped)")
     p.add_argument("--per-category", type=int, default=8, help="held-out prompts per category")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--lookup-tokens", type=int, default=10, help="prompt lookup's num tokens")
+    p.add_argument("--lookup-tokens", type=int, default=10, help="prompt lookup's num tokens (alone and hybrid)")
+    p.add_argument("--ngram", type=int, default=2, help="the hybrid's max_matching_ngram_size")
     p.add_argument("--out", default="reports/cpu")
 
 
@@ -64,19 +69,22 @@ def fastest_plain(targets: dict, prompts: list, max_new_tokens: int, drafter) ->
     return best, speeds, packed
 
 
-def run_categories(target, tokenizer, drafter, per_category: int, max_new_tokens: int, lookup_tokens: int) -> dict:
+def run_categories(target, tokenizer, drafter, per_category: int, max_new_tokens: int, lookup_tokens: int,
+                   ngram: int = 2) -> dict:
     """{category: {method: Tally}} over the held-out set, plain first on each prompt."""
     from slimspec.heldout import CATEGORIES, HELD_OUT
 
     methods = [Method("plain", "plain"), Method("lookup", "lookup", lookup_tokens),
-               Method("slimspec", "drafter", drafter=drafter)]
+               Method("slimspec", "drafter", drafter=drafter),
+               Method("hybrid", "hybrid", lookup_tokens, drafter=drafter, ngram=ngram)]
     gen = dict(do_sample=False, max_new_tokens=max_new_tokens)
     return {c: run_methods(target, tokenizer, methods, HELD_OUT[c][:per_category], gen, desc=c, progress=True,
                            warmup=i == 0) for i, c in enumerate(CATEGORIES)}
 
 
 def summarize(results: dict) -> dict:
-    """Per category and overall: tokens/s per method, speedups, tau, identical outputs, chosen draft lengths."""
+    """Per category and overall: tokens/s per method, speedups, tau, identical outputs, chosen draft lengths, and
+    the hybrid's tokens/s, tau, ratio to the better of prompt lookup and SlimSpec, and accepted drafts by source."""
     rows = {}
     for c, t in [*results.items(), ("all", _totals(results))]:
         stats = t["slimspec"].merged_stats()
@@ -84,8 +92,20 @@ def summarize(results: dict) -> dict:
                        slimspec=t["slimspec"].tokens_per_s, speedup=t["plain"].seconds / t["slimspec"].seconds,
                        vs_lookup=t["lookup"].seconds / t["slimspec"].seconds, tau=stats.tau,
                        identical=f"{t['slimspec'].identical}/{t['slimspec'].prompts}",
-                       chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())))
+                       chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())), **_hybrid_row(t))
     return rows
+
+
+def _hybrid_row(tallies: dict) -> dict:
+    """The hybrid's columns of one row: tokens/s, tau, tokens/s over the better of prompt lookup and SlimSpec,
+    the share of its accepted drafts from prompt lookup and from the drafter, identical outputs."""
+    hybrid = tallies["hybrid"]
+    stats = hybrid.merged_stats()
+    share = stats.accepted_share()
+    best = max(tallies["lookup"].tokens_per_s, tallies["slimspec"].tokens_per_s)
+    return dict(hybrid=hybrid.tokens_per_s, hybrid_tau=stats.tau, hybrid_vs_best=hybrid.tokens_per_s / best,
+                lookup_share=share.get("lookup", 0.0), drafter_share=share.get("drafter", 0.0),
+                hybrid_identical=f"{hybrid.identical}/{hybrid.prompts}")
 
 
 def _totals(results: dict) -> dict:
@@ -104,6 +124,17 @@ def verdict(rows: dict, native_bf16: bool) -> list:
             f"every category {op} {goal['category']}x (lowest {min(cats):.2f}x): {'met' if per_cat else 'missed'}"]
 
 
+def hybrid_verdict(rows: dict) -> list:
+    """The hybrid's targets: overall >= 1.1x, and in every category >= 0.97x, the better of lookup and SlimSpec."""
+    goal = HYBRID_TARGETS
+    overall = rows["all"]["hybrid_vs_best"]
+    lowest = min(r["hybrid_vs_best"] for c, r in rows.items() if c != "all")
+    return [f"hybrid overall {overall:.2f}x the better of lookup and SlimSpec >= {goal['overall']}x: "
+            f"{'met' if overall >= goal['overall'] else 'missed'}",
+            f"hybrid in every category >= {goal['category']}x the better (lowest {lowest:.2f}x): "
+            f"{'met' if lowest >= goal['category'] else 'missed'}"]
+
+
 def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, packed: int, rows: dict,
                   args) -> str:
     plain = ", ".join(f"{d}{' prepared' if p else ''} {v:.1f}" for (d, p), v in speeds.items())
@@ -113,7 +144,8 @@ def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, pa
              f"every method below uses.", "",
              f"`slimspec-bench cpu --per-category {args.per_category} --max-new-tokens {args.max_new_tokens}`, "
              f"drafter `{args.drafter}` with its own settings (cost schedule), prompt lookup "
-             f"{args.lookup_tokens} tokens, balanced held-out set, greedy, batch 1.", "",
+             f"{args.lookup_tokens} tokens (alone, and in the hybrid with n-grams up to {args.ngram}), balanced "
+             f"held-out set, greedy, batch 1.", "",
              "| category | plain tok/s | prompt lookup | SlimSpec | speedup | vs lookup | tau | identical | K chosen |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c, r in rows.items():
@@ -122,7 +154,19 @@ def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, pa
                      f"{r['vs_lookup']:.2f}x | {r['tau']:.2f} | {r['identical']} | {r['chosen_k']} |")
     lines += ["", f"Targets for this class ({'native' if native_bf16 else 'no native'} bf16 matmuls):"]
     lines += [f"- {v}" for v in verdict(rows, native_bf16)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + hybrid_table(rows)) + "\n"
+
+
+def hybrid_table(rows: dict) -> list:
+    """The report's hybrid section: per category tokens/s, tau, ratio to the better method alone, sources."""
+    lines = ["", "Hybrid (prompt lookup + SlimSpec in one generator; accepted drafts by source):", "",
+             "| category | hybrid tok/s | vs better of lookup, SlimSpec | tau | from lookup | from drafter | "
+             "identical |", "|---|---|---|---|---|---|---|"]
+    for c, r in rows.items():
+        name = f"**{c}**" if c == "all" else c
+        lines.append(f"| {name} | {r['hybrid']:.1f} | {r['hybrid_vs_best']:.2f}x | {r['hybrid_tau']:.2f} | "
+                     f"{r['lookup_share']:.0%} | {r['drafter_share']:.0%} | {r['hybrid_identical']} |")
+    return lines + ["", "Hybrid targets:"] + [f"- {v}" for v in hybrid_verdict(rows)]
 
 
 def main(args) -> int:
@@ -140,7 +184,8 @@ def main(args) -> int:
     target, tokenizer = targets[best[0]]
     print(f"fastest plain: {best} ({', '.join(f'{k}: {v:.1f}' for k, v in speeds.items())} tokens/s)", flush=True)
     drafter = drafter.to(target.dtype)
-    results = run_categories(target, tokenizer, drafter, args.per_category, args.max_new_tokens, args.lookup_tokens)
+    results = run_categories(target, tokenizer, drafter, args.per_category, args.max_new_tokens, args.lookup_tokens,
+                             args.ngram)
     rows = summarize(results)
     report = format_report(machine, native, best, speeds, packed, rows, args)
     out = Path(args.out)

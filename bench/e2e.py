@@ -2,7 +2,7 @@
 
     slimspec-bench e2e --reference-report REPORT.json     # the drafters of a `slimspec-train reference` report
     slimspec-bench e2e --drafter d8=FOLDER --drafter dense=FOLDER [--dtype bf16] [--modes greedy] [--prompts 20]
-                       [--max-new-tokens 64] [--k 5] [--k-sweep 2,3,4,5,6,7,8] [--out bench_results/e2e]
+                       [--max-new-tokens 64] [--k 5] [--k-sweep 2,3,4,5,6,7,8] [--hybrid] [--out bench_results/e2e]
 
 Target on CPU, batch 1, held-out prompts (``slimspec.prompts.benchmark_prompts``). For every dtype (bf16, fp32)
 and mode (greedy; sample = temperature 1, no top-k / top-p, ``torch.manual_seed(seed + prompt index)`` before
@@ -10,7 +10,8 @@ every method's call) the methods run prompt by prompt, back to back (plain first
 state; each method is warmed up once before timing. Per method: tokens/s (totals over all prompts), speedup over
 plain, tau (tokens per target verification pass), per-position acceptance (drafters), the time per target pass
 split into target forward, drafter body, drafter head and overhead (everything else: draft selection, the
-adapter, transformers' decoding loop), and for greedy how many outputs equal plain's.
+adapter, transformers' decoding loop), and for greedy how many outputs equal plain's. ``--hybrid`` adds the subject
+drafter with prompt lookup in its generator ("<name>+lookup"; results.json gives its accepted drafts by source).
 
 Then: a K sweep (greedy, first dtype), the SlimSpec performance model relative to the dense drafter
 (the SlimSpec paper's model: predicted speedup rho_tau (1 + kappa) / (1 + nu kappa) against the measured one), and
@@ -104,6 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "first)")
     p.add_argument("--sweep-prompts", type=int, default=8, help="prompts for the K sweep")
     p.add_argument("--no-prompt-lookup", action="store_true", help="skip transformers' prompt-lookup decoding")
+    p.add_argument("--hybrid", action="store_true",
+                   help="also run the subject drafter (else the first) hybrid, with prompt lookup of K tokens in its "
+                        "generator, as '<name>+lookup'")
     p.add_argument("--out", default="bench_results/e2e", help="output folder")
     p.add_argument("--seed", type=int, default=0)
 
@@ -135,9 +139,10 @@ def _measure(args, folders: dict, given_roles: dict, prompts: list, ks: list) ->
         target, tokenizer = load_target(args.target, dtype=DTYPES[dtype_name])
         drafters = load_drafters(folders, DTYPES[dtype_name])
         roles = infer_roles(drafters, given_roles)
+        hybrid = [roles.get("subject", next(iter(drafters)))] if args.hybrid else []
         runs.update(run_e2e(target=target, tokenizer=tokenizer, drafters=drafters, prompts=prompts,
                             dtype_name=dtype_name, modes=args.modes, k=args.k, max_new_tokens=args.max_new_tokens,
-                            prompt_lookup=not args.no_prompt_lookup, seed=args.seed))
+                            prompt_lookup=not args.no_prompt_lookup, seed=args.seed, hybrid=hybrid))
         if i == 0 and ks:
             sweep = {n: drafters[n] for n in _sweep_names(args, list(folders), roles)}
             k_sweep = run_k_sweep(target=target, tokenizer=tokenizer, drafters=sweep,

@@ -16,12 +16,14 @@ MODES = {
 SPLIT_PARTS = ("target_forward", "drafter_body", "drafter_head", "overhead")
 
 
-def build_methods(drafters: dict, k: int, prompt_lookup: bool) -> list:
-    """Plain, prompt lookup with K (optional) and every drafter with K."""
+def build_methods(drafters: dict, k: int, prompt_lookup: bool, hybrid=()) -> list:
+    """Plain, prompt lookup with K (optional), every drafter with K, and the drafters named in ``hybrid`` as
+    "<name>+lookup": prompt lookup of K tokens inside their generator, their own draft length otherwise."""
     methods = [Method("plain", "plain")]
     if prompt_lookup:
         methods.append(Method("prompt_lookup", "lookup", k))
     methods += [Method(name, "drafter", k, d) for name, d in drafters.items()]
+    methods += [Method(f"{name}+lookup", "hybrid", k, drafters[name]) for name in hybrid]
     return methods
 
 
@@ -44,7 +46,7 @@ def summarize(method: Method, t, plain_tps: float, greedy: bool) -> dict:
     s = t.merged_stats()
     split = dict(target_forward=times.target_seconds, drafter_body=times.body_seconds, drafter_head=times.head_seconds)
     split["overhead"] = t.seconds - sum(split.values())
-    drafted = sum(s.drafted_per_pass) if s is not None else None
+    drafted = s.drafted_by_source().get("drafter", 0) if s is not None else None  # lookup drafts cost no drafter
     return dict(
         tokens_per_s=t.tokens_per_s,
         speedup_vs_plain=t.tokens_per_s / plain_tps,
@@ -60,6 +62,8 @@ def summarize(method: Method, t, plain_tps: float, greedy: bool) -> dict:
         head_ms_per_drafted_token=1e3 * times.head_seconds / drafted if drafted else None,
         drafted_tokens=drafted,
         k=method.k,
+        kind=method.kind,
+        accepted_share=s.accepted_share() if s is not None else None,  # accepted drafts by source (hybrid)
     )
 
 
@@ -78,16 +82,18 @@ def run_mode(*, target, tokenizer, methods: list, prompts: list, mode: str, max_
 
 def run_e2e(*, target, tokenizer, drafters: dict, prompts: list, dtype_name: str, modes=("greedy", "sample"),
             k: int = 5, max_new_tokens: int = 64, prompt_lookup: bool = True, seed: int = 0,
-            progress: bool = True) -> dict:
+            progress: bool = True, hybrid=()) -> dict:
     """One dtype: {"<dtype>/<mode>": {"dtype", "mode", "methods": {name: summary}}} for every mode.
 
-    ``drafters``: {name: SlimSpecDrafter} (unattached; already in the target's dtype)."""
+    ``drafters``: {name: SlimSpecDrafter} (unattached; already in the target's dtype); ``hybrid``: names of those
+    also run hybrid (``build_methods``)."""
     runs = {}
     for mode in modes:
         key = f"{dtype_name}/{mode}"
+        methods = build_methods(drafters, k, prompt_lookup, hybrid)
         runs[key] = dict(dtype=dtype_name, mode=mode, methods=run_mode(
-            target=target, tokenizer=tokenizer, methods=build_methods(drafters, k, prompt_lookup), prompts=prompts,
-            mode=mode, max_new_tokens=max_new_tokens, seed=seed, desc=f"e2e {key}", progress=progress))
+            target=target, tokenizer=tokenizer, methods=methods, prompts=prompts, mode=mode,
+            max_new_tokens=max_new_tokens, seed=seed, desc=f"e2e {key}", progress=progress))
     return runs
 
 

@@ -37,8 +37,8 @@ def perf_model(methods: dict, dense_name: str | None) -> dict | None:
     kappa = head / (sum(split.values()) - head)
     out = {}
     for name, m in methods.items():
-        if name == dense_name or m.get("head_ms_per_drafted_token") is None:
-            continue
+        if name == dense_name or m.get("head_ms_per_drafted_token") is None or m.get("kind") == "hybrid":
+            continue  # the model is about the head; a hybrid's tau includes lookup drafts, which have none
         rho = m["tau"] / dense["tau"]
         nu = m["head_ms_per_drafted_token"] / dense["head_ms_per_drafted_token"]
         out[name] = dict(rho_tau=rho, nu=nu, kappa=kappa, predicted=predicted_speedup(rho, nu, kappa),

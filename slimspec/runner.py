@@ -2,16 +2,17 @@
 ``slimspec-bench e2e``), the demo and the drafter evaluation all call ``run_methods``.
 
 A ``Method`` is one way of calling ``generate``: plain, transformers' prompt lookup, or a SlimSpec drafter (with a
-draft length for the call, or its own settings). ``run_methods`` runs every method back to back on each prompt,
-the first method (plain) first, so all see the same machine state, and tallies per method: new tokens, seconds,
-outputs, how many equal the first method's, the drafters' ``last_generate_stats``, and whatever an ``instrument``
-(the benchmarks' timers) recorded. Only ``target.generate`` is called; the decoding loop is transformers' own.
+draft length for the call, or its own settings; alone, or hybrid with prompt lookup inside its generator).
+``run_methods`` runs every method back to back on each prompt, the first method (plain) first, so all see the same
+machine state, and tallies per method: new tokens, seconds, outputs, how many equal the first method's, the
+drafters' ``last_generate_stats``, and whatever an ``instrument`` (the benchmarks' timers) recorded. Only
+``target.generate`` is called; the decoding loop is transformers' own.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -25,19 +26,35 @@ class Method:
     """One way of calling ``target.generate``.
 
     kind: "plain" | "lookup" (prompt lookup, ``k`` tokens per lookup) | "drafter" (``drafter`` drafts ``k`` tokens
-    per pass with the constant schedule; ``k=None`` keeps the drafter's own draft length and schedule)."""
+    per pass with the constant schedule; ``k=None`` keeps the drafter's own draft length and schedule) | "hybrid"
+    (``drafter`` with its own draft length and schedule, and prompt lookup of ``k`` tokens from n-grams of up to
+    ``ngram`` tokens in its generator: ``prompt_lookup_num_tokens`` / ``max_matching_ngram_size`` on the drafter's
+    generation_config for the call)."""
 
     name: str
     kind: str
     k: int | None = None
     drafter: object = None
+    ngram: int = 2
+
+    @property
+    def uses_drafter(self) -> bool:
+        return self.kind in ("drafter", "hybrid")
 
     def generate_kwargs(self) -> dict:
         if self.kind == "lookup":
             return dict(prompt_lookup_num_tokens=self.k)
-        if self.kind == "drafter":
+        if self.uses_drafter:
             return dict(assistant_model=self.drafter)
         return {}
+
+    def drafter_settings(self):
+        """A context manager giving the drafter this method's settings for the call (its own ones after it)."""
+        if self.kind == "hybrid":
+            return prompt_lookup(self.drafter, self.k, self.ngram)
+        if self.kind == "drafter" and self.k is not None:
+            return draft_length(self.drafter, self.k)
+        return nullcontext(self.drafter)
 
 
 @dataclass
@@ -66,15 +83,29 @@ class Tally:
 
 
 @contextmanager
-def draft_length(drafter, k: int, schedule: str = "constant"):
-    """Inside the block the drafter drafts ``k`` tokens per pass with ``schedule``; its own settings after it."""
+def drafter_config(drafter, **values):
+    """Inside the block the drafter's generation_config has ``values``; its own values after it, whatever
+    happens (an attribute it lacked before comes back as None)."""
     config = drafter.generation_config
-    saved = config.num_assistant_tokens, config.num_assistant_tokens_schedule
-    config.num_assistant_tokens, config.num_assistant_tokens_schedule = k, schedule
+    saved = {name: getattr(config, name, None) for name in values}
+    for name, value in values.items():
+        setattr(config, name, value)
     try:
         yield drafter
     finally:
-        config.num_assistant_tokens, config.num_assistant_tokens_schedule = saved
+        for name, value in saved.items():
+            setattr(config, name, value)
+
+
+def draft_length(drafter, k: int, schedule: str = "constant"):
+    """Inside the block the drafter drafts ``k`` tokens per pass with ``schedule``; its own settings after it."""
+    return drafter_config(drafter, num_assistant_tokens=k, num_assistant_tokens_schedule=schedule)
+
+
+def prompt_lookup(drafter, tokens: int, ngram: int = 2):
+    """Inside the block the drafter drafts hybrid: a block of up to ``tokens`` tokens from an n-gram match
+    (n <= ``ngram``) in the context when there is one, else its own drafts; its own settings after it."""
+    return drafter_config(drafter, prompt_lookup_num_tokens=tokens, max_matching_ngram_size=ngram)
 
 
 @contextmanager
@@ -100,13 +131,13 @@ def encode(tokenizer, text: str) -> dict:
 def generate_once(target, method: Method, inputs: dict, gen_kwargs: dict, instrument=None) -> tuple:
     """One timed ``target.generate`` -> (output ids [1, prompt + new], seconds, the instrument's record or None).
 
-    A drafter is attached and given the method's draft length outside the timed span, and left as found after it.
-    ``instrument(target, method)``: a context manager around the call whose value is the record."""
+    A drafter is attached and given the method's settings (draft length, or prompt lookup for "hybrid") outside
+    the timed span, and left as found after it. ``instrument(target, method)``: a context manager around the call
+    whose value is the record."""
     with ExitStack() as stack:
-        if method.kind == "drafter":
+        if method.uses_drafter:
             stack.enter_context(attached(method.drafter, target))
-            if method.k is not None:
-                stack.enter_context(draft_length(method.drafter, method.k))
+            stack.enter_context(method.drafter_settings())
         record = stack.enter_context(instrument(target, method)) if instrument is not None else None
         t0 = time.perf_counter()
         out = target.generate(**inputs, **gen_kwargs, **method.generate_kwargs())
@@ -146,7 +177,7 @@ def run_methods(target, tokenizer, methods: list, prompts: list, gen_kwargs: dic
             t.identical += int(torch.equal(out, reference))
             t.prompts += 1
             t.outputs.append(out)
-            if method.kind == "drafter":
+            if method.uses_drafter:
                 t.stats.append(method.drafter.last_generate_stats)
             if record is not None:
                 t.timings.append(record)

@@ -7,7 +7,7 @@ import torch
 
 from slimspec.bench import e2e, e2e_plots, e2e_report, e2e_run, perf_model
 from slimspec.bench.timers import CallTimes, timed_generate
-from slimspec.runner import Method, draft_length, run_methods
+from slimspec.runner import Method, Tally, draft_length, prompt_lookup, run_methods
 from test_generate import drafter_for, tiny_target
 from test_train import tiny_tokenizer
 
@@ -54,7 +54,8 @@ def tiny_run():
     saved = {n: d.generation_config.num_assistant_tokens for n, d in drafters.items()}
     prompts = ["t5 t6 t7 t8 t5 t6 t7", "t20 t21 t22 t40 t41 t20 t21 t22 t40"]
     runs = e2e_run.run_e2e(target=target, tokenizer=tokenizer, drafters=drafters, prompts=prompts,
-                           dtype_name="fp32", modes=("greedy", "sample"), k=3, max_new_tokens=8, progress=False)
+                           dtype_name="fp32", modes=("greedy", "sample"), k=3, max_new_tokens=8, progress=False,
+                           hybrid=["slimspec-d8"])
     sweep = e2e_run.run_k_sweep(target=target, tokenizer=tokenizer,
                                 drafters={"slimspec-d8": drafters["slimspec-d8"]}, prompts=prompts[:1],
                                 dtype_name="fp32", ks=[2, 4], max_new_tokens=8, progress=False)
@@ -69,7 +70,7 @@ def test_run_e2e_on_a_tiny_target(tiny_run):
     assert set(r["runs"]) == {"fp32/greedy", "fp32/sample"}
     for key, run in r["runs"].items():
         methods = run["methods"]
-        assert list(methods) == ["plain", "prompt_lookup", "dense", "slimspec-d8"]
+        assert list(methods) == ["plain", "prompt_lookup", "dense", "slimspec-d8", "slimspec-d8+lookup"]
         for name, m in methods.items():
             assert KEYS <= set(m), (name, KEYS - set(m))
             assert m["new_tokens"] == 16 and m["passes"] >= 2 and m["tokens_per_s"] > 0
@@ -81,14 +82,19 @@ def test_run_e2e_on_a_tiny_target(tiny_run):
             m = methods[name]
             assert len(m["per_position_acceptance"]) == 3 and m["draft_ms_per_token"] > 0
             assert m["time_split_ms_per_pass"]["drafter_head"] > 0
+        hybrid = methods["slimspec-d8+lookup"]
+        assert hybrid["kind"] == "hybrid" and "lookup" in hybrid["accepted_share"]  # the prompts repeat: it proposed
+        assert "lookup" not in methods["slimspec-d8"]["accepted_share"]
         if run["mode"] == "greedy":  # lossless: every drafter reproduces plain greedy exactly
-            for name in ["prompt_lookup", *drafters]:
+            for name in ["prompt_lookup", *drafters, "slimspec-d8+lookup"]:
                 assert methods[name]["identical_to_plain"] == "2/2" and methods[name]["flip_rate"] == 0.0, name
         else:
             assert methods["dense"]["identical_to_plain"] is None
     for name, d in drafters.items():  # the drafters come back unattached, with their own draft length
         assert d.attached_target is None and d.generation_config.num_assistant_tokens == saved[name]
     assert r["perf_model"]["fp32/greedy"]["slimspec-d8"]["kappa"] > 0
+    assert "slimspec-d8+lookup" not in r["perf_model"]["fp32/greedy"]  # the head model is not about lookup drafts
+    assert drafters["slimspec-d8"].generation_config.prompt_lookup_num_tokens is None  # the hybrid call's setting
     assert r["k_sweep"]["ks"] == [2, 4] and set(r["k_sweep"]["methods"]) == {"prompt_lookup", "slimspec-d8"}
     assert r["targets"] == [] and "bf16 greedy" in r["targets_note"]
 
@@ -162,15 +168,18 @@ def test_runner_tallies_and_the_time_split_adds_up():
     assert "forward" not in vars(target) and "head" not in vars(drafter)  # the timers are gone
 
 
-def test_draft_length_is_restored_whatever_happens():
+def test_draft_length_and_prompt_lookup_are_restored_whatever_happens():
     drafter = drafter_for(tiny_target())
     config = drafter.generation_config
     config.num_assistant_tokens_schedule = "heuristic"
+    config.max_matching_ngram_size = 4
     with pytest.raises(RuntimeError):
-        with draft_length(drafter, 3):
+        with draft_length(drafter, 3), prompt_lookup(drafter, 7, ngram=1):
             assert (config.num_assistant_tokens, config.num_assistant_tokens_schedule) == (3, "constant")
+            assert (config.prompt_lookup_num_tokens, config.max_matching_ngram_size) == (7, 1)
             raise RuntimeError("a failed generate")
     assert (config.num_assistant_tokens, config.num_assistant_tokens_schedule) == (5, "heuristic")
+    assert (config.prompt_lookup_num_tokens, config.max_matching_ngram_size) == (None, 4)
 
 
 # --- slimspec-bench cpu ---------------------------------------------------------------------------------------------
@@ -208,3 +217,56 @@ def test_cpu_bench_picks_the_fastest_plain_and_leaves_it_prepared(monkeypatch):
     assert best == ("fp32", True) and speeds == speed and packed > 0
     assert any("forward" in m.__dict__ for m in targets["fp32"][0].modules())
     assert not any("forward" in m.__dict__ for m in targets["bf16"][0].modules())
+
+
+def _tally(tokens: int, stats=None) -> Tally:
+    """One second, ``tokens`` new tokens over 2 prompts (both identical to plain), a drafter's stats if given."""
+    return Tally(seconds=1.0, new_tokens=tokens, identical=2, prompts=2, stats=[stats] if stats else [])
+
+
+def _stats(drafted: list, accepted: list, sources: list):
+    from generation_slimspec import SlimSpecGenerateStats
+
+    return SlimSpecGenerateStats(drafted_per_pass=drafted, accepted_per_pass=accepted, source_per_pass=sources,
+                                 chosen_draft_lengths=[3])
+
+
+def cpu_results(hybrid_prose: int = 14) -> dict:
+    """Injected tallies for two categories: SlimSpec wins prose, lookup wins code, the hybrid takes each."""
+    alone = _stats([3, 3], [1, 2], ["drafter", "drafter"])
+    return {"prose": dict(plain=_tally(10), lookup=_tally(11), slimspec=_tally(14, alone),
+                          hybrid=_tally(hybrid_prose, _stats([3, 0, 4], [1, 0, 3], ["drafter", "none", "lookup"]))),
+            "code": dict(plain=_tally(10), lookup=_tally(20), slimspec=_tally(13, alone),
+                         hybrid=_tally(25, _stats([10, 10], [9, 7], ["lookup", "lookup"])))}
+
+
+def test_cpu_summary_has_the_hybrid_columns():
+    """Per category and overall: the hybrid's tokens/s, tau, ratio to the better of lookup and SlimSpec alone, and
+    the share of its accepted drafts from each source; in the report with its targets."""
+    from types import SimpleNamespace
+
+    from slimspec.bench.cpu import format_report, summarize
+
+    rows = summarize(cpu_results())
+    prose, code, total = rows["prose"], rows["code"], rows["all"]
+    assert (prose["hybrid"], prose["hybrid_tau"], prose["hybrid_vs_best"]) == (14.0, (4 + 3) / 3, 1.0)
+    assert (prose["lookup_share"], prose["drafter_share"]) == (0.75, 0.25)
+    assert (code["hybrid_vs_best"], code["hybrid_tau"], code["lookup_share"], code["drafter_share"]) == (
+        1.25, 9.0, 1.0, 0.0)
+    assert total["hybrid_vs_best"] == pytest.approx(19.5 / 15.5) and total["lookup_share"] == pytest.approx(19 / 20)
+    assert total["hybrid_tau"] == pytest.approx((20 + 5) / 5) and total["hybrid_identical"] == "4/4"
+    args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, ngram=2)
+    report = format_report("m", False, ("bf16", False), {("bf16", False): 10.0}, 0, rows, args)
+    assert "| code | 25.0 | 1.25x | 9.00 | 100% | 0% | 2/2 |" in report
+    assert "| prose | 14.0 | 1.00x | 2.33 | 75% | 25% | 2/2 |" in report
+    assert "| **all** | 19.5 | 1.26x | 5.00 | 95% | 5% | 4/4 |" in report
+    assert "hybrid overall 1.26x the better of lookup and SlimSpec >= 1.1x: met" in report
+
+
+def test_cpu_hybrid_targets():
+    from slimspec.bench.cpu import hybrid_verdict, summarize
+
+    assert [v.rsplit(" ", 1)[1] for v in hybrid_verdict(summarize(cpu_results()))] == ["met", "met"]
+    behind = hybrid_verdict(summarize(cpu_results(hybrid_prose=13)))  # 13 / 14 tokens/s: more than 3% behind
+    assert behind[1] == "hybrid in every category >= 0.97x the better (lowest 0.93x): missed"
+    assert hybrid_verdict(summarize(cpu_results(hybrid_prose=6)))[0].endswith("missed")  # 31 / 31 overall < 1.1x

@@ -198,19 +198,23 @@ def test_drafter_dtype_differs_from_target(target):
 
 
 def test_generation_config_travels_with_the_drafter(target, tmp_path):
+    """Draft length, schedule and the hybrid's prompt lookup settings are saved and reloaded with the drafter."""
     drafter = drafter_for(target)
     drafter.generation_config.num_assistant_tokens = 3
     drafter.generation_config.num_assistant_tokens_schedule = "heuristic"
-    drafter.save_pretrained(tmp_path)
+    with_lookup(drafter, 6, ngram=3).save_pretrained(tmp_path)
     assert (tmp_path / "generation_config.json").exists()
     loaded = SlimSpecDrafter.from_pretrained(tmp_path)
     assert loaded.generation_config.num_assistant_tokens == 3
     assert loaded.generation_config.num_assistant_tokens_schedule == "heuristic"
+    assert loaded.generation_config.prompt_lookup_num_tokens == 6
+    assert loaded.generation_config.max_matching_ngram_size == 3
     loaded.attach(target)
     try:
-        ids = prompts(1, 101, seed=2)[0]
-        plain, assisted = plain_and_assisted(target, loaded, ids, max_new_tokens=20)
-        assert torch.equal(plain, assisted)
+        for ids in [prompts(1, 101, seed=2)[0], *repeating_prompts(2, 101, seed=2)]:
+            plain, assisted = plain_and_assisted(target, loaded, ids, max_new_tokens=20)
+            assert torch.equal(plain, assisted)
+        assert loaded.last_generate_stats.accepted_by_source()["lookup"] > 0  # the reloaded drafter is hybrid
     finally:
         loaded.detach()
 
@@ -226,6 +230,153 @@ def test_heuristic_schedule_adapts_draft_length():
     drafted = drafter.last_generate_stats.drafted_per_pass
     assert drafted[:3] == [2, 4, 6]  # all accepted: +2 per pass
     assert drafter.generation_config.num_assistant_tokens > 2  # "heuristic" persists on the drafter
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Hybrid drafting: prompt lookup beside the drafter, in one candidate generator
+# ----------------------------------------------------------------------------------------------------------------------
+def repeating_prompts(n, vocab, seed=0):
+    """Prompts made of a random pattern (2..6 tokens) repeated 2..4 times: the context holds n-grams to look up."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        pattern = torch.randint(1, vocab, (1, int(torch.randint(2, 7, (1,), generator=g))), generator=g)
+        out.append(pattern.repeat(1, int(torch.randint(2, 5, (1,), generator=g))))
+    return out
+
+
+def with_lookup(drafter, tokens, ngram=None):
+    drafter.generation_config.prompt_lookup_num_tokens = tokens
+    drafter.generation_config.max_matching_ngram_size = ngram
+    return drafter
+
+
+def test_lookup_continuation_follows_transformers_rule():
+    """Longest n-gram first, leftmost earlier occurrence, continuation may run into the suffix; and the same
+    answer as transformers' PromptLookupCandidateGenerator on random sequences with many repeats."""
+    from transformers.generation.candidate_generator import PromptLookupCandidateGenerator
+
+    def find(ids, ngram, tokens):
+        return generation_slimspec.lookup_continuation(torch.tensor(ids), ngram, tokens).tolist()
+
+    assert find([2, 5, 1, 2, 7, 1, 2], 2, 9) == [7, 1, 2]  # "1 2" matched before "2" alone
+    assert find([2, 5, 1, 2, 7, 1, 2], 1, 9) == [5, 1, 2, 7, 1, 2]  # leftmost "2"
+    assert find([1, 2, 3, 1, 2], 2, 2) == [3, 1] and find([4, 4], 2, 5) == [4]
+    assert find([1, 2, 3], 2, 5) == [] and find([7], 3, 5) == []
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        ids = torch.randint(0, 4, (1, int(torch.randint(1, 16, (1,), generator=g))), generator=g)
+        ngram, tokens = int(torch.randint(1, 4, (1,), generator=g)), int(torch.randint(1, 6, (1,), generator=g))
+        theirs, _ = PromptLookupCandidateGenerator(num_output_tokens=tokens, max_matching_ngram_size=ngram,
+                                                   max_length=1000).get_candidates(ids)
+        assert find(ids[0].tolist(), ngram, tokens) == theirs[0, ids.shape[1]:].tolist(), (ids, ngram, tokens)
+
+
+def lookup_generator(drafter, tokenizer=None, **config):
+    from transformers import GenerationConfig
+
+    return generation_slimspec.SlimSpecCandidateGenerator(drafter, GenerationConfig(**config), None,
+                                                          torch.tensor([[5]]), tokenizer=tokenizer)
+
+
+def test_lookup_blocks_end_before_eos_stop_strings_and_the_length_budget(target):
+    drafter = with_lookup(drafter_for(target), 4)
+
+    def block(ids, budget=10, stop_after=None, **config):
+        generator = lookup_generator(drafter, **{"max_length": 100, **config})
+        if stop_after is not None:  # a stop string completed by token ``stop_after`` (StopStringCriteria's interface)
+            generator.stop_strings = lambda ids, scores: ids[:, -1] == stop_after
+        found = generator._lookup(torch.tensor([ids]), budget)
+        return None if found is None else found[0][0, len(ids):].tolist()
+
+    ids = [5, 6, 8, 9, 4, 5, 6]
+    assert block(ids) == [8, 9, 4, 5] and block(ids, budget=2) == [8, 9]
+    assert block(ids, eos_token_id=9) == [8] and block(ids, eos_token_id=[3, 8]) is None
+    assert block(ids, stop_after=4) == [8, 9]
+    assert block([1, 2, 3]) is None
+    tokens, logits = lookup_generator(drafter, max_length=100, do_sample=True)._lookup(torch.tensor([ids]), 3)
+    assert logits.shape == (1, 3, 101) and logits.dtype == torch.float32
+    assert torch.equal(logits.softmax(-1), torch.nn.functional.one_hot(tokens[:, -3:], 101).float())
+    with pytest.raises(ValueError, match="max_matching_ngram_size"):
+        lookup_generator(with_lookup(drafter, 4, ngram=-1))
+
+
+@pytest.mark.parametrize("tokens,ngram", [(1, 1), (4, None), (10, 3)])
+@pytest.mark.parametrize("head", [dict(head_rank="d/8"), dict(head_rank="d/8", draft_vocab_size=30)])
+def test_hybrid_greedy_is_token_identical(target, tokens, ngram, head):
+    drafter = with_lookup(drafter_for(target, **head), tokens, ngram)
+    if drafter.d2t is not None:
+        drafter.set_vocab_maps(torch.randperm(101, generator=torch.Generator().manual_seed(5))[:30])
+    drafter.generation_config.num_assistant_tokens = 3
+    drafter.attach(target)
+    runs = []
+    try:
+        for i, ids in enumerate(repeating_prompts(6, 101, seed=tokens) + prompts(2, 101, seed=tokens)):
+            plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=[1, 5, 17, 30][i % 4])
+            assert torch.equal(plain, assisted), (ids, plain, assisted)
+            stats = drafter.last_generate_stats
+            assert sum(stats.accepted_per_pass) + stats.verification_passes + 1 == stats.new_tokens
+            assert len(stats.source_per_pass) == stats.verification_passes
+            for source, drafted in zip(stats.source_per_pass, stats.drafted_per_pass):
+                assert drafted <= {"lookup": tokens, "drafter": 3, "none": 0}[source]
+            runs.append(stats)
+    finally:
+        drafter.detach()
+    merged = generation_slimspec.SlimSpecGenerateStats.merge(runs)
+    assert merged.accepted_by_source()["lookup"] > 0 and merged.drafted_by_source()["drafter"] > 0
+
+
+def test_hybrid_blocks_run_into_eos_and_max_length():
+    """The oracle target emits 1 x 7 then eos 0; the prompt holds "1 1 0": lookup continuations run into eos (after
+    "1" the block is [1], after "1 1" it is empty, so the drafter drafts)."""
+    target, drafter = oracle_pair()
+    drafter.generation_config.num_assistant_tokens = 2
+    with_lookup(drafter, 3).attach(target)
+    ids, runs = torch.tensor([[2, 1, 1, 0, 7, 8, 9]]), []
+    try:
+        for max_new in (2, 4, 7, 8, 12):
+            kw = dict(max_new_tokens=max_new, eos_token_id=0, min_new_tokens=7)
+            plain, assisted = plain_and_assisted(target, drafter, ids, **kw)
+            assert torch.equal(plain, assisted), (max_new, plain, assisted)
+            runs.append(drafter.last_generate_stats)
+    finally:
+        drafter.detach()
+    accepted = generation_slimspec.SlimSpecGenerateStats.merge(runs).accepted_by_source()
+    assert accepted["lookup"] > 0 and accepted["drafter"] > 0
+
+
+def test_hybrid_is_off_by_default_and_a_lookup_option_on_the_call_is_refused(target):
+    drafter = drafter_for(target).attach(target)
+    try:
+        ids = repeating_prompts(1, 101)[0]
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=12)
+        assert torch.equal(plain, assisted) and "lookup" not in drafter.last_generate_stats.source_per_pass
+        with pytest.raises(ValueError, match="drafter's generation_config"):
+            target.generate(ids, do_sample=False, max_new_tokens=4, assistant_model=drafter,
+                            prompt_lookup_num_tokens=3)
+    finally:
+        drafter.detach()
+
+
+def test_cost_schedule_learns_only_from_drafter_passes(target, monkeypatch):
+    """Hybrid under the "cost" schedule: the draft length is re-chosen after drafter passes only; where drafting
+    does not pay (K = 0, no hidden states asked of the target) lookup still proposes."""
+    drafter = with_lookup(drafter_for(target), 4)
+    drafter.generation_config.num_assistant_tokens_schedule = "cost"
+    drafter.generation_config.slimspec_acceptance = [0.5, 0.6, 0.55]
+    drafter.attach(target)
+    try:
+        for costs, drafting in ((NATIVE_BF16, True), (AVX2_BF16, False)):
+            monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, costs=costs, **k: costs)
+            for ids in repeating_prompts(4, 101, seed=3):
+                plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=20)
+                assert torch.equal(plain, assisted)
+                stats = drafter.last_generate_stats
+                drafter_passes = [d for d, s in zip(stats.drafted_per_pass, stats.source_per_pass) if s == "drafter"]
+                assert len(stats.chosen_draft_lengths) == 1 + len(drafter_passes)
+                assert bool(drafter_passes) == drafting and "lookup" in stats.source_per_pass
+    finally:
+        drafter.detach()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -273,40 +424,53 @@ def chi_square_pvalue(samples, dist, min_expected=5.0):
 
 
 def sample_assisted(target, drafter, prompt, steps, n, gen_kw):
-    out = []
+    """n assisted samples (seeds 0..n-1) -> (their new tokens as tuples, the runs' merged statistics)."""
+    out, stats = [], []
     for seed in range(n):
         torch.manual_seed(seed)
         seq = target.generate(prompt, do_sample=True, max_new_tokens=steps, assistant_model=drafter, **gen_kw)
         out.append(tuple(seq[0, prompt.shape[1]:].tolist()))
-    return out
+        stats.append(drafter.last_generate_stats)
+    return out, generation_slimspec.SlimSpecGenerateStats.merge(stats)
+
+
+def sampled_tail_pvalue(target, drafter, prompt, steps, gen_kw, n=1500):
+    """Chi-square p-value that assisted samples of tokens 2..steps follow the target's exact distribution (token 1
+    comes from the prefill, without drafts), and the runs' merged statistics."""
+    dist = exact_joint(target, prompt, steps, processors(**gen_kw))
+    samples, stats = sample_assisted(target, drafter, prompt, steps, n, gen_kw)
+    tail = {}
+    for s, p in dist.items():
+        tail[s[1:]] = tail.get(s[1:], 0.0) + p
+    return chi_square_pvalue([s[1:] for s in samples], tail), stats
 
 
 SAMPLING_CASES = [dict(temperature=1.0, top_k=0, top_p=1.0), dict(temperature=0.7, top_k=4, top_p=0.9)]
 
 
+def sampling_pair(lookup_tokens=None):
+    """A 6-token target and a sharp drafter unlike it, attached, 2 drafts per pass; prompt lookup of
+    ``lookup_tokens`` beside it when given (hybrid)."""
+    target = tiny_target(vocab=6, seed=4)
+    drafter = drafter_for(target, scale=1.0, head_rank=None).attach(target)
+    drafter.generation_config.num_assistant_tokens = 2
+    drafter.generation_config.prompt_lookup_num_tokens = lookup_tokens
+    return target, drafter
+
+
 @pytest.mark.parametrize("gen_kw", SAMPLING_CASES)
 def test_sampling_matches_target_distribution(gen_kw):
     """The first token comes from the prefill (no draft); tokens 2 and 3 are drafted and verified."""
-    target = tiny_target(vocab=6, seed=4)
-    drafter = drafter_for(target, scale=1.0, head_rank=None).attach(target)  # sharp and unlike the target
-    drafter.generation_config.num_assistant_tokens = 2
-    prompt = torch.tensor([[1, 2, 3]])
-    procs = processors(**gen_kw)
-    dist = exact_joint(target, prompt, 3, procs)
-    samples = sample_assisted(target, drafter, prompt, 3, 1500, gen_kw)
+    target, drafter = sampling_pair()
+    pvalue, stats = sampled_tail_pvalue(target, drafter, torch.tensor([[1, 2, 3]]), 3, gen_kw)
     drafter.detach()
-    assert sum(drafter.last_generate_stats.drafted_per_pass) > 0
-    tail = {}
-    for s, p in dist.items():
-        tail[s[1:]] = tail.get(s[1:], 0.0) + p
-    assert chi_square_pvalue([s[1:] for s in samples], tail) > 1e-3
+    assert sum(stats.drafted_per_pass) > 0
+    assert pvalue > 1e-3
 
 
 def test_sampling_test_detects_a_wrong_draft_distribution(monkeypatch):
     """Negative control: a drafter that samples from one distribution but reports another must fail the test."""
-    target = tiny_target(vocab=6, seed=4)
-    drafter = drafter_for(target, scale=1.0, head_rank=None).attach(target)
-    drafter.generation_config.num_assistant_tokens = 2
+    target, drafter = sampling_pair()
     original = generation_slimspec.SlimSpecCandidateGenerator._select
 
     def misreporting_select(self, ids, draft_logits):
@@ -314,15 +478,41 @@ def test_sampling_test_detects_a_wrong_draft_distribution(monkeypatch):
         return token, torch.zeros_like(logits), confident  # claims uniform q while sampling a sharp q
 
     monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "_select", misreporting_select)
-    prompt = torch.tensor([[1, 2, 3]])
-    gen_kw = SAMPLING_CASES[0]
-    dist = exact_joint(target, prompt, 3, processors(**gen_kw))
-    samples = sample_assisted(target, drafter, prompt, 3, 1500, gen_kw)
+    pvalue, _ = sampled_tail_pvalue(target, drafter, torch.tensor([[1, 2, 3]]), 3, SAMPLING_CASES[0])
     drafter.detach()
-    tail = {}
-    for s, p in dist.items():
-        tail[s[1:]] = tail.get(s[1:], 0.0) + p
-    assert chi_square_pvalue([s[1:] for s in samples], tail) < 1e-6
+    assert pvalue < 1e-6
+
+
+HYBRID_PROMPT = torch.tensor([[1, 2, 3, 1]])  # the first sampled token is often in it: lookup fires, else the drafter
+
+
+@pytest.mark.parametrize("gen_kw", SAMPLING_CASES)
+def test_hybrid_sampling_matches_target_distribution(gen_kw):
+    """Hybrid blocks: lookup tokens (point masses) and drafter tokens in the same runs; tokens 2..4 verified."""
+    target, drafter = sampling_pair(lookup_tokens=3)
+    pvalue, stats = sampled_tail_pvalue(target, drafter, HYBRID_PROMPT, 4, gen_kw)
+    drafter.detach()
+    drafted = stats.drafted_by_source()
+    assert drafted["lookup"] > 100 and drafted["drafter"] > 100, drafted
+    assert max(d for d, s in zip(stats.drafted_per_pass, stats.source_per_pass) if s == "lookup") >= 2
+    assert pvalue > 1e-3
+
+
+def test_hybrid_sampling_test_detects_lookup_tokens_scored_as_uniform(monkeypatch):
+    """Negative control: lookup tokens reported with a uniform q instead of their point mass must fail the test
+    (the drafter's own tokens stay correctly scored)."""
+    target, drafter = sampling_pair(lookup_tokens=3)
+    original = generation_slimspec.SlimSpecCandidateGenerator._lookup
+
+    def uniform_lookup(self, input_ids, budget):
+        block = original(self, input_ids, budget)
+        return None if block is None else (block[0], torch.zeros_like(block[1]))
+
+    monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "_lookup", uniform_lookup)
+    pvalue, stats = sampled_tail_pvalue(target, drafter, HYBRID_PROMPT, 4, SAMPLING_CASES[0])
+    drafter.detach()
+    assert stats.drafted_by_source()["lookup"] > 100
+    assert pvalue < 1e-6
 
 
 def test_bfloat16_target_with_float32_drafter():
@@ -504,18 +694,36 @@ def test_conditional_acceptance_counts_only_passes_that_reached_the_position():
     assert stats.per_position_acceptance() == [3 / 4, 2 / 4, 1 / 3]  # unconditional: reaching position j + 1
 
 
+def test_stats_by_source_and_drafter_only_acceptance():
+    """Accepted drafts by source and their shares; acceptance per position counts the drafter's passes only."""
+    stats = generation_slimspec.SlimSpecGenerateStats(
+        drafted_per_pass=[3, 5, 3, 0, 4, 2], accepted_per_pass=[0, 5, 1, 0, 2, 2],
+        source_per_pass=["drafter", "lookup", "drafter", "none", "lookup", "drafter"])
+    assert stats.drafted_by_source() == dict(drafter=8, lookup=9)
+    assert stats.accepted_by_source() == dict(drafter=3, lookup=7)
+    assert stats.accepted_share() == dict(drafter=0.3, lookup=0.7)
+    assert stats.tau == (10 + 6) / 6  # every source counts in tau
+    assert stats.conditional_acceptance() == [2 / 3, 1 / 2, 0.0]  # passes (3, 0), (3, 1), (2, 2)
+    assert stats.per_position_acceptance() == [2 / 3, 1 / 3, 0.0]
+    nothing = generation_slimspec.SlimSpecGenerateStats(drafted_per_pass=[2], accepted_per_pass=[0],
+                                                        source_per_pass=["lookup"])
+    assert nothing.accepted_share() == dict(lookup=0.0)
+
+
 def test_stats_of_several_calls_add_up_field_by_field():
     """Merging keeps every field (prompt_length included): counts are summed and per-pass lists concatenated."""
     from dataclasses import fields
 
     Stats = generation_slimspec.SlimSpecGenerateStats
     a = Stats(prompt_length=4, new_tokens=6, target_passes=3, drafted_per_pass=[3, 3], accepted_per_pass=[1, 2],
-              chosen_draft_lengths=[3])
+              chosen_draft_lengths=[3], source_per_pass=["drafter", "lookup"])
     b = Stats(prompt_length=7, new_tokens=2, target_passes=2, drafted_per_pass=[2], accepted_per_pass=[0],
-              chosen_draft_lengths=[2, 0])
+              chosen_draft_lengths=[2, 0], source_per_pass=["drafter"])
     merged = Stats.merge([a, b])
     assert merged == a + b == Stats(prompt_length=11, new_tokens=8, target_passes=5, drafted_per_pass=[3, 3, 2],
-                                    accepted_per_pass=[1, 2, 0], chosen_draft_lengths=[3, 2, 0])
+                                    accepted_per_pass=[1, 2, 0], chosen_draft_lengths=[3, 2, 0],
+                                    source_per_pass=["drafter", "lookup", "drafter"])
+    assert merged.accepted_by_source() == dict(drafter=1, lookup=2) and merged.drafted_by_source()["drafter"] == 5
     assert all(getattr(merged, f.name) != getattr(Stats(), f.name) for f in fields(Stats))  # no field left behind
     assert a.drafted_per_pass == [3, 3] and Stats.merge([]) == Stats()  # the parts are unchanged
     assert merged.tau == (3 + 3) / 3 and merged.acceptance_rate == 3 / 8

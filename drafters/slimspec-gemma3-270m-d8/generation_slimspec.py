@@ -58,6 +58,11 @@ class SlimSpecGenerateStats:
 
     Stats of several calls add up (``a + b``, ``SlimSpecGenerateStats.merge(runs)``): counts are summed and
     per-pass lists concatenated, field by field.
+
+    Sources (hybrid drafting): ``source_per_pass[i]`` says who proposed the drafts of verification pass i:
+    "drafter", "lookup" (prompt lookup) or "none" (no drafts). Acceptance per position (``per_position_acceptance``,
+    ``conditional_acceptance``) is the drafter's: it counts drafter passes only. Stats without recorded sources
+    (built by hand) are the drafter's.
     """
 
     prompt_length: int = 0
@@ -66,6 +71,7 @@ class SlimSpecGenerateStats:
     drafted_per_pass: list = field(default_factory=list)  # drafts proposed in each verification pass
     accepted_per_pass: list = field(default_factory=list)  # drafts accepted in each verification pass
     chosen_draft_lengths: list = field(default_factory=list)  # the "cost" schedule's choices, in order
+    source_per_pass: list = field(default_factory=list)  # "drafter" | "lookup" | "none", per verification pass
 
     def __add__(self, other: "SlimSpecGenerateStats") -> "SlimSpecGenerateStats":
         """Both calls as one: every field summed (numbers) or concatenated (lists). ``other`` is read by field
@@ -94,20 +100,54 @@ class SlimSpecGenerateStats:
         drafted = sum(self.drafted_per_pass)
         return sum(self.accepted_per_pass) / drafted if drafted else float("nan")
 
+    def _sources(self) -> list:
+        """The source of every verification pass ("drafter" for all when none were recorded)."""
+        return self.source_per_pass or ["drafter"] * self.verification_passes
+
+    def _drafter_passes(self) -> list:
+        """[(drafted, accepted)] of the passes the drafter proposed."""
+        return [(d, a) for s, d, a in zip(self._sources(), self.drafted_per_pass, self.accepted_per_pass)
+                if s == "drafter"]
+
+    def _sum_by_source(self, values: list) -> dict:
+        """{source: sum of ``values`` (one per verification pass) over its passes}, for sources that drafted."""
+        out = {}
+        for source, drafted, value in zip(self._sources(), self.drafted_per_pass, values):
+            if drafted:
+                out[source] = out.get(source, 0) + value
+        return out
+
+    def drafted_by_source(self) -> dict:
+        """Drafts proposed per source: {"drafter": n, "lookup": m} (sources that proposed something)."""
+        return self._sum_by_source(self.drafted_per_pass)
+
+    def accepted_by_source(self) -> dict:
+        """Accepted drafts per source that proposed them: {"drafter": n, "lookup": m}."""
+        return self._sum_by_source(self.accepted_per_pass)
+
+    def accepted_share(self) -> dict:
+        """Share of the accepted drafts each source proposed: {"drafter": 0.4, "lookup": 0.6} (0.0 each when
+        nothing was accepted)."""
+        accepted = self.accepted_by_source()
+        total = sum(accepted.values())
+        return {source: n / total if total else 0.0 for source, n in accepted.items()}
+
     def per_position_acceptance(self) -> list:
-        """Fraction of passes whose draft at position j (0-based) was accepted, among passes that drafted >= j+1."""
-        longest = max(self.drafted_per_pass, default=0)
+        """Fraction of drafter passes whose draft at position j (0-based) was accepted, among those that drafted
+        >= j+1."""
+        passes = self._drafter_passes()
         rates = []
-        for j in range(longest):
-            offered = [a for a, d in zip(self.accepted_per_pass, self.drafted_per_pass) if d > j]
+        for j in range(max((d for d, _ in passes), default=0)):
+            offered = [a for d, a in passes if d > j]
             rates.append(sum(a > j for a in offered) / len(offered))
         return rates
 
     def conditional_acceptance(self) -> list:
-        """P(draft j accepted | drafts before it accepted), per position j (0-based): what the "cost" schedule's
-        ``expected_tokens`` takes. (``per_position_acceptance`` is the unconditional rate of reaching j + 1.)"""
-        counts = AcceptanceEstimate([], max(self.drafted_per_pass, default=0))  # its counting rule, not a copy
-        for drafted, accepted in zip(self.drafted_per_pass, self.accepted_per_pass):
+        """P(draft j accepted | drafts before it accepted), per position j (0-based), over drafter passes: what the
+        "cost" schedule's ``expected_tokens`` takes. (``per_position_acceptance`` is the rate of reaching j + 1.)"""
+        passes = self._drafter_passes()
+        counts = AcceptanceEstimate([], max((d for d, _ in passes), default=0))  # its counting rule, not a copy
+        for drafted, accepted in passes:
             counts.observe(drafted, accepted)
         return [a / n if n else 0.0 for a, n in zip(counts.accepted, counts.offered)]
 
@@ -237,6 +277,30 @@ def _cache_keyword(target) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Prompt lookup (hybrid drafting)
+# ----------------------------------------------------------------------------------------------------------------------
+def lookup_continuation(ids: torch.Tensor, max_ngram: int, max_tokens: int) -> torch.Tensor:
+    """transformers' prompt-lookup match: for n = max_ngram down to 1, the first (leftmost) earlier occurrence of
+    the last n tokens that has a token after it; returns up to ``max_tokens`` tokens that followed it (they may
+    run into the suffix itself, as in transformers). ids [L] -> continuation [0..max_tokens] (empty: no match)."""
+    length = ids.shape[0]
+    for n in range(min(max_ngram, length - 1), 0, -1):
+        windows = ids[: length - 1].unfold(0, n, 1)  # [L - n, n]: every n-gram with at least one token after it
+        hits = (windows == ids[length - n :]).all(dim=-1).nonzero()
+        if hits.numel():
+            start = int(hits[0]) + n
+            return ids[start : start + max_tokens]
+    return ids[:0]
+
+
+def point_mass_logits(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Logits of drafts drawn with certainty (a lookup token is a point mass): 0 at the token, -inf elsewhere.
+    tokens [1, K] -> [1, K, vocab_size] float32, so speculative sampling accepts token x with prob min(1, p(x))."""
+    logits = torch.full((1, tokens.shape[1], vocab_size), float("-inf"), device=tokens.device)
+    return logits.scatter_(-1, tokens.unsqueeze(-1), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # The candidate generator
 # ----------------------------------------------------------------------------------------------------------------------
 class SlimSpecCandidateGenerator(CandidateGenerator):
@@ -252,6 +316,21 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     vocabulary (-inf outside a truncated draft vocabulary) after the same logits processors the target uses
     (temperature, top-k, top-p, ...), and exactly those l_k are returned, so transformers' speculative sampling
     (accept with prob min(1, p/q), else resample from norm(max(p - q, 0))) reproduces the target's distribution.
+
+    Hybrid drafting (prompt lookup + the drafter), on when the drafter's generation_config sets
+    ``prompt_lookup_num_tokens`` (None or 0: off, the default) and optionally ``max_matching_ngram_size`` (default
+    2), transformers' own names, saved and reloaded with the drafter. Each cycle:
+
+    1. the drafter ingests the verified positions (always: the target's hidden states of a pass exist only then);
+    2. lookup: if the last n tokens (n = max_matching_ngram_size down to 1) occurred earlier in input_ids, the block
+       is the tokens that followed (``lookup_continuation``: up to prompt_lookup_num_tokens, never past
+       max_length - 1, ending before an eos or a completed stop string as the drafter's blocks do);
+    3. else (no match, or nothing left of it) the drafter drafts its K tokens exactly as without lookup.
+
+    A block comes from one source. Lossless: a lookup token is a draft drawn with certainty, so for sampling its
+    logits row is a point mass (``point_mass_logits``) and speculative sampling keeps the target's distribution;
+    greedy verification is unchanged. ``stats.source_per_pass`` records the source; the "cost" and "heuristic"
+    schedules learn only from drafter passes (lookup acceptance is another distribution).
     """
 
     requires_model_outputs = True
@@ -269,6 +348,12 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         self.schedule = getattr(draft_config, "num_assistant_tokens_schedule", "constant") or "constant"
         self.num_assistant_tokens = int(draft_config.num_assistant_tokens)
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
+        self.lookup_tokens = int(getattr(draft_config, "prompt_lookup_num_tokens", None) or 0)  # 0: no lookup
+        self.ngram_size = int(getattr(draft_config, "max_matching_ngram_size", None) or 2)
+        if self.lookup_tokens < 0 or self.ngram_size < 1:
+            raise ValueError(f"the drafter's prompt_lookup_num_tokens ({self.lookup_tokens}) must be >= 0 and "
+                             f"max_matching_ngram_size ({self.ngram_size}) >= 1.")
+        self.source = "none"  # who proposed the current block: "drafter" | "lookup" | "none"
         self.stop_strings = _stop_string_criteria(generation_config, tokenizer)
         eos = generation_config.eos_token_id
         self.eos_ids = set() if eos is None else set([eos] if isinstance(eos, int) else [int(e) for e in eos])
@@ -296,26 +381,53 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     # -- one cycle ------------------------------------------------------------------------------------------------
     def get_candidates(self, input_ids, model_kwargs=None, model_outputs=None, is_first_iteration=False,
                        n_last_matches=0, **kwargs):
-        """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], candidate_logits [1, K, V] or None)."""
+        """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], candidate_logits [1, K, V] or None).
+        The rule (class docstring): ingest, then a lookup block if the context has a match, else the drafter's."""
         cur_len = input_ids.shape[1]
-        if is_first_iteration or model_outputs is None:
+        self.source = "none"
+        if is_first_iteration or cur_len == self.stats.prompt_length:
             # The target's prefill produces the first token and the prompt's hidden states; nothing to draft from.
+            # (The length test catches the call without model outputs once the "cost" schedule turned drafting off.)
             return input_ids, None
-        g, logits = self._ingest(input_ids, target_hidden_states(model_outputs, self.num_states))
-        K = min(self.num_assistant_tokens, self.max_length - cur_len - 1)
-        if K <= 0:
+        if self.requires_model_outputs:  # 1. the drafter is on: this pass's features are available only now
+            if model_outputs is None:
+                return input_ids, None
+            g, logits = self._ingest(input_ids, target_hidden_states(model_outputs, self.num_states))
+        budget = self.max_length - cur_len - 1  # the target adds one token after the block
+        block = self._lookup(input_ids, budget) if self.lookup_tokens and budget > 0 else None  # 2. lookup
+        if block is not None:
+            self.source = "lookup"
+            return block
+        K = min(self.num_assistant_tokens, budget)  # 3. the drafter
+        if K <= 0 or not self.requires_model_outputs:
             return input_ids, None
+        self.source = "drafter"
+        return self._draft(input_ids, g, logits, K)
+
+    def _lookup(self, input_ids, budget: int):
+        """The lookup block, or None without a match: (candidate_ids [1, cur_len + K], point-mass logits [1, K, V]
+        when sampling, else None), K <= min(prompt_lookup_num_tokens, budget)."""
+        found = lookup_continuation(input_ids[0], self.ngram_size, min(self.lookup_tokens, budget))
+        ids = input_ids
+        for token in found.view(-1, 1, 1):
+            extended = torch.cat([ids, token], dim=-1)
+            if self._stops(token, extended):
+                break
+            ids = extended
+        if ids.shape[1] == input_ids.shape[1]:
+            return None
+        drafts = ids[:, input_ids.shape[1] :]
+        return ids, (point_mass_logits(drafts, self.drafter.config.vocab_size) if self.do_sample else None)
+
+    def _draft(self, input_ids, g, logits, K: int):
+        """K drafter tokens from its state after ingesting (g [1, 1, d], logits [1, V_d]) -> get_candidates' pair."""
+        cur_len = input_ids.shape[1]
         drafter = self.drafter
         ids, chosen_logits = input_ids, []
         for k in range(K):
             token, q_logits, confident = self._select(ids, logits)
             extended = torch.cat([ids, token.to(ids.device)], dim=-1)
-            if int(token) in self.eos_ids or (
-                self.stop_strings is not None and bool(self.stop_strings(extended, None)[0])
-            ):
-                # Stopping criteria look only at the end of an accepted block (and some transformers releases keep
-                # tokens after an accepted eos): end the block *before* a draft that would stop generation, so the
-                # target's own token at that position ends the block, exactly as without an assistant.
+            if self._stops(token, extended):
                 break
             ids = extended
             chosen_logits.append(q_logits)
@@ -328,6 +440,14 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
             return input_ids, None
         candidate_logits = torch.stack(chosen_logits, dim=1) if self.do_sample else None
         return ids, candidate_logits
+
+    def _stops(self, token, extended) -> bool:
+        """Whether draft ``token`` ([1, 1]), giving ``extended`` [1, L + 1], would stop generation (an eos or a
+        completed stop string). Stopping criteria look only at the end of an accepted block (and some transformers
+        releases keep tokens after an accepted eos): a block ends *before* such a draft, so the target's own token
+        at that position ends the block, exactly as without an assistant."""
+        return int(token) in self.eos_ids or (
+            self.stop_strings is not None and bool(self.stop_strings(extended, None)[0]))
 
     @torch.no_grad()
     def _ingest(self, input_ids, hidden_states):
@@ -383,8 +503,8 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
 
     # -- after verification ---------------------------------------------------------------------------------------
     def update_candidate_strategy(self, input_ids, scores, num_matches):
-        """Record the pass; adapt K: the "cost" schedule re-chooses it from the observed acceptance, the "heuristic"
-        schedules add 2 if all drafts were accepted, else remove 1."""
+        """Record the pass and its source; after a drafter pass adapt K: the "cost" schedule re-chooses it from the
+        observed acceptance, the "heuristic" schedules add 2 if all drafts were accepted, else remove 1."""
         drafted = scores.shape[1] - 1
         stats = self.stats
         stats.target_passes += 1
@@ -392,11 +512,13 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         if stats.target_passes > 1:  # the first pass is the prefill
             stats.drafted_per_pass.append(drafted)
             stats.accepted_per_pass.append(int(num_matches))
-        if self.acceptance is not None and drafted > 0:
+            stats.source_per_pass.append(self.source if drafted > 0 else "none")
+        drafter_pass = drafted > 0 and self.source == "drafter"  # lookup passes teach the schedules nothing
+        if self.acceptance is not None and drafter_pass:
             self.acceptance.observe(drafted, int(num_matches))
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
             stats.chosen_draft_lengths.append(self.num_assistant_tokens)
-        if self.schedule in ("heuristic", "heuristic_transient") and drafted > 0:
+        if self.schedule in ("heuristic", "heuristic_transient") and drafter_pass:
             if num_matches == drafted:
                 self.num_assistant_tokens += 2
             else:
@@ -509,7 +631,8 @@ def _candidate_generator(drafter, arguments: dict) -> SlimSpecCandidateGenerator
     for option in ("prompt_lookup_num_tokens", "assistant_early_exit"):
         if getattr(config, option, None) is not None:
             raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec "
-                             f"drafter.")
+                             f"drafter (for prompt lookup beside the drafter, set prompt_lookup_num_tokens on "
+                             f"the drafter's generation_config).")
     return SlimSpecCandidateGenerator(drafter, config, arguments.get("logits_processor"), input_ids,
                                       tokenizer=arguments.get("target_tokenizer"))
 
