@@ -267,8 +267,8 @@ def test_lookup_continuation_follows_transformers_rule():
     for _ in range(300):
         ids = torch.randint(0, 4, (1, int(torch.randint(1, 16, (1,), generator=g))), generator=g)
         ngram, tokens = int(torch.randint(1, 4, (1,), generator=g)), int(torch.randint(1, 6, (1,), generator=g))
-        theirs, _ = PromptLookupCandidateGenerator(num_output_tokens=tokens, max_matching_ngram_size=ngram,
-                                                   max_length=1000).get_candidates(ids)
+        theirs, _ = PromptLookupCandidateGenerator(eos_token_id=torch.tensor([99]), num_output_tokens=tokens,
+                                                   max_matching_ngram_size=ngram, max_length=1000).get_candidates(ids)
         assert find(ids[0].tolist(), ngram, tokens) == theirs[0, ids.shape[1]:].tolist(), (ids, ngram, tokens)
 
 
