@@ -6,6 +6,7 @@
                              performance model and targets; results.json, report.md, plots (--out)
     slimspec-bench svd       time and peak memory of factorizing a Llama-3.1-8B-sized head
     slimspec-bench cpu       SlimSpec against the fastest plain generate on this CPU, per held-out category
+    slimspec-bench lookup    how many tokens prompt lookup would get accepted, by matched n-gram (offline)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cpu, e2e, generate, head, svd
+from . import cpu, e2e, generate, head, lookup, svd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_arguments(sub.add_parser("e2e", help="end-to-end benchmark of every method, dtype and mode"))
     svd.add_arguments(sub.add_parser("svd", help="time and peak memory of factorizing a large head"))
     cpu.add_arguments(sub.add_parser("cpu", help="SlimSpec against the fastest plain generate on this CPU"))
+    lookup.add_arguments(sub.add_parser("lookup", help="prompt lookup's accepted tokens by matched n-gram"))
     return parser
 
 
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
         return svd.main(args)
     if args.command == "cpu":
         return cpu.main(args)
+    if args.command == "lookup":
+        return lookup.main(args)
     return 2
 
 

@@ -270,3 +270,18 @@ def test_cpu_hybrid_targets():
     behind = hybrid_verdict(summarize(cpu_results(hybrid_prose=13)))  # 13 / 14 tokens/s: more than 3% behind
     assert behind[1] == "hybrid in every category >= 0.97x the better (lowest 0.93x): missed"
     assert hybrid_verdict(summarize(cpu_results(hybrid_prose=6)))[0].endswith("missed")  # 31 / 31 overall < 1.1x
+
+
+def test_lookup_analysis_counts_positions_and_accepted_tokens_by_matched_ngram():
+    from slimspec.bench.lookup import accepted_prefix, analyse, matched_ngram
+
+    assert accepted_prefix(torch.tensor([4, 5, 6]), torch.tensor([4, 5, 9])) == 2
+    assert accepted_prefix(torch.tensor([4]), torch.tensor([7, 5])) == 0
+    ids = torch.tensor([1, 2, 3, 9, 1, 2, 3, 9])
+    assert matched_ngram(ids[:6], 3, 4)[0] == 2 and matched_ngram(ids[:7], 3, 4)[0] == 3
+    assert matched_ngram(torch.tensor([1, 2, 3]), 3, 4)[0] == 0
+    table = analyse([("code", ids, 4)], max_ngram=3, tokens=4)
+    # t=4: "9" unseen -> no match; t=5: "1" -> [2, 3, 9, 1] vs [2, 3, 9] -> 3; t=6: "1 2" -> [3, 9, 1, 2] vs [3, 9]
+    # -> 2; t=7: "1 2 3" -> [9, 1, 2, 3] vs [9] -> 1
+    assert table[("code", 0)] == [1, 0] and table[("code", 1)] == [1, 3] and table[("code", 2)] == [1, 2]
+    assert table[("code", 3)] == [1, 1] and table[("all", 3)] == [1, 1]

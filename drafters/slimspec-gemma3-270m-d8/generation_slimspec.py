@@ -279,12 +279,13 @@ def _cache_keyword(target) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # Prompt lookup (hybrid drafting)
 # ----------------------------------------------------------------------------------------------------------------------
-def lookup_continuation(ids: torch.Tensor, max_ngram: int, max_tokens: int) -> torch.Tensor:
-    """transformers' prompt-lookup match: for n = max_ngram down to 1, the first (leftmost) earlier occurrence of
-    the last n tokens that has a token after it; returns up to ``max_tokens`` tokens that followed it (they may
-    run into the suffix itself, as in transformers). ids [L] -> continuation [0..max_tokens] (empty: no match)."""
+def lookup_continuation(ids: torch.Tensor, max_ngram: int, max_tokens: int, min_ngram: int = 1) -> torch.Tensor:
+    """transformers' prompt-lookup match: for n = max_ngram down to ``min_ngram`` (1), the first (leftmost) earlier
+    occurrence of the last n tokens that has a token after it; returns up to ``max_tokens`` tokens that followed it
+    (they may run into the suffix itself, as in transformers). ids [L] -> continuation [0..max_tokens] (empty: no
+    match)."""
     length = ids.shape[0]
-    for n in range(min(max_ngram, length - 1), 0, -1):
+    for n in range(min(max_ngram, length - 1), max(min_ngram, 1) - 1, -1):
         windows = ids[: length - 1].unfold(0, n, 1)  # [L - n, n]: every n-gram with at least one token after it
         hits = (windows == ids[length - n :]).all(dim=-1).nonzero()
         if hits.numel():
