@@ -274,6 +274,10 @@ class SlimSpecConfig(PretrainedConfig):
         # The one switch for weight tying: transformers ties the head to the input embedding only where this flag is
         # set, and a drafter's head is never tied (EAGLE-3 trains it apart from the target's frozen embedding).
         kwargs["tie_word_embeddings"] = False
+        # auto_map names what this code provides: a config and a model (a drafter is not a causal LM). Checkpoints
+        # written by earlier releases also mapped AutoModelForCausalLM; a re-save must not carry that on.
+        if isinstance(kwargs.get("auto_map"), dict):
+            kwargs["auto_map"] = {k: v for k, v in kwargs["auto_map"].items() if k in ("AutoConfig", "AutoModel")}
         super().__init__(**kwargs)
         self._check_fields()
 

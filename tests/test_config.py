@@ -112,3 +112,18 @@ def test_config_keeps_transformers_own_validate():
 
     assert SlimSpecConfig.validate is PretrainedConfig.validate
     assert tiny_config(tie_word_embeddings=True).tie_word_embeddings is False  # never tied, whatever is asked
+
+
+def test_an_earlier_checkpoints_causal_lm_mapping_is_not_carried_on(tmp_path):
+    """Drafters saved by earlier releases mapped AutoModelForCausalLM too; loading and re-saving drops it."""
+    import json
+
+    config = tiny_config()
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["auto_map"]["AutoModelForCausalLM"] = "modeling_slimspec.SlimSpecDrafter"
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    reloaded = SlimSpecConfig.from_pretrained(tmp_path)
+    assert "AutoModelForCausalLM" not in reloaded.auto_map and reloaded.auto_map["AutoConfig"]
+    reloaded.save_pretrained(tmp_path / "again")
+    assert "AutoModelForCausalLM" not in json.loads((tmp_path / "again" / "config.json").read_text())["auto_map"]

@@ -414,7 +414,7 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
                                 for c, r in results.items()},
                   costs=dict(target_pass=costs.target_pass, draft=costs.draft), chosen_draft_length=chosen,
                   plain_tokens_per_s=1 / costs.target_pass[0], sweep=sweep, source=str(source),
-                  data=training.get("data"), steps=len(training.get("history", [])),
+                  data=describe_data(training.get("data", "")), steps=len(training.get("history", [])),
                   trained_positions=sum(h["trained"] for h in training.get("history", [])),
                   train_minutes=sum(h["seconds"] for h in training.get("history", [])) / 60,
                   wall_minutes=(training.get("wall_seconds") or 0) / 60,
@@ -427,6 +427,25 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return report
+
+
+def describe_data(data: str) -> str:
+    """What a training data argument (folders joined by commas) holds, from each folder's meta.json: the kind,
+    source and tokens (the folder path where its meta.json is not on this machine)."""
+    parts = []
+    for folder in filter(None, data.split(",")):
+        meta_path = Path(folder) / "meta.json"
+        if not meta_path.exists():
+            parts.append(folder)
+            continue
+        meta = json.loads(meta_path.read_text())
+        if meta.get("kind") == "text":
+            parts.append(f"{meta['texts']} offline texts teacher-forced ({meta['source']}), {meta['tokens']:,} tokens")
+        else:
+            mode = "greedy + sampled" if meta.get("sampled") else "greedy"
+            parts.append(f"{meta['prompts']} built-in train prompts self-distilled ({mode} responses of up to "
+                         f"{meta['max_new_tokens']} tokens), {meta['tokens']:,} tokens with prompts")
+    return "; ".join(parts)
 
 
 def build_command(recipe_changes: dict) -> str:
