@@ -374,7 +374,9 @@ def test_learning_curve_budget_rule():
 
     assert curve_steps(320) == [40, 80, 160, 320]
     pts = [dict(steps=40, tau=1.5), dict(steps=80, tau=1.7), dict(steps=160, tau=1.74), dict(steps=320, tau=1.9)]
-    assert choose_budget(pts) == 80  # 80 -> 160 adds 2.4% (< 3%): the first doubling that stops paying
+    assert choose_budget(pts) is None  # 80 -> 160 adds 2.4%, but 160 -> 320 adds 9%: not a plateau
+    flat = pts[:3] + [dict(steps=320, tau=1.76)]
+    assert choose_budget(flat) == 80  # 80 -> 160 and 160 -> 320 both add under 3%
     assert choose_budget(pts[:2]) is None  # every doubling still helped
 
 

@@ -305,14 +305,19 @@ def build_reference_set(*, target_name: str = "gemma3-270m", names: list | None 
 
 
 def choose_budget(points: list, gain: float = 0.03):
-    """The smallest budget whose doubling adds under ``gain`` (relative) tau; None if every doubling still helped.
+    """The smallest budget from which every further doubling adds under ``gain`` (relative) tau; None while the
+    last doubling still adds more (a flat stretch followed by a rise is not a plateau).
     points: [{"steps", "tau"}, ...] sorted by steps."""
     by_steps = {p["steps"]: p["tau"] for p in points}
-    for p in points:
+    chosen = None
+    for p in reversed(points):
         doubled = by_steps.get(2 * p["steps"])
-        if doubled is not None and doubled < (1 + gain) * p["tau"]:
-            return p["steps"]
-    return None
+        if doubled is None:
+            continue
+        if doubled >= (1 + gain) * p["tau"]:
+            break
+        chosen = p["steps"]
+    return chosen
 
 
 def curve_steps(max_steps: int, points: int = 4) -> list:
@@ -338,7 +343,8 @@ def learning_curve(*, target_name: str = "gemma3-270m", recipe: Recipe = Recipe(
                                per_position_acceptance=m["per_position_acceptance"]))
     chosen = choose_budget(points_out)
     curve = dict(target=target_name, recipe=asdict(recipe), points=points_out, chosen_steps=chosen,
-                 rule="smallest budget whose doubling adds under 3% tau (None: every doubling still helped)",
+                 rule="smallest budget from which every doubling adds under 3% tau (None: the last doubling still "
+                      "added more)",
                  note="snapshots of one cosine run (an early snapshot understates a full run of its budget)")
     stem = reference_root(target_name) / f"curve-{_key(asdict(recipe))}"
     stem.with_suffix(".json").write_text(json.dumps(curve, indent=2, default=str))
