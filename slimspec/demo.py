@@ -63,19 +63,30 @@ def build_or_load(target_name: str, progress: bool = True) -> Path:
 
 
 def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int, lookup_tokens: int = 10) -> dict:
-    """Plain greedy, prompt lookup and assisted greedy on each prompt, back to back; totals and the first output."""
+    """Plain greedy, prompt lookup, the drafter alone and, when its generation_config switches prompt lookup on
+    (``prompt_lookup_num_tokens``), the drafter as configured (hybrid), on each prompt back to back; totals."""
+    config = drafter.generation_config
+    hybrid = getattr(config, "prompt_lookup_num_tokens", None) or 0
     methods = [Method("plain", "plain"), Method("lookup", "lookup", lookup_tokens),
                Method("assisted", "drafter", drafter=drafter)]
+    if hybrid:
+        methods.append(Method("hybrid", "hybrid", hybrid, drafter=drafter,
+                              ngram=getattr(config, "max_matching_ngram_size", None) or 2))
     t = run_methods(target, tokenizer, methods, prompts, dict(do_sample=False, max_new_tokens=max_new_tokens))
     plain, lookup, assisted = t["plain"], t["lookup"], t["assisted"]
     stats = assisted.merged_stats()
     prompt_length = encode(tokenizer, prompts[0])["input_ids"].shape[1]
     first = (prompts[0], tokenizer.decode(assisted.outputs[0][0, prompt_length:], skip_special_tokens=True))
-    return dict(prompts=len(prompts), tokens=plain.new_tokens, plain_seconds=plain.seconds,
-                assisted_seconds=assisted.seconds, lookup_seconds=lookup.seconds,
-                speedup=plain.seconds / assisted.seconds, speedup_vs_lookup=lookup.seconds / assisted.seconds,
-                tau=stats.tau, acceptance=stats.per_position_acceptance(), identical=assisted.identical, example=first,
-                chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())))
+    result = dict(prompts=len(prompts), tokens=plain.new_tokens, plain_seconds=plain.seconds,
+                  assisted_seconds=assisted.seconds, lookup_seconds=lookup.seconds,
+                  speedup=plain.seconds / assisted.seconds, speedup_vs_lookup=lookup.seconds / assisted.seconds,
+                  tau=stats.tau, acceptance=stats.per_position_acceptance(), identical=assisted.identical,
+                  example=first, chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())))
+    if hybrid:
+        h = t["hybrid"]
+        result.update(hybrid_seconds=h.seconds, hybrid_identical=h.identical, hybrid_tau=h.merged_stats().tau,
+                      hybrid_share=h.merged_stats().accepted_share())
+    return result
 
 
 def main(argv=None) -> int:
@@ -131,6 +142,12 @@ def main(argv=None) -> int:
     print(f"plain {r['tokens'] / r['plain_seconds']:.1f} tokens/s, prompt lookup "
           f"{r['tokens'] / r['lookup_seconds']:.1f} tokens/s, SlimSpec {r['tokens'] / r['assisted_seconds']:.1f} "
           f"tokens/s: {r['speedup']:.2f}x plain generate, {r['speedup_vs_lookup']:.2f}x prompt lookup")
+    if "hybrid_seconds" in r:
+        share = ", ".join(f"{k} {v:.0%}" for k, v in r["hybrid_share"].items())
+        print(f"the drafter's own setting, prompt lookup beside the drafter (hybrid): "
+              f"{r['tokens'] / r['hybrid_seconds']:.1f} tokens/s, {r['plain_seconds'] / r['hybrid_seconds']:.2f}x "
+              f"plain generate, {r['lookup_seconds'] / r['hybrid_seconds']:.2f}x prompt lookup, tau "
+              f"{r['hybrid_tau']:.2f}, accepted drafts from {share}, identical {r['hybrid_identical']}/{r['prompts']}")
     print(f"(total {time.perf_counter() - t_start:.0f} s)")
     return 0
 

@@ -25,8 +25,9 @@ WARMUP_TOKENS = 8  # the warm-up call: this many prompt tokens and new tokens
 class Method:
     """One way of calling ``target.generate``.
 
-    kind: "plain" | "lookup" (prompt lookup, ``k`` tokens per lookup) | "drafter" (``drafter`` drafts ``k`` tokens
-    per pass with the constant schedule; ``k=None`` keeps the drafter's own draft length and schedule) | "hybrid"
+    kind: "plain" | "lookup" (prompt lookup, ``k`` tokens per lookup) | "drafter" (``drafter`` alone, its own
+    prompt lookup switched off for the call; it drafts ``k`` tokens per pass with the constant schedule, or with
+    ``k=None`` its own draft length and schedule) | "hybrid"
     (``drafter`` with its own draft length and schedule, and prompt lookup of ``k`` tokens from n-grams of up to
     ``ngram`` tokens in its generator: ``prompt_lookup_num_tokens`` / ``max_matching_ngram_size`` on the drafter's
     generation_config for the call)."""
@@ -52,9 +53,12 @@ class Method:
         """A context manager giving the drafter this method's settings for the call (its own ones after it)."""
         if self.kind == "hybrid":
             return prompt_lookup(self.drafter, self.k, self.ngram)
-        if self.kind == "drafter" and self.k is not None:
-            return draft_length(self.drafter, self.k)
-        return nullcontext(self.drafter)
+        if self.kind != "drafter":
+            return nullcontext(self.drafter)
+        alone = dict(prompt_lookup_num_tokens=0)  # the drafter alone, whatever its own prompt-lookup setting
+        if self.k is not None:
+            alone.update(num_assistant_tokens=self.k, num_assistant_tokens_schedule="constant")
+        return drafter_config(self.drafter, **alone)
 
 
 @dataclass

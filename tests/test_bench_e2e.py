@@ -285,3 +285,17 @@ def test_lookup_analysis_counts_positions_and_accepted_tokens_by_matched_ngram()
     # -> 2; t=7: "1 2 3" -> [9, 1, 2, 3] vs [9] -> 1
     assert table[("code", 0)] == [1, 0] and table[("code", 1)] == [1, 3] and table[("code", 2)] == [1, 2]
     assert table[("code", 3)] == [1, 1] and table[("all", 3)] == [1, 1]
+
+
+def test_a_drafter_method_runs_the_drafter_alone_even_when_it_carries_a_lookup_setting():
+    from test_train import PROMPTS
+
+    target = tiny_target()
+    drafter = drafter_for(target)
+    drafter.generation_config.prompt_lookup_num_tokens = 4
+    prompts = [" ".join([PROMPTS[0]] * 4)]  # repeats: a hybrid would look up
+    t = run_methods(target, tiny_tokenizer(), [Method("plain", "plain"), Method("alone", "drafter", drafter=drafter),
+                                               Method("hybrid", "hybrid", 4, drafter=drafter)],
+                    prompts, dict(do_sample=False, max_new_tokens=12))
+    assert "lookup" not in t["alone"].stats[0].source_per_pass and "lookup" in t["hybrid"].stats[0].source_per_pass
+    assert drafter.generation_config.prompt_lookup_num_tokens == 4  # restored after the call

@@ -27,6 +27,11 @@ def test_publish_reload_and_compare(saved, tmp_path):
     r = demo.compare(target, tiny_tokenizer(), drafter, PROMPTS[:3], max_new_tokens=8)
     drafter.detach()
     assert r["identical"] == 3 and r["tokens"] > 0 and r["tau"] >= 1.0  # fp32 greedy: exactly the target's output
+    assert "hybrid_seconds" not in r  # no prompt lookup in the drafter's settings: no hybrid row
+    drafter.generation_config.prompt_lookup_num_tokens = 4  # a drafter shipped with the hybrid on
+    r = demo.compare(target, tiny_tokenizer(), drafter.attach(target), PROMPTS[:3], max_new_tokens=8)
+    drafter.detach()
+    assert r["hybrid_identical"] == 3 and r["hybrid_seconds"] > 0 and r["identical"] == 3
     with pytest.raises(FileExistsError, match="--overwrite"):
         demo.publish_local(folder, out, overwrite=False)
 
