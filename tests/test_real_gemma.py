@@ -181,12 +181,14 @@ def test_ship_writes_the_folder_that_ships(gemma, tmp_path):
     source = tmp_path / "trained"
     SlimSpecDrafter(SlimSpecConfig.from_target_config(model.config, head_rank="d/8")).save_pretrained(source)
     (source / "training.json").write_text(json.dumps(dict(data="data/", history=[dict(trained=10, seconds=1.0)])))
-    report = ship(source, tmp_path / "shipped", per_category=1, max_new_tokens=6, max_k=3, progress=False)
+    report = ship(source, tmp_path / "shipped", per_category=1, max_new_tokens=6, max_k=3, prompt_lookup=(10, 3),
+                  progress=False)
     out = tmp_path / "shipped"
     assert set(report["per_category"]) == set(CATEGORIES) and report["tau"] >= 1.0
     assert 0 <= report["chosen_draft_length"] <= 3 and set(report["sweep"]) == {2, 3}
     config = json.loads((out / "generation_config.json").read_text())
     assert config["num_assistant_tokens_schedule"] == "cost" and len(config["slimspec_acceptance"]) == 3
+    assert config["prompt_lookup_num_tokens"] == 10 and config["max_matching_ngram_size"] == 3  # shipped hybrid
     assert (out / "model.safetensors").stat().st_size < 64 * 2**20  # bf16: fits the repository's budget
     card = (out / "README.md").read_text()
     assert "| dialogue |" in card and "How it was built" in card and "data/" in card

@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="drafters/slimspec-gemma3-270m-d8")
     s.add_argument("--max-k", type=int, default=6, help="longest draft; the cost schedule chooses up to it")
     s.add_argument("--per-category", type=int, default=None, help="held-out prompts per category (default: all)")
+    s.add_argument("--prompt-lookup", default=None, metavar="TOKENS,NGRAM",
+                   help="ship with hybrid drafting on: prompt_lookup_num_tokens,max_matching_ngram_size (e.g. 10,3)")
     return p
 
 
@@ -96,7 +98,9 @@ def _ship(args) -> int:
     from .reference import Recipe, member_folder, ship
 
     source = Path(args.source) if args.source else member_folder(args.target, "slimspec-d8", Recipe())
-    report = ship(source, Path(args.out), target_name=args.target, max_k=args.max_k, per_category=args.per_category)
+    lookup = tuple(int(x) for x in args.prompt_lookup.split(",")) if args.prompt_lookup else None
+    report = ship(source, Path(args.out), target_name=args.target, max_k=args.max_k, per_category=args.per_category,
+                  prompt_lookup=lookup)
     print(json.dumps({k: v for k, v in report.items() if k != "costs"}, indent=2, default=str))
     print((Path(args.out) / "README.md").read_text())
     return 0

@@ -381,11 +381,13 @@ def _plot_curve(points: list, path: Path, target_name: str) -> None:
 # The shipped drafter
 # ----------------------------------------------------------------------------------------------------------------------
 def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: int = 6, per_category: int | None = None,
-         max_new_tokens: int = 64, progress: bool = True) -> dict:
+         max_new_tokens: int = 64, prompt_lookup: tuple | None = None, progress: bool = True) -> dict:
     """Turn a trained drafter folder into the one that ships: evaluate it on the balanced held-out set (greedy,
     K = ``max_k``, per category), measure this machine's costs, let the "cost" schedule choose the draft length
     (the drafter's measured per-position acceptance is saved as its prior), and write a bf16 Hub folder with a
-    model card stating data, budget, wall time and tau per category. Returns the measurements."""
+    model card stating data, budget, wall time and tau per category. ``prompt_lookup`` = (tokens, max n-gram)
+    switches hybrid drafting on in the saved generation_config (measure it with ``slimspec-bench cpu``; the
+    evaluation here is of the drafter alone). Returns the measurements."""
     from generation_slimspec import SlimSpecGenerateStats, choose_draft_length, expected_tokens, measured_costs
     from modeling_slimspec import SlimSpecDrafter
 
@@ -413,6 +415,8 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     config = drafter.generation_config
     config.num_assistant_tokens, config.num_assistant_tokens_schedule = max_k, "cost"
     config.slimspec_acceptance = [round(a, 4) for a in acceptance]
+    if prompt_lookup:
+        config.prompt_lookup_num_tokens, config.max_matching_ngram_size = prompt_lookup
     training = json.loads((Path(source) / "training.json").read_text())
     report = dict(machine=describe_line(), tau=overall.tau, acceptance=overall.per_position_acceptance(),
                   conditional_acceptance=acceptance, max_k=max_k,
