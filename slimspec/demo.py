@@ -83,9 +83,9 @@ def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int, look
                   tau=stats.tau, acceptance=stats.per_position_acceptance(), identical=assisted.identical,
                   example=first, chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())))
     if hybrid:
-        h = t["hybrid"]
-        result.update(hybrid_seconds=h.seconds, hybrid_identical=h.identical, hybrid_tau=h.merged_stats().tau,
-                      hybrid_share=h.merged_stats().accepted_share())
+        h, h_stats = t["hybrid"], t["hybrid"].merged_stats()
+        result.update(hybrid_seconds=h.seconds, hybrid_identical=h.identical, hybrid_tau=h_stats.tau,
+                      hybrid_share=h_stats.accepted_share())
     return result
 
 
