@@ -308,10 +308,10 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     """Drafts K tokens per cycle with an EAGLE-3 drafter fed by the target's hidden states.
 
     Cycle n (after the target verified cycle n-1): the target's last forward returned hidden states for positions
-    [stable, cur_len - 1) (the previous bonus token and the accepted drafts); rejected positions are never used.
+    [seen, cur_len - 1) (the previous bonus token and the accepted drafts); rejected positions are never used.
     The drafter's cache is cropped back to ``stable`` (dropping its own speculative steps), the new
     (feature_t, token_{t+1}) pairs are appended, and K tokens are drafted autoregressively from the drafter's own
-    pre-norm outputs.
+    pre-norm outputs. (Without prompt lookup ``seen == stable`` at every cycle.)
 
     Sampling: draft token k is drawn from softmax(l_k), where l_k are the drafter's logits over the *full* target
     vocabulary (-inf outside a truncated draft vocabulary) after the same logits processors the target uses
@@ -322,11 +322,15 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     ``prompt_lookup_num_tokens`` (None or 0: off, the default) and optionally ``max_matching_ngram_size`` (default
     2), transformers' own names, saved and reloaded with the drafter. Each cycle:
 
-    1. the drafter ingests the verified positions (always: the target's hidden states of a pass exist only then);
+    1. the target's features of the verified positions are kept (they exist only in this pass's outputs);
     2. lookup: if the last n tokens (n = max_matching_ngram_size down to 1) occurred earlier in input_ids, the block
        is the tokens that followed (``lookup_continuation``: up to prompt_lookup_num_tokens, never past
        max_length - 1, ending before an eos or a completed stop string as the drafter's blocks do);
-    3. else (no match, or nothing left of it) the drafter drafts its K tokens exactly as without lookup.
+    3. else (no match, or nothing left of it) the drafter ingests every kept position in one forward and drafts
+       its K tokens exactly as without lookup.
+
+    Ingesting lazily costs nothing in quality (the drafter sees the same positions, only later and in one batch) and
+    saves the drafter's forward, whose full-vocabulary head reads all its weights for one row, on every lookup pass.
 
     A block comes from one source. Lossless: a lookup token is a draft drawn with certainty, so for sampling its
     logits row is a point mass (``point_mass_logits``) and speculative sampling keeps the target's distribution;
@@ -360,6 +364,8 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         self.eos_ids = set() if eos is None else set([eos] if isinstance(eos, int) else [int(e) for e in eos])
         self.cache = None
         self.stable = 0  # drafter cache positions backed by target features
+        self.seen = 0  # positions whose target features were kept: [stable, seen) wait in self.pending
+        self.pending = []  # [1, n, 3d] target features of verified positions not yet ingested
         self.stats = SlimSpecGenerateStats(prompt_length=input_ids.shape[1])
         drafter.last_generate_stats = self.stats
         self.acceptance = None
@@ -383,7 +389,8 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     def get_candidates(self, input_ids, model_kwargs=None, model_outputs=None, is_first_iteration=False,
                        n_last_matches=0, **kwargs):
         """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], candidate_logits [1, K, V] or None).
-        The rule (class docstring): ingest, then a lookup block if the context has a match, else the drafter's."""
+        The rule (class docstring): keep the features, then a lookup block if the context has a match, else the
+        drafter's (ingesting what was kept)."""
         cur_len = input_ids.shape[1]
         self.source = "none"
         if is_first_iteration or cur_len == self.stats.prompt_length:
@@ -393,7 +400,7 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         if self.requires_model_outputs:  # 1. the drafter is on: this pass's features are available only now
             if model_outputs is None:
                 return input_ids, None
-            g, logits = self._ingest(input_ids, target_hidden_states(model_outputs, self.num_states))
+            self._keep_features(input_ids, target_hidden_states(model_outputs, self.num_states))
         budget = self.max_length - cur_len - 1  # the target adds one token after the block
         block = self._lookup(input_ids, budget) if self.lookup_tokens and budget > 0 else None  # 2. lookup
         if block is not None:
@@ -403,7 +410,7 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         if K <= 0 or not self.requires_model_outputs:
             return input_ids, None
         self.source = "drafter"
-        return self._draft(input_ids, g, logits, K)
+        return self._draft(input_ids, *self._ingest(input_ids), K)
 
     def _lookup(self, input_ids, budget: int):
         """The lookup block, or None without a match: (candidate_ids [1, cur_len + K], point-mass logits [1, K, V]
@@ -450,12 +457,11 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         return int(token) in self.eos_ids or (
             self.stop_strings is not None and bool(self.stop_strings(extended, None)[0]))
 
-    @torch.no_grad()
-    def _ingest(self, input_ids, hidden_states):
-        """Append the newly verified positions to the drafter cache; return (g [1, 1, d], logits [1, V_d])."""
-        drafter = self.drafter
-        cur_len = input_ids.shape[1]
-        new = cur_len - 1 - self.stable  # positions [stable, cur_len - 1) now have target features
+    def _keep_features(self, input_ids, hidden_states):
+        """Keep the target's features of the positions its last forward verified, [seen, cur_len - 1): that
+        forward started at position ``seen`` (the previous pass's bonus token); its rows after these are the
+        rejected drafts'."""
+        new = input_ids.shape[1] - 1 - self.seen
         missing = [i for i in self.layer_ids if hidden_states is None or hidden_states[i] is None]
         if missing:
             raise RuntimeError(f"the target returned no hidden states at layers {missing}: was output_hidden_states "
@@ -464,15 +470,23 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         if rows < new:
             raise RuntimeError(f"the target's last forward covered {rows} positions but {new} need features: "
                                f"generation from a pre-filled past_key_values is not supported by SlimSpec.")
-        feats = torch.cat([hidden_states[i][:, :new] for i in self.layer_ids], dim=-1)
-        tokens = input_ids[:, self.stable + 1 : cur_len]  # position t is paired with token t+1
-        if self.cache is None:
-            from_cache = None
-        else:
+        self.pending.append(torch.cat([hidden_states[i][:, :new] for i in self.layer_ids], dim=-1))
+        self.seen += new
+
+    @torch.no_grad()
+    def _ingest(self, input_ids):
+        """Append the kept positions [stable, cur_len - 1) to the drafter cache in one forward (position t paired
+        with token t + 1; the cache first cropped back to ``stable``, dropping the drafter's own speculative
+        steps) -> (g [1, 1, d], logits [1, V_d]) for the first draft."""
+        drafter = self.drafter
+        cur_len = input_ids.shape[1]
+        feats = torch.cat(self.pending, dim=1)  # [1, cur_len - 1 - stable, 3d]
+        self.pending = []
+        tokens = input_ids[:, self.stable + 1 : cur_len]
+        if self.cache is not None:
             self.cache.crop(self.stable)
-            from_cache = self.cache
         out = drafter(input_ids=tokens.to(drafter.device), target_hidden_states=feats.to(drafter.device),
-                      past_key_values=from_cache, use_cache=True, logits_to_keep=1)
+                      past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
         self.stable = cur_len - 1
         return out.last_hidden_state[:, -1:], out.logits[:, -1]

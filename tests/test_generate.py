@@ -326,6 +326,37 @@ def test_hybrid_greedy_is_token_identical(target, tokens, ngram, head):
     assert merged.accepted_by_source()["lookup"] > 0 and merged.drafted_by_source()["drafter"] > 0
 
 
+def test_hybrid_drafter_ingests_lookup_passes_lazily_and_exactly(target, monkeypatch):
+    """Lookup passes leave the drafter alone (their features are kept); the next drafter pass ingests every kept
+    position in one forward, and its state equals a drafter fed the whole verified context at once."""
+    drafter = with_lookup(drafter_for(target), 4, 2)
+    drafter.generation_config.num_assistant_tokens = 3
+    calls, ingest = [], generation_slimspec.SlimSpecCandidateGenerator._ingest
+
+    def recorded(self, input_ids):
+        kept = len(self.pending)
+        g, logits = ingest(self, input_ids)
+        calls.append((input_ids.clone(), kept, logits.clone()))
+        return g, logits
+
+    monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "_ingest", recorded)
+    drafter.attach(target)
+    try:
+        for ids in repeating_prompts(6, 101, seed=3):
+            target.generate(ids, do_sample=False, max_new_tokens=30, assistant_model=drafter)
+    finally:
+        drafter.detach()
+    assert max(kept for _, kept, _ in calls) >= 2  # some drafter pass came after lookup passes
+    drafter.use_target_embeddings(target.get_input_embeddings())
+    layers = list(drafter.config.target_layer_ids)
+    with torch.no_grad():
+        for ids, _, logits in calls:
+            states = target(ids, output_hidden_states=True).hidden_states
+            feats = torch.cat([states[i][:, :-1] for i in layers], dim=-1)  # position t with token t + 1
+            fresh = drafter(input_ids=ids[:, 1:], target_hidden_states=feats, logits_to_keep=1).logits[:, -1]
+            torch.testing.assert_close(logits, fresh, rtol=1e-4, atol=1e-4)
+
+
 def test_hybrid_blocks_run_into_eos_and_max_length():
     """The oracle target emits 1 x 7 then eos 0; the prompt holds "1 1 0": lookup continuations run into eos (after
     "1" the block is [1], after "1 1" it is empty, so the drafter drafts)."""
