@@ -1,6 +1,7 @@
 """Is SlimSpec faster than plain generate on *this* CPU? Per category of the balanced held-out set, one process.
 
     slimspec-bench cpu [--drafter FOLDER] [--per-category 8] [--max-new-tokens 64] [--out reports/cpu]
+                       [--reference-report REPORT.json]
 
 1. The machine: CPU model, ``torch.backends.cpu.get_cpu_capability()``, whether bf16 matmuls are native.
 2. The fastest plain generate here: the target in bf16 and fp32, as loaded and prepared with
@@ -15,6 +16,10 @@
    category; otherwise >= 1.0x overall and >= 0.97x in every category); for the hybrid: tokens/s, tau, the share
    of accepted drafts from each source, and its targets (>= 1.1x the better of prompt lookup and SlimSpec overall,
    >= 0.97x of it in every category). Writes ``<out>/<class>.md`` and ``.json``.
+5. With ``--reference-report`` (written by ``slimspec-train reference``): its drafters, trained with the same data
+   and budget, run in the same interleaving at a fixed draft length (``--members-k``, 5) alone, and the report adds
+   their tau and tokens/s per category and the head targets: tau(d/8) >= 0.97x tau(dense), tokens/s(d/8) >= 1.05x
+   tokens/s(truncated-32k) (roles found from the heads).
 """
 
 from __future__ import annotations
@@ -28,9 +33,15 @@ import torch
 
 from slimspec.runner import Method, Tally, run_methods
 
+from .e2e import load_drafters, reference_report_folders
+from .perf_model import infer_roles
+
 DEFAULT_DRAFTER = Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"
 TARGETS = {True: dict(overall=1.3, category=1.0, strict=True), False: dict(overall=1.0, category=0.97, strict=False)}
 HYBRID_TARGETS = dict(overall=1.1, category=0.97)  # against the better of prompt lookup and SlimSpec alone
+# Same data and budget: (label, role, baseline role, measure, threshold)
+MEMBER_TARGETS = [("tau(d/8) >= 0.97x tau(dense)", "subject", "dense", "tau", 0.97),
+                  ("tokens/s(d/8) >= 1.05x tokens/s(truncated-32k)", "subject", "truncated", "tokens_per_s", 1.05)]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--lookup-tokens", type=int, default=10, help="prompt lookup's num tokens (alone and hybrid)")
     p.add_argument("--ngram", type=int, default=2, help="the hybrid's max_matching_ngram_size")
+    p.add_argument("--reference-report", default=None, metavar="REPORT.json",
+                   help="also run the drafters of this report (same data and budget) alone at --members-k")
+    p.add_argument("--members-k", type=int, default=5, help="the reference drafters' draft length")
     p.add_argument("--out", default="reports/cpu")
 
 
@@ -70,13 +84,15 @@ def fastest_plain(targets: dict, prompts: list, max_new_tokens: int, drafter) ->
 
 
 def run_categories(target, tokenizer, drafter, per_category: int, max_new_tokens: int, lookup_tokens: int,
-                   ngram: int = 2) -> dict:
-    """{category: {method: Tally}} over the held-out set, plain first on each prompt."""
+                   ngram: int = 2, members: dict | None = None, members_k: int = 5) -> dict:
+    """{category: {method: Tally}} over the held-out set, plain first on each prompt; ``members`` ({name:
+    drafter}) run alone at ``members_k`` drafts per pass, under their own names."""
     from slimspec.heldout import CATEGORIES, HELD_OUT
 
     methods = [Method("plain", "plain"), Method("lookup", "lookup", lookup_tokens),
                Method("slimspec", "drafter", drafter=drafter),
                Method("hybrid", "hybrid", lookup_tokens, drafter=drafter, ngram=ngram)]
+    methods += [Method(name, "drafter", members_k, drafter=d) for name, d in (members or {}).items()]
     gen = dict(do_sample=False, max_new_tokens=max_new_tokens)
     return {c: run_methods(target, tokenizer, methods, HELD_OUT[c][:per_category], gen, desc=c, progress=True,
                            warmup=i == 0) for i, c in enumerate(CATEGORIES)}
@@ -92,8 +108,14 @@ def summarize(results: dict) -> dict:
                        slimspec=t["slimspec"].tokens_per_s, speedup=t["plain"].seconds / t["slimspec"].seconds,
                        vs_lookup=t["lookup"].seconds / t["slimspec"].seconds, tau=stats.tau,
                        identical=f"{t['slimspec'].identical}/{t['slimspec'].prompts}",
-                       chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())), **_hybrid_row(t))
+                       chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())), **_hybrid_row(t),
+                       members={name: dict(tau=t[name].merged_stats().tau, tokens_per_s=t[name].tokens_per_s,
+                                           identical=f"{t[name].identical}/{t[name].prompts}")
+                                for name in t if name not in METHODS})
     return rows
+
+
+METHODS = ("plain", "lookup", "slimspec", "hybrid")  # the rest of a category's tallies are reference drafters
 
 
 def _hybrid_row(tallies: dict) -> dict:
@@ -135,8 +157,32 @@ def hybrid_verdict(rows: dict) -> list:
             f"{'met' if lowest >= goal['category'] else 'missed'}"]
 
 
+def member_verdict(rows: dict, roles: dict) -> list:
+    """The head targets on the reference drafters' overall row (a target whose drafters are absent is skipped)."""
+    members, out = rows["all"]["members"], []
+    for label, role, base, measure, threshold in MEMBER_TARGETS:
+        if role in roles and base in roles:
+            ratio = members[roles[role]][measure] / members[roles[base]][measure]
+            out.append(f"{label}: {ratio:.3f}x, {'met' if ratio >= threshold else 'missed'}")
+    return out
+
+
+def member_table(rows: dict, roles: dict, report: str, k: int) -> list:
+    """The report's section on the reference drafters: tau and tokens/s per category, and the head targets."""
+    names = list(rows["all"]["members"])
+    if not names:
+        return []
+    lines = ["", f"Reference drafters trained with the same data and budget (`{report}`), alone, K = {k}:", "",
+             "| category | " + " | ".join(f"{n} tau | {n} tok/s" for n in names) + " |",
+             "|---|" + "---|---|" * len(names)]
+    for c, r in rows.items():
+        cells = " | ".join(f"{r['members'][n]['tau']:.2f} | {r['members'][n]['tokens_per_s']:.1f}" for n in names)
+        lines.append(f"| {'**all**' if c == 'all' else c} | {cells} |")
+    return lines + ["", "Head targets (same data and budget):"] + [f"- {v}" for v in member_verdict(rows, roles)]
+
+
 def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, packed: int, rows: dict,
-                  args) -> str:
+                  args, roles: dict | None = None) -> str:
     plain = ", ".join(f"{d}{' prepared' if p else ''} {v:.1f}" for (d, p), v in speeds.items())
     lines = ["# SlimSpec against plain generate on this CPU", "", f"Machine: {machine}.", "",
              f"Fastest plain generate (tokens/s, greedy): {plain} -> **{best[0]}"
@@ -154,7 +200,9 @@ def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, pa
                      f"{r['vs_lookup']:.2f}x | {r['tau']:.2f} | {r['identical']} | {r['chosen_k']} |")
     lines += ["", f"Targets for this class ({'native' if native_bf16 else 'no native'} bf16 matmuls):"]
     lines += [f"- {v}" for v in verdict(rows, native_bf16)]
-    return "\n".join(lines + hybrid_table(rows)) + "\n"
+    members = member_table(rows, roles or {}, args.reference_report, args.members_k) if getattr(
+        args, "reference_report", None) else []
+    return "\n".join(lines + hybrid_table(rows) + members) + "\n"
 
 
 def hybrid_table(rows: dict) -> list:
@@ -184,16 +232,20 @@ def main(args) -> int:
     target, tokenizer = targets[best[0]]
     print(f"fastest plain: {best} ({', '.join(f'{k}: {v:.1f}' for k, v in speeds.items())} tokens/s)", flush=True)
     drafter = drafter.to(target.dtype)
+    members, roles = {}, {}
+    if args.reference_report:
+        members = load_drafters(reference_report_folders(args.reference_report), target.dtype)
+        roles = infer_roles(members)
     results = run_categories(target, tokenizer, drafter, args.per_category, args.max_new_tokens, args.lookup_tokens,
-                             args.ngram)
+                             args.ngram, members, args.members_k)
     rows = summarize(results)
-    report = format_report(machine, native, best, speeds, packed, rows, args)
+    report = format_report(machine, native, best, speeds, packed, rows, args, roles)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("native-bf16" if native else "no-native-bf16")
     stem.with_suffix(".md").write_text(report)
     stem.with_suffix(".json").write_text(json.dumps(dict(machine=machine, native_bf16=native, fastest_plain=best,
                                                          plain_speeds={str(k): v for k, v in speeds.items()},
-                                                         rows=rows), indent=2))
+                                                         rows=rows, roles=roles), indent=2))
     print(report)
     return 0

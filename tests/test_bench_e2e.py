@@ -299,3 +299,32 @@ def test_a_drafter_method_runs_the_drafter_alone_even_when_it_carries_a_lookup_s
                     prompts, dict(do_sample=False, max_new_tokens=12))
     assert "lookup" not in t["alone"].stats[0].source_per_pass and "lookup" in t["hybrid"].stats[0].source_per_pass
     assert drafter.generation_config.prompt_lookup_num_tokens == 4  # restored after the call
+
+
+def test_cpu_reference_drafters_side_by_side():
+    """Reference drafters (same data and budget) get tau and tokens/s per category and the head targets, found by
+    role; a bench without them has no such section."""
+    from types import SimpleNamespace
+
+    from slimspec.bench.cpu import format_report, member_verdict, summarize
+
+    results = cpu_results()
+    members = {"prose": dict(d8=(12, [1, 1]), dense=(10, [2, 2]), trunc=(12, [1, 2])),
+               "code": dict(d8=(12, [2, 2]), dense=(10, [3, 3]), trunc=(10, [2, 1]))}
+    for c, by_name in members.items():
+        for name, (tokens, accepted) in by_name.items():
+            results[c][name] = _tally(tokens, _stats([5, 5], accepted, ["drafter", "drafter"]))
+    rows = summarize(results)
+    assert rows["prose"]["members"]["d8"] == dict(tau=2.0, tokens_per_s=12.0, identical="2/2")
+    assert rows["all"]["members"]["trunc"]["tau"] == pytest.approx(10 / 4)
+    roles = dict(subject="d8", dense="dense", truncated="trunc")
+    assert member_verdict(rows, roles) == ["tau(d/8) >= 0.97x tau(dense): 0.714x, missed",
+                                           "tokens/s(d/8) >= 1.05x tokens/s(truncated-32k): 1.091x, met"]
+    assert member_verdict(rows, dict(subject="d8")) == []
+    args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, ngram=2,
+                           reference_report="r.json", members_k=5)
+    report = format_report("m", True, ("bf16", True), {("bf16", True): 10.0}, 3, rows, args, roles)
+    assert "| **all** | 2.50 | 12.0 | 3.50 | 10.0 | 2.50 | 11.0 |" in report and "0.714x, missed" in report
+    args.reference_report = None
+    assert "same data and budget" not in format_report("m", True, ("bf16", True), {("bf16", True): 10.0}, 3,
+                                                       summarize(cpu_results()), args)
