@@ -194,3 +194,6 @@ def test_ship_writes_the_folder_that_ships(gemma, tmp_path):
     assert "| dialogue |" in card and "How it was built" in card and "data/" in card
     reloaded = SlimSpecDrafter.from_pretrained(str(out))
     assert reloaded.dtype == torch.bfloat16 and reloaded.generation_config.num_assistant_tokens_schedule == "cost"
+    again = ship(source, out, per_category=1, max_new_tokens=6, max_k=3, progress=False)  # not 5% better
+    assert not again["shipped"] and "is left as it was" in again["refusal"]
+    assert json.loads((out / "generation_config.json").read_text())["prompt_lookup_num_tokens"] == 10  # untouched

@@ -455,3 +455,23 @@ def test_a_further_stage_starts_from_the_saved_drafter_exactly(tiny_data, tmp_pa
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-7)
+
+
+def test_ship_replaces_a_shipped_drafter_only_when_tau_rises_5_percent(tmp_path):
+    """The shipped drafter is replaced only by one 5% better on the same evaluation; a folder ship did not write
+    is refused before anything is evaluated."""
+    import json
+
+    from slimspec.train.reference import replace_refusal, ship
+
+    out = tmp_path / "shipped"
+    assert replace_refusal(out, dict(tau=1.0, max_k=6, per_category_prompts=None)) is None  # nothing there yet
+    out.mkdir()
+    (out / "evaluation.json").write_text(json.dumps(dict(tau=2.0, max_k=6)))
+    assert "needs 2.100" in replace_refusal(out, dict(tau=2.09, max_k=6, per_category_prompts=None))
+    assert replace_refusal(out, dict(tau=2.10, max_k=6, per_category_prompts=None)) is None
+    assert "evaluated differently" in replace_refusal(out, dict(tau=3.0, max_k=5, per_category_prompts=None))
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(FileExistsError, match="not written by ship"):
+        ship(tmp_path / "nowhere", other, progress=False)

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-category", type=int, default=None, help="held-out prompts per category (default: all)")
     s.add_argument("--prompt-lookup", default=None, metavar="TOKENS,NGRAM",
                    help="ship with hybrid drafting on: prompt_lookup_num_tokens,max_matching_ngram_size (e.g. 10,3)")
+    s.add_argument("--force", action="store_true",
+                   help="replace --out even if the new drafter does not raise its recorded tau by 5%%")
     return p
 
 
@@ -100,8 +102,11 @@ def _ship(args) -> int:
     source = Path(args.source) if args.source else member_folder(args.target, "slimspec-d8", Recipe())
     lookup = tuple(int(x) for x in args.prompt_lookup.split(",")) if args.prompt_lookup else None
     report = ship(source, Path(args.out), target_name=args.target, max_k=args.max_k, per_category=args.per_category,
-                  prompt_lookup=lookup)
+                  prompt_lookup=lookup, force=args.force)
     print(json.dumps({k: v for k, v in report.items() if k != "costs"}, indent=2, default=str))
+    if not report["shipped"]:
+        print(f"slimspec: not shipped: {report['refusal']} (--force replaces it anyway)")
+        return 1
     print((Path(args.out) / "README.md").read_text())
     return 0
 

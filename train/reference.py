@@ -380,14 +380,44 @@ def _plot_curve(points: list, path: Path, target_name: str) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # The shipped drafter
 # ----------------------------------------------------------------------------------------------------------------------
+SHIP_GAIN = 0.05  # a new build replaces the shipped drafter only when it raises held-out tau by at least this much
+
+
+def shipped_evaluation(folder: Path) -> dict | None:
+    """What ``ship`` measured when it wrote ``folder`` (its evaluation.json); None where there is none."""
+    path = Path(folder) / "evaluation.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def replace_refusal(out: Path, report: dict) -> str | None:
+    """Why ``report``'s drafter must not replace the one shipped at ``out`` (None: it may): it must raise held-out
+    tau by ``SHIP_GAIN`` on the same evaluation (the same longest draft and prompts per category)."""
+    previous = shipped_evaluation(out)
+    if previous is None:
+        return None
+    same = (previous.get("max_k"), previous.get("per_category_prompts")) == (report["max_k"],
+                                                                            report["per_category_prompts"])
+    if not same:
+        return (f"{out} was evaluated differently (longest draft, prompts per category "
+                f"{previous.get('max_k')}, {previous.get('per_category_prompts')} against {report['max_k']}, "
+                f"{report['per_category_prompts']}); ship with the same settings or pass force")
+    if report["tau"] < (1 + SHIP_GAIN) * previous["tau"]:
+        return (f"tau {report['tau']:.3f} does not raise the shipped drafter's {previous['tau']:.3f} by "
+                f"{SHIP_GAIN:.0%} (needs {(1 + SHIP_GAIN) * previous['tau']:.3f}); {out} is left as it was")
+    return None
+
+
 def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: int = 6, per_category: int | None = None,
-         max_new_tokens: int = 64, prompt_lookup: tuple | None = None, progress: bool = True) -> dict:
+         max_new_tokens: int = 64, prompt_lookup: tuple | None = None, force: bool = False,
+         progress: bool = True) -> dict:
     """Turn a trained drafter folder into the one that ships: evaluate it on the balanced held-out set (greedy,
     K = ``max_k``, per category), measure this machine's costs, let the "cost" schedule choose the draft length
     (the drafter's measured per-position acceptance is saved as its prior), and write a bf16 Hub folder with a
     model card stating data, budget, wall time and tau per category. ``prompt_lookup`` = (tokens, max n-gram)
     switches hybrid drafting on in the saved generation_config (measure it with ``slimspec-bench cpu``; the
-    evaluation here is of the drafter alone). Returns the measurements."""
+    evaluation here is of the drafter alone). Returns the measurements, with ``shipped``: whether ``out`` was
+    written. An existing ``out`` is replaced only by a drafter whose tau is ``SHIP_GAIN`` higher than the one
+    recorded there (``replace_refusal``), and a folder there that ``ship`` did not write only with ``force``."""
     from generation_slimspec import SlimSpecGenerateStats, choose_draft_length, expected_tokens, measured_costs
     from modeling_slimspec import SlimSpecDrafter
 
@@ -396,6 +426,9 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
 
     from .evaluate import evaluate_drafter
 
+    if Path(out).exists() and shipped_evaluation(out) is None and not force:
+        raise FileExistsError(f"{out} exists and was not written by ship (no evaluation.json): choose another out, "
+                              f"or pass force to replace it")
     target, tokenizer = evaluation_target(target_name, fast_dtype())
     drafter = SlimSpecDrafter.from_pretrained(str(source), dtype=target.dtype).eval()
     results = {c: evaluate_drafter(target, tokenizer, drafter, prompts=HELD_OUT[c][:per_category],
@@ -419,7 +452,7 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
         config.prompt_lookup_num_tokens, config.max_matching_ngram_size = prompt_lookup
     training = json.loads((Path(source) / "training.json").read_text())
     report = dict(machine=describe_line(), tau=overall.tau, acceptance=overall.per_position_acceptance(),
-                  conditional_acceptance=acceptance, max_k=max_k,
+                  conditional_acceptance=acceptance, max_k=max_k, per_category_prompts=per_category,
                   per_category={c: dict(tau=r["tau"], acceptance=r["per_position_acceptance"], prompts=r["prompts"])
                                 for c, r in results.items()},
                   costs=dict(target_pass=costs.target_pass, draft=costs.draft), chosen_draft_length=chosen,
@@ -429,6 +462,9 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
                   train_minutes=sum(h["seconds"] for h in training.get("history", [])) / 60,
                   wall_minutes=(training.get("wall_seconds") or 0) / 60,
                   trained_on=training.get("machine", "this machine"), recipe=training.get("recipe", {}))
+    refusal = None if force else replace_refusal(out, report)
+    if refusal:
+        return dict(report, shipped=False, refusal=refusal)
     tmp = Path(out).with_name(f".{Path(out).name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     drafter.to(torch.bfloat16).save_pretrained(tmp)
@@ -436,7 +472,7 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     (tmp / "evaluation.json").write_text(json.dumps(report, indent=2, default=str))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return report
+    return dict(report, shipped=True)
 
 
 def describe_data(data: str) -> str:
