@@ -475,3 +475,25 @@ def test_ship_replaces_a_shipped_drafter_only_when_tau_rises_5_percent(tmp_path)
     other.mkdir()
     with pytest.raises(FileExistsError, match="not written by ship"):
         ship(tmp_path / "nowhere", other, progress=False)
+
+
+def test_a_staged_build_lists_every_stage(tmp_path):
+    """Each stage's budget and tau come from the earlier shipped folders' evaluation.json, oldest first: through
+    ``init_from`` for folders shipped before stages were recorded, else their own list."""
+    import json
+
+    from slimspec.train.reference import earlier_stages
+
+    def shipped(name, steps, tau, **extra):
+        folder = tmp_path / name
+        folder.mkdir()
+        summary = dict(steps=steps, trained_positions=10 * steps, train_minutes=steps / 60, tau=tau, data="d")
+        (folder / "evaluation.json").write_text(json.dumps(dict(summary, **extra)))
+        return folder, summary
+
+    one, first = shipped("one", 100, 1.5, recipe={})
+    two, second = shipped("two", 200, 1.8, recipe=dict(init_from=str(one)))
+    assert earlier_stages(None) == [] and earlier_stages(str(tmp_path / "gone")) == []
+    assert earlier_stages(str(one)) == [first] and earlier_stages(str(two)) == [first, second]
+    three, _ = shipped("three", 300, 2.0, stages=[first, second, dict(first, steps=7)])
+    assert earlier_stages(str(three))[-1]["steps"] == 7  # a recorded list is taken as it is

@@ -462,6 +462,7 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
                   train_minutes=sum(h["seconds"] for h in training.get("history", [])) / 60,
                   wall_minutes=(training.get("wall_seconds") or 0) / 60,
                   trained_on=training.get("machine", "this machine"), recipe=training.get("recipe", {}))
+    report["stages"] = earlier_stages(report["recipe"].get("init_from")) + [stage_summary(report)]
     refusal = None if force else replace_refusal(out, report)
     if refusal:
         return dict(report, shipped=False, refusal=refusal)
@@ -473,6 +474,23 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return dict(report, shipped=True)
+
+
+def stage_summary(report: dict) -> dict:
+    """One build stage as the card and the learning curve against CPU time list it."""
+    return {key: report.get(key) for key in ("steps", "trained_positions", "train_minutes", "tau", "data")}
+
+
+def earlier_stages(init_from: str | None) -> list:
+    """The stages a staged build continued from, oldest first, read from each earlier shipped folder's
+    evaluation.json (its own "stages", or, for folders shipped before stages were recorded, its summary and its
+    recipe's init_from); empty for a build from scratch, and as far as the chain is on this machine."""
+    earlier = shipped_evaluation(init_from) if init_from else None
+    if earlier is None:
+        return []
+    if earlier.get("stages"):
+        return earlier["stages"]
+    return earlier_stages(earlier.get("recipe", {}).get("init_from")) + [stage_summary(earlier)]
 
 
 def describe_data(data: str) -> str:
@@ -500,6 +518,15 @@ def build_command(recipe_changes: dict) -> str:
     return "slimspec-train reference --only slimspec-d8" + (f" --recipe {changes}" if changes else "")
 
 
+def _card_source(report: dict) -> str:
+    init_from = report["recipe"].get("init_from")
+    if not init_from:
+        return "trained from scratch (slimspec-train reference)"
+    if len(report["stages"]) > 1:
+        return f"stage {len(report['stages'])} of a staged build (slimspec-train reference, init_from)"
+    return f"continued from {init_from} (slimspec-train reference)"
+
+
 def _ship_card(drafter, folder: Path, report: dict) -> None:
     from slimspec.convert.card import build_card
 
@@ -519,8 +546,16 @@ def _ship_card(drafter, folder: Path, report: dict) -> None:
              f"{report['train_minutes']:.1f} min of training steps ({report['wall_minutes']:.1f} min wall) on "
              f"{report['trained_on']}",
              f"built with `{build_command(report['recipe'])}`, shipped with `slimspec-train ship`"]
+    if len(report["stages"]) > 1:  # a staged build: every stage's budget and what it reached
+        stages = "; ".join(f"{i}: {st['steps']} steps, {st['train_minutes']:.1f} min, tau {st['tau']:.2f}"
+                           for i, st in enumerate(report["stages"], 1))
+        total = sum(st["train_minutes"] for st in report["stages"])
+        notes.append(f"stages (each continues the one before): {stages}; in all "
+                     f"{sum(st['steps'] for st in report['stages'])} steps, "
+                     f"{sum(st['trained_positions'] for st in report['stages']):,} trained positions, "
+                     f"{total:.1f} min of training steps")
     card = build_card(config=drafter.config, info=dict(
-        source="trained from scratch (slimspec-train reference)", source_format="slimspec-train",
+        source=_card_source(report), source_format="slimspec-train",
         dense_head_params=drafter.config.head_vocab_size * drafter.config.hidden_size,
         head_params=sum(p.numel() for p in drafter.lm_head.parameters()),
         total_params=sum(p.numel() for p in drafter.parameters()), quality_text=quality, notes=notes,
