@@ -364,8 +364,7 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         self.eos_ids = set() if eos is None else set([eos] if isinstance(eos, int) else [int(e) for e in eos])
         self.cache = None
         self.stable = 0  # drafter cache positions backed by target features
-        self.seen = 0  # positions whose target features were kept: [stable, seen) wait in self.pending
-        self.pending = []  # [1, n, 3d] target features of verified positions not yet ingested
+        self.pending = []  # [1, n, 3d] target features of verified positions not yet ingested: [stable, seen)
         self.stats = SlimSpecGenerateStats(prompt_length=input_ids.shape[1])
         drafter.last_generate_stats = self.stats
         self.acceptance = None
@@ -457,6 +456,11 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         return int(token) in self.eos_ids or (
             self.stop_strings is not None and bool(self.stop_strings(extended, None)[0]))
 
+    @property
+    def seen(self) -> int:
+        """Positions whose target features are in hand: [0, stable) ingested, then the kept ones."""
+        return self.stable + sum(features.shape[1] for features in self.pending)
+
     def _keep_features(self, input_ids, hidden_states):
         """Keep the target's features of the positions its last forward verified, [seen, cur_len - 1): that
         forward started at position ``seen`` (the previous pass's bonus token); its rows after these are the
@@ -471,7 +475,6 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
             raise RuntimeError(f"the target's last forward covered {rows} positions but {new} need features: "
                                f"generation from a pre-filled past_key_values is not supported by SlimSpec.")
         self.pending.append(torch.cat([hidden_states[i][:, :new] for i in self.layer_ids], dim=-1))
-        self.seen += new
 
     @torch.no_grad()
     def _ingest(self, input_ids):
