@@ -65,13 +65,11 @@ def build_or_load(target_name: str, progress: bool = True) -> Path:
 def compare(target, tokenizer, drafter, prompts: list, max_new_tokens: int, lookup_tokens: int = 10) -> dict:
     """Plain greedy, prompt lookup, the drafter alone and, when its generation_config switches prompt lookup on
     (``prompt_lookup_num_tokens``), the drafter as configured (hybrid), on each prompt back to back; totals."""
-    config = drafter.generation_config
-    hybrid = getattr(config, "prompt_lookup_num_tokens", None) or 0
+    hybrid = getattr(drafter.generation_config, "prompt_lookup_num_tokens", None)
     methods = [Method("plain", "plain"), Method("lookup", "lookup", lookup_tokens),
                Method("assisted", "drafter", drafter=drafter)]
     if hybrid:
-        methods.append(Method("hybrid", "hybrid", hybrid, drafter=drafter,
-                              ngram=getattr(config, "max_matching_ngram_size", None) or 2))
+        methods.append(Method("hybrid", "hybrid", drafter=drafter))  # the drafter's own lookup setting
     t = run_methods(target, tokenizer, methods, prompts, dict(do_sample=False, max_new_tokens=max_new_tokens))
     plain, lookup, assisted = t["plain"], t["lookup"], t["assisted"]
     stats = assisted.merged_stats()

@@ -30,7 +30,7 @@ class Method:
     ``k=None`` its own draft length and schedule) | "hybrid"
     (``drafter`` with its own draft length and schedule, and prompt lookup of ``k`` tokens from n-grams of up to
     ``ngram`` tokens in its generator: ``prompt_lookup_num_tokens`` / ``max_matching_ngram_size`` on the drafter's
-    generation_config for the call)."""
+    generation_config for the call; ``k=None``: the drafter's own prompt-lookup setting)."""
 
     name: str
     kind: str
@@ -52,7 +52,7 @@ class Method:
     def drafter_settings(self):
         """A context manager giving the drafter this method's settings for the call (its own ones after it)."""
         if self.kind == "hybrid":
-            return prompt_lookup(self.drafter, self.k, self.ngram)
+            return prompt_lookup(self.drafter, self.k, self.ngram) if self.k is not None else nullcontext(self.drafter)
         if self.kind != "drafter":
             return nullcontext(self.drafter)
         alone = dict(prompt_lookup_num_tokens=0)  # the drafter alone, whatever its own prompt-lookup setting
