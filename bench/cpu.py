@@ -39,6 +39,7 @@ from .perf_model import infer_roles
 DEFAULT_DRAFTER = Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"
 TARGETS = {True: dict(overall=1.3, category=1.0, strict=True), False: dict(overall=1.0, category=0.97, strict=False)}
 HYBRID_TARGETS = dict(overall=1.1, category=0.97)  # against the better of prompt lookup and SlimSpec alone
+METHODS = ("plain", "lookup", "slimspec", "hybrid")  # run_categories' own; its other tallies are reference drafters
 # Same data and budget: (label, role, baseline role, measure, threshold)
 MEMBER_TARGETS = [("tau(d/8) >= 0.97x tau(dense)", "subject", "dense", "tau", 0.97),
                   ("tokens/s(d/8) >= 1.05x tokens/s(truncated-32k)", "subject", "truncated", "tokens_per_s", 1.05)]
@@ -113,9 +114,6 @@ def summarize(results: dict) -> dict:
                                            identical=f"{t[name].identical}/{t[name].prompts}")
                                 for name in t if name not in METHODS})
     return rows
-
-
-METHODS = ("plain", "lookup", "slimspec", "hybrid")  # the rest of a category's tallies are reference drafters
 
 
 def _hybrid_row(tallies: dict) -> dict:
