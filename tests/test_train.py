@@ -497,3 +497,14 @@ def test_a_staged_build_lists_every_stage(tmp_path):
     assert earlier_stages(str(one)) == [first] and earlier_stages(str(two)) == [first, second]
     three, _ = shipped("three", 300, 2.0, stages=[first, second, dict(first, steps=7)])
     assert earlier_stages(str(three))[-1]["steps"] == 7  # a recorded list is taken as it is
+
+
+def test_ship_prompt_lookup_option_is_checked_when_parsed(capsys):
+    """A malformed --prompt-lookup is refused by the parser, before minutes of evaluation."""
+    from slimspec.train.cli import build_parser
+
+    assert build_parser().parse_args(["ship", "--prompt-lookup", "10,3"]).prompt_lookup == (10, 3)
+    for bad in ("10", "10,3,1", "ten,3", "0,3"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["ship", "--prompt-lookup", bad])
+        assert "--prompt-lookup" in capsys.readouterr().err

@@ -19,6 +19,18 @@ import sys
 from pathlib import Path
 
 
+def lookup_setting(text: str) -> tuple:
+    """--prompt-lookup "TOKENS,NGRAM" -> (prompt_lookup_num_tokens, max_matching_ngram_size), both >= 1."""
+    try:
+        tokens, ngram = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use TOKENS,NGRAM, two integers such as 10,3") from None
+    if tokens < 1 or ngram < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both numbers must be at least 1 (leave the option out for no "
+                                         f"prompt lookup)")
+    return tokens, ngram
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspec-train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="drafters/slimspec-gemma3-270m-d8")
     s.add_argument("--max-k", type=int, default=6, help="longest draft; the cost schedule chooses up to it")
     s.add_argument("--per-category", type=int, default=None, help="held-out prompts per category (default: all)")
-    s.add_argument("--prompt-lookup", default=None, metavar="TOKENS,NGRAM",
+    s.add_argument("--prompt-lookup", default=None, metavar="TOKENS,NGRAM", type=lookup_setting,
                    help="ship with hybrid drafting on: prompt_lookup_num_tokens,max_matching_ngram_size (e.g. 10,3)")
     s.add_argument("--force", action="store_true",
                    help="replace --out even if the new drafter does not raise its recorded tau by 5%%")
@@ -100,9 +112,8 @@ def _ship(args) -> int:
     from .reference import Recipe, member_folder, ship
 
     source = Path(args.source) if args.source else member_folder(args.target, "slimspec-d8", Recipe())
-    lookup = tuple(int(x) for x in args.prompt_lookup.split(",")) if args.prompt_lookup else None
     report = ship(source, Path(args.out), target_name=args.target, max_k=args.max_k, per_category=args.per_category,
-                  prompt_lookup=lookup, force=args.force)
+                  prompt_lookup=args.prompt_lookup, force=args.force)
     print(json.dumps({k: v for k, v in report.items() if k != "costs"}, indent=2, default=str))
     if not report["shipped"]:
         print(f"slimspec: not shipped: {report['refusal']} (--force replaces it anyway)")
