@@ -5,7 +5,8 @@ import torch
 
 import eagle3_reference as ref
 from conftest import randomize, tiny_config
-from modeling_slimspec import SlimSpecCache, SlimSpecDenseHead, SlimSpecDrafter, SlimSpecLowRankHead
+from modeling_slimspec import (SEGMENTS, SlimSpecCache, SlimSpecDenseHead, SlimSpecDrafter, SlimSpecLowRankHead,
+                               pack_for_cpu, segment_rows, segment_view)
 
 ATOL = 2e-4
 
@@ -262,6 +263,7 @@ def test_packed_head_kernels_agree_and_are_deterministic(dtype, pack_tiny_heads)
                                    atol=0.05, rtol=0.02)
     if torch.backends.mkldnn.is_available() and (dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         assert packed_any and head._packed("up") is not None  # the packed path ran, not only the fallback
+        assert head._packed("up").segments == (SEGMENTS if dtype == torch.bfloat16 else 1)  # segmented for bf16
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=0.05, rtol=0.02)
     torch.testing.assert_close(got3.float(), want, **tol)
     torch.testing.assert_close(plain.float(), want, **tol)
@@ -272,6 +274,22 @@ def test_packed_head_kernels_agree_and_are_deterministic(dtype, pack_tiny_heads)
     twin.pack_for_cpu()
     with torch.no_grad():
         assert torch.equal(twin(x), got3)
+
+
+@pytest.mark.parametrize("segments", [1, 2, 4])
+def test_segmented_packed_product_is_the_plain_product_in_order(segments):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build")
+    torch.manual_seed(0)
+    weight = torch.randn(1000, 8)
+    x = torch.randn(1, 8)
+    torch.testing.assert_close(segment_rows(x, segments) @ segment_view(weight, segments).T,
+                               (x @ weight.T).view(segments, -1))  # the math: row j is logits [j N/g, (j + 1) N/g)
+    packed = pack_for_cpu(weight, min_elements=0, segments=segments)
+    assert packed is not None and packed.segments == segments
+    torch.testing.assert_close(packed.linear(x), torch.nn.functional.linear(x, weight), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="divide the weight's 1000 rows"):
+        pack_for_cpu(weight, min_elements=0, segments=3)
 
 
 def test_stale_packed_weights_are_never_used(pack_tiny_heads):
