@@ -320,14 +320,19 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
 
     Hybrid drafting (prompt lookup + the drafter), on when the drafter's generation_config sets
     ``prompt_lookup_num_tokens`` (None or 0: off, the default) and optionally ``max_matching_ngram_size`` (default
-    2), transformers' own names, saved and reloaded with the drafter. Each cycle:
+    2), transformers' own names, and ``min_matching_ngram_size`` (default 1, as transformers' prompt lookup), saved
+    and reloaded with the drafter. Each cycle:
 
     1. the target's features of the verified positions are kept (they exist only in this pass's outputs);
-    2. lookup: if the last n tokens (n = max_matching_ngram_size down to 1) occurred earlier in input_ids, the block
-       is the tokens that followed (``lookup_continuation``: up to prompt_lookup_num_tokens, never past
-       max_length - 1, ending before an eos or a completed stop string as the drafter's blocks do);
+    2. lookup: if the last n tokens (n = max_matching_ngram_size down to min_matching_ngram_size) occurred earlier
+       in input_ids, the block is the tokens that followed (``lookup_continuation``: up to prompt_lookup_num_tokens,
+       never past max_length - 1, ending before an eos or a completed stop string as the drafter's blocks do);
     3. else (no match, or nothing left of it) the drafter ingests every kept position in one forward and drafts
        its K tokens exactly as without lookup.
+
+    Why a minimum: alone, prompt lookup has nothing better than a one-token match; beside a trained drafter, a short
+    match is the weaker guess. Built-in eval prompts (code and prose, 16, bf16 Gemma 3 270M, stage-3 drafter):
+    tokens/s with n-grams up to 3 and at least 1 / 2 / 3 tokens: 102.8 / 107.2 / 108.5 (prompt lookup alone 90.8).
 
     Ingesting lazily costs nothing in quality (the drafter sees the same positions, only later and in one batch) and
     saves the drafter's forward, whose full-vocabulary head reads all its weights for one row, on every lookup pass.
@@ -355,9 +360,11 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
         self.lookup_tokens = int(getattr(draft_config, "prompt_lookup_num_tokens", None) or 0)  # 0: no lookup
         self.ngram_size = int(getattr(draft_config, "max_matching_ngram_size", None) or 2)
-        if self.lookup_tokens < 0 or self.ngram_size < 1:
+        self.min_ngram_size = int(getattr(draft_config, "min_matching_ngram_size", None) or 1)
+        if self.lookup_tokens < 0 or not 1 <= self.min_ngram_size <= self.ngram_size:
             raise ValueError(f"the drafter's prompt_lookup_num_tokens ({self.lookup_tokens}) must be >= 0 and "
-                             f"max_matching_ngram_size ({self.ngram_size}) >= 1.")
+                             f"1 <= min_matching_ngram_size ({self.min_ngram_size}) <= max_matching_ngram_size "
+                             f"({self.ngram_size}).")
         self.source = "none"  # who proposed the current block: "drafter" | "lookup" | "none"
         self.stop_strings = _stop_string_criteria(generation_config, tokenizer)
         eos = generation_config.eos_token_id
@@ -414,7 +421,8 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     def _lookup(self, input_ids, budget: int):
         """The lookup block, or None without a match: (candidate_ids [1, cur_len + K], point-mass logits [1, K, V]
         when sampling, else None), K <= min(prompt_lookup_num_tokens, budget)."""
-        found = lookup_continuation(input_ids[0], self.ngram_size, min(self.lookup_tokens, budget))
+        found = lookup_continuation(input_ids[0], self.ngram_size, min(self.lookup_tokens, budget),
+                                    min_ngram=self.min_ngram_size)
         ids = input_ids
         for token in found.view(-1, 1, 1):
             extended = torch.cat([ids, token], dim=-1)

@@ -202,13 +202,14 @@ def test_generation_config_travels_with_the_drafter(target, tmp_path):
     drafter = drafter_for(target)
     drafter.generation_config.num_assistant_tokens = 3
     drafter.generation_config.num_assistant_tokens_schedule = "heuristic"
-    with_lookup(drafter, 6, ngram=3).save_pretrained(tmp_path)
+    with_lookup(drafter, 6, ngram=3, min_ngram=2).save_pretrained(tmp_path)
     assert (tmp_path / "generation_config.json").exists()
     loaded = SlimSpecDrafter.from_pretrained(tmp_path)
     assert loaded.generation_config.num_assistant_tokens == 3
     assert loaded.generation_config.num_assistant_tokens_schedule == "heuristic"
     assert loaded.generation_config.prompt_lookup_num_tokens == 6
     assert loaded.generation_config.max_matching_ngram_size == 3
+    assert loaded.generation_config.min_matching_ngram_size == 2
     loaded.attach(target)
     try:
         for ids in [prompts(1, 101, seed=2)[0], *repeating_prompts(2, 101, seed=2)]:
@@ -245,9 +246,10 @@ def repeating_prompts(n, vocab, seed=0):
     return out
 
 
-def with_lookup(drafter, tokens, ngram=None):
+def with_lookup(drafter, tokens, ngram=None, min_ngram=None):
     drafter.generation_config.prompt_lookup_num_tokens = tokens
     drafter.generation_config.max_matching_ngram_size = ngram
+    drafter.generation_config.min_matching_ngram_size = min_ngram
     return drafter
 
 
@@ -299,12 +301,28 @@ def test_lookup_blocks_end_before_eos_stop_strings_and_the_length_budget(target)
     assert torch.equal(logits.softmax(-1), torch.nn.functional.one_hot(tokens[:, -3:], 101).float())
     with pytest.raises(ValueError, match="max_matching_ngram_size"):
         lookup_generator(with_lookup(drafter, 4, ngram=-1))
+    with pytest.raises(ValueError, match=r"1 <= min_matching_ngram_size \(3\) <= max_matching_ngram_size \(2\)"):
+        lookup_generator(with_lookup(drafter, 4, ngram=2, min_ngram=3))
 
 
-@pytest.mark.parametrize("tokens,ngram", [(1, 1), (4, None), (10, 3)])
+def test_lookup_needs_a_match_of_at_least_min_matching_ngram_size(target):
+    """The last 1 / 2 / 3 tokens recur earlier: a block exactly when the longest match reaches the minimum."""
+    ids = torch.tensor([[5, 6, 7, 8, 40, 6, 7, 9, 41, 7]])  # "7": 1-gram match; "6 7" would be 2, "..., 6, 7" not
+    for min_ngram, want in [(None, [8, 40, 6]), (1, [8, 40, 6]), (2, None)]:
+        drafter = with_lookup(drafter_for(target), 3, ngram=3, min_ngram=min_ngram)
+        found = lookup_generator(drafter, max_length=100)._lookup(ids, 10)
+        assert (None if found is None else found[0][0, ids.shape[1]:].tolist()) == want, min_ngram
+    ids = torch.tensor([[5, 6, 7, 8, 40, 6, 7]])  # "6 7": a 2-gram match
+    for min_ngram, want in [(2, [8, 40, 6]), (3, None)]:
+        drafter = with_lookup(drafter_for(target), 3, ngram=3, min_ngram=min_ngram)
+        found = lookup_generator(drafter, max_length=100)._lookup(ids, 10)
+        assert (None if found is None else found[0][0, ids.shape[1]:].tolist()) == want, min_ngram
+
+
+@pytest.mark.parametrize("tokens,ngram,min_ngram", [(1, 1, None), (4, None, None), (10, 3, 2)])
 @pytest.mark.parametrize("head", [dict(head_rank="d/8"), dict(head_rank="d/8", draft_vocab_size=30)])
-def test_hybrid_greedy_is_token_identical(target, tokens, ngram, head):
-    drafter = with_lookup(drafter_for(target, **head), tokens, ngram)
+def test_hybrid_greedy_is_token_identical(target, tokens, ngram, min_ngram, head):
+    drafter = with_lookup(drafter_for(target, **head), tokens, ngram, min_ngram)
     if drafter.d2t is not None:
         drafter.set_vocab_maps(torch.randperm(101, generator=torch.Generator().manual_seed(5))[:30])
     drafter.generation_config.num_assistant_tokens = 3
