@@ -1,7 +1,7 @@
 """Is SlimSpec faster than plain generate on *this* CPU? Per category of the balanced held-out set, one process.
 
     slimspec-bench cpu [--drafter FOLDER] [--per-category 8] [--max-new-tokens 64] [--out reports/cpu]
-                       [--reference-report REPORT.json]
+                       [--hybrid TOKENS,NGRAM[,MIN_NGRAM]] [--reference-report REPORT.json]
 
 1. The machine: CPU model, ``torch.backends.cpu.get_cpu_capability()``, whether bf16 matmuls are native.
 2. The fastest plain generate here: the target in bf16 and fp32, as loaded and prepared with
@@ -10,7 +10,8 @@
 3. Per category, methods back to back on each prompt (``slimspec.runner``): plain, prompt lookup, the
    drafter with its own settings (the "cost" schedule chooses the draft length from this machine's measured costs,
    down to plain decoding when nothing pays), and the hybrid (the same drafter with prompt lookup in its generator:
-   a lookup block when the context has an n-gram match, else the drafter's). Greedy, batch 1.
+   a lookup block when the context has an n-gram match, else the drafter's; the drafter's own lookup setting, or
+   ``--hybrid``). Greedy, batch 1.
 4. The report: tokens/s, speedup over the fastest plain and over prompt lookup, tau, outputs identical to plain,
    the draft lengths chosen, and this CPU class's targets (native bf16: >= 1.3x overall and > 1.0x in every
    category; otherwise >= 1.0x overall and >= 0.97x in every category); for the hybrid: tokens/s, tau, the share
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from slimspec.runner import Method, Tally, run_methods
+from slimspec.runner import Method, Tally, lookup_setting, run_methods
 
 from .e2e import load_drafters, reference_report_folders
 from .perf_model import infer_roles
@@ -50,8 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drafter", default=str(DEFAULT_DRAFTER), help="SlimSpec drafter folder (default: the shipped)")
     p.add_argument("--per-category", type=int, default=8, help="held-out prompts per category")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--lookup-tokens", type=int, default=10, help="prompt lookup's num tokens (alone and hybrid)")
-    p.add_argument("--ngram", type=int, default=2, help="the hybrid's max_matching_ngram_size")
+    p.add_argument("--lookup-tokens", type=int, default=10, help="prompt lookup's num tokens (alone)")
+    p.add_argument("--hybrid", type=lookup_setting, default=None, metavar="TOKENS,NGRAM[,MIN_NGRAM]",
+                   help="the hybrid's prompt lookup (default: the drafter's own generation_config setting)")
     p.add_argument("--reference-report", default=None, metavar="REPORT.json",
                    help="also run the drafters of this report (same data and budget) alone at --members-k")
     p.add_argument("--members-k", type=int, default=5, help="the reference drafters' draft length")
@@ -84,15 +86,27 @@ def fastest_plain(targets: dict, prompts: list, max_new_tokens: int, drafter) ->
     return best, speeds, packed
 
 
+def drafter_lookup_setting(drafter) -> tuple:
+    """The drafter's own hybrid setting (tokens, max n-gram, min n-gram) from its generation_config."""
+    config = drafter.generation_config
+    tokens = getattr(config, "prompt_lookup_num_tokens", None)
+    if not tokens:
+        raise SystemExit("the drafter has prompt lookup off (no prompt_lookup_num_tokens in its generation_config); "
+                         "pass --hybrid TOKENS,NGRAM[,MIN_NGRAM] to measure a hybrid setting")
+    return (tokens, getattr(config, "max_matching_ngram_size", None) or 2,
+            getattr(config, "min_matching_ngram_size", None) or 1)
+
+
 def run_categories(target, tokenizer, drafter, per_category: int, max_new_tokens: int, lookup_tokens: int,
-                   ngram: int = 2, members: dict | None = None, members_k: int = 5) -> dict:
-    """{category: {method: Tally}} over the held-out set, plain first on each prompt; ``members`` ({name:
-    drafter}) run alone at ``members_k`` drafts per pass, under their own names."""
+                   hybrid: tuple, members: dict | None = None, members_k: int = 5) -> dict:
+    """{category: {method: Tally}} over the held-out set, plain first on each prompt; ``hybrid`` = (tokens, max
+    n-gram, min n-gram); ``members`` ({name: drafter}) run alone at ``members_k`` drafts per pass, under their own
+    names."""
     from slimspec.heldout import CATEGORIES, HELD_OUT
 
     methods = [Method("plain", "plain"), Method("lookup", "lookup", lookup_tokens),
                Method("slimspec", "drafter", drafter=drafter),
-               Method("hybrid", "hybrid", lookup_tokens, drafter=drafter, ngram=ngram)]
+               Method("hybrid", "hybrid", hybrid[0], drafter=drafter, ngram=hybrid[1], min_ngram=hybrid[2])]
     methods += [Method(name, "drafter", members_k, drafter=d) for name, d in (members or {}).items()]
     gen = dict(do_sample=False, max_new_tokens=max_new_tokens)
     return {c: run_methods(target, tokenizer, methods, HELD_OUT[c][:per_category], gen, desc=c, progress=True,
@@ -188,8 +202,9 @@ def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, pa
              f"every method below uses.", "",
              f"`slimspec-bench cpu --per-category {args.per_category} --max-new-tokens {args.max_new_tokens}`, "
              f"drafter `{args.drafter}` with its own settings (cost schedule), prompt lookup "
-             f"{args.lookup_tokens} tokens (alone, and in the hybrid with n-grams up to {args.ngram}), balanced "
-             f"held-out set, greedy, batch 1.", "",
+             f"{args.lookup_tokens} tokens alone, the hybrid's lookup blocks of up to {args.hybrid[0]} tokens after "
+             f"n-gram matches of {args.hybrid[2]} to {args.hybrid[1]} tokens; balanced held-out set, greedy, "
+             f"batch 1.", "",
              "| category | plain tok/s | prompt lookup | SlimSpec | speedup | vs lookup | tau | identical | K chosen |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c, r in rows.items():
@@ -230,12 +245,13 @@ def main(args) -> int:
     target, tokenizer = targets[best[0]]
     print(f"fastest plain: {best} ({', '.join(f'{k}: {v:.1f}' for k, v in speeds.items())} tokens/s)", flush=True)
     drafter = drafter.to(target.dtype)
+    args.hybrid = args.hybrid or drafter_lookup_setting(drafter)
     members, roles = {}, {}
     if args.reference_report:
         members = load_drafters(reference_report_folders(args.reference_report), target.dtype)
         roles = infer_roles(members)
     results = run_categories(target, tokenizer, drafter, args.per_category, args.max_new_tokens, args.lookup_tokens,
-                             args.ngram, members, args.members_k)
+                             args.hybrid, members, args.members_k)
     rows = summarize(results)
     report = format_report(machine, native, best, speeds, packed, rows, args, roles)
     out = Path(args.out)
@@ -244,6 +260,6 @@ def main(args) -> int:
     stem.with_suffix(".md").write_text(report)
     stem.with_suffix(".json").write_text(json.dumps(dict(machine=machine, native_bf16=native, fastest_plain=best,
                                                          plain_speeds={str(k): v for k, v in speeds.items()},
-                                                         rows=rows, roles=roles), indent=2))
+                                                         rows=rows, roles=roles, hybrid=list(args.hybrid)), indent=2))
     print(report)
     return 0

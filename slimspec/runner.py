@@ -28,15 +28,17 @@ class Method:
     kind: "plain" | "lookup" (prompt lookup, ``k`` tokens per lookup) | "drafter" (``drafter`` alone, its own
     prompt lookup switched off for the call; it drafts ``k`` tokens per pass with the constant schedule, or with
     ``k=None`` its own draft length and schedule) | "hybrid"
-    (``drafter`` with its own draft length and schedule, and prompt lookup of ``k`` tokens from n-grams of up to
-    ``ngram`` tokens in its generator: ``prompt_lookup_num_tokens`` / ``max_matching_ngram_size`` on the drafter's
-    generation_config for the call; ``k=None``: the drafter's own prompt-lookup setting)."""
+    (``drafter`` with its own draft length and schedule, and prompt lookup of ``k`` tokens from n-grams of
+    ``min_ngram`` to ``ngram`` tokens in its generator: ``prompt_lookup_num_tokens`` / ``max_matching_ngram_size`` /
+    ``min_matching_ngram_size`` on the drafter's generation_config for the call; ``k=None``: the drafter's own
+    prompt-lookup setting)."""
 
     name: str
     kind: str
     k: int | None = None
     drafter: object = None
     ngram: int = 2
+    min_ngram: int = 1
 
     @property
     def uses_drafter(self) -> bool:
@@ -52,7 +54,9 @@ class Method:
     def drafter_settings(self):
         """A context manager giving the drafter this method's settings for the call (its own ones after it)."""
         if self.kind == "hybrid":
-            return prompt_lookup(self.drafter, self.k, self.ngram) if self.k is not None else nullcontext(self.drafter)
+            if self.k is None:
+                return nullcontext(self.drafter)
+            return prompt_lookup(self.drafter, self.k, self.ngram, self.min_ngram)
         if self.kind != "drafter":
             return nullcontext(self.drafter)
         alone = dict(prompt_lookup_num_tokens=0)  # the drafter alone, whatever its own prompt-lookup setting
@@ -106,10 +110,31 @@ def draft_length(drafter, k: int, schedule: str = "constant"):
     return drafter_config(drafter, num_assistant_tokens=k, num_assistant_tokens_schedule=schedule)
 
 
-def prompt_lookup(drafter, tokens: int, ngram: int = 2):
+def prompt_lookup(drafter, tokens: int, ngram: int = 2, min_ngram: int = 1):
     """Inside the block the drafter drafts hybrid: a block of up to ``tokens`` tokens from an n-gram match
-    (n <= ``ngram``) in the context when there is one, else its own drafts; its own settings after it."""
-    return drafter_config(drafter, prompt_lookup_num_tokens=tokens, max_matching_ngram_size=ngram)
+    (``min_ngram`` <= n <= ``ngram``) in the context when there is one, else its own drafts; its own settings
+    after it."""
+    return drafter_config(drafter, prompt_lookup_num_tokens=tokens, max_matching_ngram_size=ngram,
+                          min_matching_ngram_size=min_ngram)
+
+
+def lookup_setting(text: str) -> tuple:
+    """"TOKENS,NGRAM[,MIN_NGRAM]" (a command-line option) -> (prompt_lookup_num_tokens, max_matching_ngram_size,
+    min_matching_ngram_size), all >= 1, MIN_NGRAM <= NGRAM, MIN_NGRAM 1 when left out (transformers' rule)."""
+    import argparse
+
+    try:
+        numbers = [int(x) for x in text.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{text!r}: use TOKENS,NGRAM or TOKENS,NGRAM,MIN_NGRAM, integers such as "
+                                         f"10,3,2")
+    tokens, ngram, min_ngram = numbers if len(numbers) == 3 else (*numbers, 1)
+    if min(numbers) < 1 or min_ngram > ngram:
+        raise argparse.ArgumentTypeError(f"{text!r}: every number must be at least 1 and MIN_NGRAM at most NGRAM "
+                                         f"(leave the option out for no prompt lookup)")
+    return tokens, ngram, min_ngram
 
 
 @contextmanager

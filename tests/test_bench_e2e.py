@@ -174,12 +174,14 @@ def test_draft_length_and_prompt_lookup_are_restored_whatever_happens():
     config.num_assistant_tokens_schedule = "heuristic"
     config.max_matching_ngram_size = 4
     with pytest.raises(RuntimeError):
-        with draft_length(drafter, 3), prompt_lookup(drafter, 7, ngram=1):
+        with draft_length(drafter, 3), prompt_lookup(drafter, 7, ngram=2, min_ngram=2):
             assert (config.num_assistant_tokens, config.num_assistant_tokens_schedule) == (3, "constant")
-            assert (config.prompt_lookup_num_tokens, config.max_matching_ngram_size) == (7, 1)
+            assert (config.prompt_lookup_num_tokens, config.max_matching_ngram_size) == (7, 2)
+            assert config.min_matching_ngram_size == 2
             raise RuntimeError("a failed generate")
     assert (config.num_assistant_tokens, config.num_assistant_tokens_schedule) == (5, "heuristic")
     assert (config.prompt_lookup_num_tokens, config.max_matching_ngram_size) == (None, 4)
+    assert getattr(config, "min_matching_ngram_size", None) is None
 
 
 # --- slimspec-bench cpu ---------------------------------------------------------------------------------------------
@@ -255,12 +257,13 @@ def test_cpu_summary_has_the_hybrid_columns():
         1.25, 9.0, 1.0, 0.0)
     assert total["hybrid_vs_best"] == pytest.approx(19.5 / 15.5) and total["lookup_share"] == pytest.approx(19 / 20)
     assert total["hybrid_tau"] == pytest.approx((20 + 5) / 5) and total["hybrid_identical"] == "4/4"
-    args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, ngram=2)
+    args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, hybrid=(10, 3, 2))
     report = format_report("m", False, ("bf16", False), {("bf16", False): 10.0}, 0, rows, args)
     assert "| code | 25.0 | 1.25x | 9.00 | 100% | 0% | 2/2 |" in report
     assert "| prose | 14.0 | 1.00x | 2.33 | 75% | 25% | 2/2 |" in report
     assert "| **all** | 19.5 | 1.26x | 5.00 | 95% | 5% | 4/4 |" in report
     assert "hybrid overall 1.26x the better of lookup and SlimSpec >= 1.1x: met" in report
+    assert "lookup blocks of up to 10 tokens after n-gram matches of 2 to 3 tokens" in report
 
 
 def test_cpu_hybrid_targets():
@@ -321,7 +324,7 @@ def test_cpu_reference_drafters_side_by_side():
     assert member_verdict(rows, roles) == ["tau(d/8) >= 0.97x tau(dense): 0.714x, missed",
                                            "tokens/s(d/8) >= 1.05x tokens/s(truncated-32k): 1.091x, met"]
     assert member_verdict(rows, dict(subject="d8")) == []
-    args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, ngram=2,
+    args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, hybrid=(10, 3, 2),
                            reference_report="r.json", members_k=5)
     report = format_report("m", True, ("bf16", True), {("bf16", True): 10.0}, 3, rows, args, roles)
     assert "| **all** | 2.50 | 12.0 | 3.50 | 10.0 | 2.50 | 11.0 |" in report and "0.714x, missed" in report

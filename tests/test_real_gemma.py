@@ -181,17 +181,19 @@ def test_ship_writes_the_folder_that_ships(gemma, tmp_path):
     source = tmp_path / "trained"
     SlimSpecDrafter(SlimSpecConfig.from_target_config(model.config, head_rank="d/8")).save_pretrained(source)
     (source / "training.json").write_text(json.dumps(dict(data="data/", history=[dict(trained=10, seconds=1.0)])))
-    report = ship(source, tmp_path / "shipped", per_category=1, max_new_tokens=6, max_k=3, prompt_lookup=(10, 3),
+    report = ship(source, tmp_path / "shipped", per_category=1, max_new_tokens=6, max_k=3, prompt_lookup=(10, 3, 2),
                   progress=False)
     out = tmp_path / "shipped"
     assert set(report["per_category"]) == set(CATEGORIES) and report["tau"] >= 1.0
     assert 0 <= report["chosen_draft_length"] <= 3 and set(report["sweep"]) == {2, 3}
     config = json.loads((out / "generation_config.json").read_text())
     assert config["num_assistant_tokens_schedule"] == "cost" and len(config["slimspec_acceptance"]) == 3
-    assert config["prompt_lookup_num_tokens"] == 10 and config["max_matching_ngram_size"] == 3  # shipped hybrid
+    assert (config["prompt_lookup_num_tokens"], config["max_matching_ngram_size"],
+            config["min_matching_ngram_size"]) == (10, 3, 2)  # shipped hybrid
     assert (out / "model.safetensors").stat().st_size < 64 * 2**20  # bf16: fits the repository's budget
     card = (out / "README.md").read_text()
     assert "| dialogue |" in card and "How it was built" in card and "data/" in card
+    assert "the last 2 to 3 tokens occurred earlier" in card  # the card states the hybrid setting
     reloaded = SlimSpecDrafter.from_pretrained(str(out))
     assert reloaded.dtype == torch.bfloat16 and reloaded.generation_config.num_assistant_tokens_schedule == "cost"
     again = ship(source, out, per_category=1, max_new_tokens=6, max_k=3, progress=False)  # not 5% better

@@ -503,8 +503,9 @@ def test_ship_prompt_lookup_option_is_checked_when_parsed(capsys):
     """A malformed --prompt-lookup is refused by the parser, before minutes of evaluation."""
     from slimspec.train.cli import build_parser
 
-    assert build_parser().parse_args(["ship", "--prompt-lookup", "10,3"]).prompt_lookup == (10, 3)
-    for bad in ("10", "10,3,1", "ten,3", "0,3"):
+    assert build_parser().parse_args(["ship", "--prompt-lookup", "10,3"]).prompt_lookup == (10, 3, 1)
+    assert build_parser().parse_args(["ship", "--prompt-lookup", "10,3,2"]).prompt_lookup == (10, 3, 2)
+    for bad in ("10", "10,3,4", "10,3,2,1", "ten,3", "0,3", "10,3,0"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["ship", "--prompt-lookup", bad])
         assert "--prompt-lookup" in capsys.readouterr().err

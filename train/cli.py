@@ -18,17 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def lookup_setting(text: str) -> tuple:
-    """--prompt-lookup "TOKENS,NGRAM" -> (prompt_lookup_num_tokens, max_matching_ngram_size), both >= 1."""
-    try:
-        tokens, ngram = (int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use TOKENS,NGRAM, two integers such as 10,3") from None
-    if tokens < 1 or ngram < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: both numbers must be at least 1 (leave the option out for no "
-                                         f"prompt lookup)")
-    return tokens, ngram
+from slimspec.runner import lookup_setting
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="drafters/slimspec-gemma3-270m-d8")
     s.add_argument("--max-k", type=int, default=6, help="longest draft; the cost schedule chooses up to it")
     s.add_argument("--per-category", type=int, default=None, help="held-out prompts per category (default: all)")
-    s.add_argument("--prompt-lookup", default=None, metavar="TOKENS,NGRAM", type=lookup_setting,
-                   help="ship with hybrid drafting on: prompt_lookup_num_tokens,max_matching_ngram_size (e.g. 10,3)")
+    s.add_argument("--prompt-lookup", default=None, metavar="TOKENS,NGRAM[,MIN_NGRAM]", type=lookup_setting,
+                   help="ship with hybrid drafting on: prompt_lookup_num_tokens,max_matching_ngram_size"
+                        "[,min_matching_ngram_size] (e.g. 10,3,2)")
     s.add_argument("--force", action="store_true",
                    help="replace --out even if the new drafter does not raise its recorded tau by 5%%")
     return p

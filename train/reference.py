@@ -413,9 +413,9 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     """Turn a trained drafter folder into the one that ships: evaluate it on the balanced held-out set (greedy,
     K = ``max_k``, per category), measure this machine's costs, let the "cost" schedule choose the draft length
     (the drafter's measured per-position acceptance is saved as its prior), and write a bf16 Hub folder with a
-    model card stating data, budget, wall time and tau per category. ``prompt_lookup`` = (tokens, max n-gram)
-    switches hybrid drafting on in the saved generation_config (measure it with ``slimspec-bench cpu``; the
-    evaluation here is of the drafter alone). Returns the measurements, with ``shipped``: whether ``out`` was
+    model card stating data, budget, wall time and tau per category. ``prompt_lookup`` = (tokens, max n-gram[,
+    min n-gram]) switches hybrid drafting on in the saved generation_config (measure it with
+    ``slimspec-bench cpu``; the evaluation here is of the drafter alone). Returns the measurements, with ``shipped``: whether ``out`` was
     written. An existing ``out`` is replaced only by a drafter whose tau is ``SHIP_GAIN`` higher than the one
     recorded there (``replace_refusal``), and a folder there that ``ship`` did not write only with ``force``."""
     from generation_slimspec import SlimSpecGenerateStats, choose_draft_length, expected_tokens, measured_costs
@@ -449,9 +449,10 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     config.num_assistant_tokens, config.num_assistant_tokens_schedule = max_k, "cost"
     config.slimspec_acceptance = [round(a, 4) for a in acceptance]
     if prompt_lookup:
-        config.prompt_lookup_num_tokens, config.max_matching_ngram_size = prompt_lookup
+        prompt_lookup = (*prompt_lookup, 1)[:3]  # (tokens, max n-gram, min n-gram)
+        config.prompt_lookup_num_tokens, config.max_matching_ngram_size, config.min_matching_ngram_size = prompt_lookup
     training = json.loads((Path(source) / "training.json").read_text())
-    report = dict(machine=describe_line(), tau=overall.tau, acceptance=overall.per_position_acceptance(),
+    report = dict(machine=describe_line(), tau=overall.tau, prompt_lookup=list(prompt_lookup or []) or None, acceptance=overall.per_position_acceptance(),
                   conditional_acceptance=acceptance, max_k=max_k, per_category_prompts=per_category,
                   per_category={c: dict(tau=r["tau"], acceptance=r["per_position_acceptance"], prompts=r["prompts"])
                                 for c, r in results.items()},
@@ -541,6 +542,11 @@ def _ship_card(drafter, folder: Path, report: dict) -> None:
                f"\n\nDraft length by the cost model on that machine (plain decoding "
                f"{report['plain_tokens_per_s']:.1f} tokens/s): {sweep}; the \"cost\" schedule chose K = "
                f"{report['chosen_draft_length']} there and chooses again on each machine it runs on.")
+    if report.get("prompt_lookup"):
+        tokens, ngram, min_ngram = report["prompt_lookup"]
+        quality += (f"\n\nHybrid drafting is on (`generation_config.json`): where the last {min_ngram} to {ngram} "
+                    f"tokens occurred earlier in the context, the next block is the up to {tokens} tokens that "
+                    f"followed them (prompt lookup), else the drafter's own; the table above is the drafter alone.")
     notes = [f"data: {report['data']}",
              f"budget: {report['steps']} steps, {report['trained_positions']:,} trained positions, "
              f"{report['train_minutes']:.1f} min of training steps ({report['wall_minutes']:.1f} min wall) on "
