@@ -132,14 +132,29 @@ def summarize(results: dict) -> dict:
 
 def _hybrid_row(tallies: dict) -> dict:
     """The hybrid's columns of one row: tokens/s, tau, tokens/s over the better of prompt lookup and SlimSpec,
-    the share of its accepted drafts from prompt lookup and from the drafter, identical outputs."""
+    the same ratio on the prompts where both wrote the same text (``same_text_ratio``), the share of its accepted
+    drafts from prompt lookup and from the drafter, identical outputs."""
     hybrid = tallies["hybrid"]
     stats = hybrid.merged_stats()
     share = stats.accepted_share()
-    best = max(tallies["lookup"].tokens_per_s, tallies["slimspec"].tokens_per_s)
-    return dict(hybrid=hybrid.tokens_per_s, hybrid_tau=stats.tau, hybrid_vs_best=hybrid.tokens_per_s / best,
+    better = max(("lookup", "slimspec"), key=lambda name: tallies[name].tokens_per_s)
+    ratio, same = same_text_ratio(hybrid, tallies[better])
+    return dict(hybrid=hybrid.tokens_per_s, hybrid_tau=stats.tau,
+                hybrid_vs_best=hybrid.tokens_per_s / tallies[better].tokens_per_s, better=better,
+                hybrid_vs_best_same_text=ratio, same_text=f"{same}/{hybrid.prompts}",
                 lookup_share=share.get("lookup", 0.0), drafter_share=share.get("drafter", 0.0),
                 hybrid_identical=f"{hybrid.identical}/{hybrid.prompts}")
+
+
+def same_text_ratio(tally: Tally, other: Tally) -> tuple:
+    """(other's seconds / tally's seconds over the prompts where both wrote the same tokens, how many such prompts):
+    the speed ratio with the text held equal. bf16 near-ties make methods write different text now and then, and
+    a different text is a different workload (e.g. less for prompt lookup to copy); nan where no prompt agrees."""
+    pairs = [(a, b) for out, a, other_out, b in zip(tally.outputs, tally.prompt_seconds, other.outputs,
+                                                    other.prompt_seconds) if torch.equal(out, other_out)]
+    if not pairs:
+        return float("nan"), 0
+    return sum(b for _, b in pairs) / sum(a for a, _ in pairs), len(pairs)
 
 
 def _totals(results: dict) -> dict:
@@ -220,12 +235,15 @@ def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, pa
 
 def hybrid_table(rows: dict) -> list:
     """The report's hybrid section: per category tokens/s, tau, ratio to the better method alone, sources."""
-    lines = ["", "Hybrid (prompt lookup + SlimSpec in one generator; accepted drafts by source):", "",
-             "| category | hybrid tok/s | vs better of lookup, SlimSpec | tau | from lookup | from drafter | "
-             "identical |", "|---|---|---|---|---|---|---|"]
+    lines = ["", "Hybrid (prompt lookup + SlimSpec in one generator; accepted drafts by source). \"Same text\": the "
+             "ratio to the better method on the prompts where the hybrid wrote the same tokens as it (bf16 near-ties "
+             "change the text now and then, and with it the work), and how many prompts those are:", "",
+             "| category | hybrid tok/s | vs better of lookup, SlimSpec | better | same text | tau | from lookup | "
+             "from drafter | identical |", "|---|---|---|---|---|---|---|---|---|"]
     for c, r in rows.items():
         name = f"**{c}**" if c == "all" else c
-        lines.append(f"| {name} | {r['hybrid']:.1f} | {r['hybrid_vs_best']:.2f}x | {r['hybrid_tau']:.2f} | "
+        lines.append(f"| {name} | {r['hybrid']:.1f} | {r['hybrid_vs_best']:.2f}x | {r['better']} | "
+                     f"{r['hybrid_vs_best_same_text']:.2f}x ({r['same_text']}) | {r['hybrid_tau']:.2f} | "
                      f"{r['lookup_share']:.0%} | {r['drafter_share']:.0%} | {r['hybrid_identical']} |")
     return lines + ["", "Hybrid targets:"] + [f"- {v}" for v in hybrid_verdict(rows)]
 

@@ -74,6 +74,7 @@ class Tally:
     identical: int = 0  # outputs equal to the first method's on the same prompt
     prompts: int = 0
     outputs: list = field(default_factory=list)  # output ids per prompt: [1, prompt + new]
+    prompt_seconds: list = field(default_factory=list)  # seconds per prompt
     stats: list = field(default_factory=list)  # SlimSpecGenerateStats per call (drafters)
     timings: list = field(default_factory=list)  # what the instrument recorded per call
 
@@ -206,6 +207,7 @@ def run_methods(target, tokenizer, methods: list, prompts: list, gen_kwargs: dic
             t.identical += int(torch.equal(out, reference))
             t.prompts += 1
             t.outputs.append(out)
+            t.prompt_seconds.append(seconds)
             if method.uses_drafter:
                 t.stats.append(method.drafter.last_generate_stats)
             if record is not None:

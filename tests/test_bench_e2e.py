@@ -221,9 +221,13 @@ def test_cpu_bench_picks_the_fastest_plain_and_leaves_it_prepared(monkeypatch):
     assert not any("forward" in m.__dict__ for m in targets["bf16"][0].modules())
 
 
-def _tally(tokens: int, stats=None) -> Tally:
+TEXTS = [torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2, 4]])]  # what each method wrote on the two prompts
+
+
+def _tally(tokens: int, stats=None, outputs=TEXTS, prompt_seconds=(0.5, 0.5)) -> Tally:
     """One second, ``tokens`` new tokens over 2 prompts (both identical to plain), a drafter's stats if given."""
-    return Tally(seconds=1.0, new_tokens=tokens, identical=2, prompts=2, stats=[stats] if stats else [])
+    return Tally(seconds=1.0, new_tokens=tokens, identical=2, prompts=2, stats=[stats] if stats else [],
+                 outputs=list(outputs), prompt_seconds=list(prompt_seconds))
 
 
 def _stats(drafted: list, accepted: list, sources: list):
@@ -237,7 +241,8 @@ def cpu_results(hybrid_prose: int = 14) -> dict:
     """Injected tallies for two categories: SlimSpec wins prose, lookup wins code, the hybrid takes each."""
     alone = _stats([3, 3], [1, 2], ["drafter", "drafter"])
     return {"prose": dict(plain=_tally(10), lookup=_tally(11), slimspec=_tally(14, alone),
-                          hybrid=_tally(hybrid_prose, _stats([3, 0, 4], [1, 0, 3], ["drafter", "none", "lookup"]))),
+                          hybrid=_tally(hybrid_prose, _stats([3, 0, 4], [1, 0, 3], ["drafter", "none", "lookup"]),
+                                        outputs=[TEXTS[0], torch.tensor([[1, 2, 5]])], prompt_seconds=(0.4, 0.6))),
             "code": dict(plain=_tally(10), lookup=_tally(20), slimspec=_tally(13, alone),
                          hybrid=_tally(25, _stats([10, 10], [9, 7], ["lookup", "lookup"])))}
 
@@ -259,9 +264,13 @@ def test_cpu_summary_has_the_hybrid_columns():
     assert total["hybrid_tau"] == pytest.approx((20 + 5) / 5) and total["hybrid_identical"] == "4/4"
     args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, hybrid=(10, 3, 2))
     report = format_report("m", False, ("bf16", False), {("bf16", False): 10.0}, 0, rows, args)
-    assert "| code | 25.0 | 1.25x | 9.00 | 100% | 0% | 2/2 |" in report
-    assert "| prose | 14.0 | 1.00x | 2.33 | 75% | 25% | 2/2 |" in report
-    assert "| **all** | 19.5 | 1.26x | 5.00 | 95% | 5% | 4/4 |" in report
+    # same text: prose against SlimSpec on prompt 0 only (0.5 s / 0.4 s); overall against lookup on 3 of 4 prompts
+    assert (prose["better"], prose["same_text"], prose["hybrid_vs_best_same_text"]) == ("slimspec", "1/2", 1.25)
+    assert (total["better"], total["same_text"]) == ("lookup", "3/4")
+    assert total["hybrid_vs_best_same_text"] == pytest.approx(1.5 / 1.4)
+    assert "| code | 25.0 | 1.25x | lookup | 1.00x (2/2) | 9.00 | 100% | 0% | 2/2 |" in report
+    assert "| prose | 14.0 | 1.00x | slimspec | 1.25x (1/2) | 2.33 | 75% | 25% | 2/2 |" in report
+    assert "| **all** | 19.5 | 1.26x | lookup | 1.07x (3/4) | 5.00 | 95% | 5% | 4/4 |" in report
     assert "hybrid overall 1.26x the better of lookup and SlimSpec >= 1.1x: met" in report
     assert "lookup blocks of up to 10 tokens after n-gram matches of 2 to 3 tokens" in report
 
@@ -301,6 +310,7 @@ def test_a_drafter_method_runs_the_drafter_alone_even_when_it_carries_a_lookup_s
                                                Method("hybrid", "hybrid", 4, drafter=drafter)],
                     prompts, dict(do_sample=False, max_new_tokens=12))
     assert "lookup" not in t["alone"].stats[0].source_per_pass and "lookup" in t["hybrid"].stats[0].source_per_pass
+    assert len(t["hybrid"].prompt_seconds) == 1 and t["hybrid"].prompt_seconds[0] == t["hybrid"].seconds
     assert drafter.generation_config.prompt_lookup_num_tokens == 4  # restored after the call
 
 
