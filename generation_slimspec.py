@@ -265,9 +265,24 @@ def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCo
         draft_cache.crop(context)
         step = drafter(input_ids=ids[:, :1].to(drafter.device), hidden_states=g, past_key_values=draft_cache,
                        logits_to_keep=1)
-        step.logits[:, -1].max(-1)
+        first_argmax(step.logits[:, -1])
 
     return DraftCosts(target_pass=target_pass, draft=_median_seconds(draft, repeats))
+
+
+def first_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """The index of the first maximum of one logits row: [1, V] -> [1, 1], as ``argmax`` returns it.
+
+    torch reduces a single row on one thread; split into as many rows as threads (when they divide V), each row's
+    maximum comes in parallel, and the first row holding the overall maximum gives the first index:
+    i* = j* V/n + argmax_i x[j* V/n + i], j* = the first j whose row maximum is the largest. (bf16, V = 262,144,
+    2 threads: 85 us against 154 for ``max(-1)``; ``argmax`` took 835.)"""
+    rows = torch.get_num_threads()
+    if rows < 2 or logits.shape[-1] % rows:
+        return logits.max(-1, keepdim=True).indices
+    values, indices = logits.reshape(rows, -1).max(-1)  # [rows]: each row's first maximum
+    row = values.max(0).indices  # the first row with the overall maximum
+    return (indices[row] + row * (logits.shape[-1] // rows)).view(1, 1)
 
 
 def _cache_keyword(target) -> str:
@@ -510,8 +525,7 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         drafter = self.drafter
         if not self.do_sample and self.logits_processor is None and self.confidence_threshold <= 0:
             # Greedy, nothing reshapes the distribution: argmax in the draft vocabulary, then map to a target id.
-            # (max(...).indices: first maximum like argmax, and ~3x faster than argmax for bf16 on CPU)
-            return drafter.draft_to_target_ids(draft_logits.max(-1, keepdim=True).indices), None, True
+            return drafter.draft_to_target_ids(first_argmax(draft_logits)), None, True
         logits = drafter.to_target_logits(draft_logits).float().to(ids.device)
         if self.logits_processor is not None:
             logits = self.logits_processor(ids, logits)

@@ -829,3 +829,23 @@ def test_greedy_with_a_prepared_target_is_the_untouched_targets_output():
     finally:
         drafter.detach()
         drafter.restore_target(target)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_first_argmax_is_argmax_with_ties_on_any_thread_count(threads, dtype):
+    """The split reduction gives argmax's answer, the first maximum, whatever the rows; ties across rows too."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(threads)
+        for vocab in (12, 1000, 1024):
+            for _ in range(20):
+                x = torch.randint(-3, 4, (1, vocab), generator=g).to(dtype)  # small integers: many ties
+                got = generation_slimspec.first_argmax(x)
+                assert got.shape == (1, 1) and int(got) == int(x.float().argmax(-1)), (vocab, x)
+            x = torch.zeros(1, vocab, dtype=dtype)
+            x[0, [vocab - 1, vocab // 2 + 1]] = 1  # the maximum in two rows: the earlier one wins
+            assert int(generation_slimspec.first_argmax(x)) == vocab // 2 + 1
+    finally:
+        torch.set_num_threads(saved)
