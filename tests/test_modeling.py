@@ -310,6 +310,52 @@ def test_stale_packed_weights_are_never_used(pack_tiny_heads):
         torch.testing.assert_close(head(x), 2 * want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_optimize_for_cpu_packs_the_body_too_and_unpack_drops_it(dtype, pack_tiny_heads):
+    """Every bias-free linear of the drafter (body and head) gets a packed copy that single-row steps use; the
+    step's outputs match the unpacked drafter's; a linear with a bias is left to F.linear; unpack drops them."""
+    from modeling_slimspec import SlimSpecLinear
+
+    if not torch.backends.mkldnn.is_available() or (dtype == torch.bfloat16
+                                                     and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        pytest.skip("this torch build cannot pack these weights")
+    drafter = make(head_rank=8).to(dtype)
+    biased = make(head_rank=8, attention_bias=True).to(dtype)
+    linears = [m for m in drafter.modules() if isinstance(m, SlimSpecLinear)]
+    assert len(linears) == 8  # fc, q, k, v, o, gate, up, down
+    d, d_t = drafter.config.hidden_size, drafter.config.target_hidden_size
+    feats, ids = torch.randn(1, 5, 3 * d_t, dtype=dtype), torch.randint(0, drafter.config.vocab_size, (1, 6))
+
+    def step(model):
+        with torch.no_grad():
+            first = model(input_ids=ids[:, :5], target_hidden_states=feats, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=ids[:, 5:], hidden_states=first.last_hidden_state[:, -1:],
+                        past_key_values=first.past_key_values, logits_to_keep=1)
+        return out.last_hidden_state, out.logits
+
+    want = step(drafter)
+    assert drafter.optimize_for_cpu() and biased.optimize_for_cpu()
+    assert all(m._packed("weight") is not None for m in linears)
+    assert biased.midlayer.self_attn.q_proj._packed("weight") is None  # a bias: F.linear
+    assert biased.midlayer.mlp.up_proj._packed("weight") is not None
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=0.1, rtol=0.05)
+    for got, expected in zip(step(drafter), want):
+        torch.testing.assert_close(got.float(), expected.float(), **tol)
+    calls = []
+    original = torch.ops.mkldnn._linear_pointwise
+    try:  # the single-row step runs every body linear through the packed kernel (the multi-row ingest does not)
+        import modeling_slimspec
+
+        modeling_slimspec.torch.ops.mkldnn._linear_pointwise = lambda *a: calls.append(a[1]) or original(*a)
+        step(drafter)
+    finally:
+        modeling_slimspec.torch.ops.mkldnn._linear_pointwise = original
+    packed = {id(m._packed("weight").tensor) for m in linears if m is not drafter.fc}
+    assert packed <= {id(t) for t in calls}
+    drafter.unpack_for_cpu()
+    assert all(m._packed("weight") is None for m in linears) and drafter.lm_head._packed("up") is None
+
+
 def test_packed_drafter_copies_and_pickles(pack_tiny_heads):
     import copy
     import pickle

@@ -687,5 +687,5 @@ def detach(drafter):
     drafter._attached.module = None
     if drafter.embed_tokens is None:
         drafter.use_target_embeddings(None)
-    drafter.lm_head.unpack()
+    drafter.unpack_for_cpu()
     return drafter

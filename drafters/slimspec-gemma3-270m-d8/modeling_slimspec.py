@@ -156,10 +156,10 @@ class SlimSpecAttention(nn.Module):
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
         d_in, bias = 2 * config.hidden_size, config.attention_bias
-        self.q_proj = nn.Linear(d_in, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.q_proj = SlimSpecLinear(d_in, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = SlimSpecLinear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = SlimSpecLinear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = SlimSpecLinear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Optional[SlimSpecCache],
                 attn_mask: Optional[torch.Tensor] = None):
@@ -197,9 +197,9 @@ class SlimSpecMLP(nn.Module):
 
     def __init__(self, config: SlimSpecConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = SlimSpecLinear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = SlimSpecLinear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = SlimSpecLinear(config.intermediate_size, config.hidden_size, bias=False)
         self.act = _ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -264,7 +264,10 @@ def _weight_identity(weight: torch.Tensor) -> tuple:
     return weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), tuple(weight.stride())
 
 
-PACK_MIN_ELEMENTS = 1 << 20  # smaller weights stay on F.linear: oneDNN's call costs ~16 us, F.linear's ~4 us [80, 640]
+# Smaller weights stay on F.linear: oneDNN's call costs ~16 us, F.linear's ~4 us for the d/8 down factor [80, 640]
+# (51,200 entries); from the drafter body's [256, 1280] k/v projections (327,680) up, packed is faster (bf16:
+# 14 against 21 us; [2048, 640] 27 against 54 us).
+PACK_MIN_ELEMENTS = 1 << 18
 
 
 # A factor with a short inner dimension (the up factor [V, r], r = d/8) streams slowly through oneDNN's single-row
@@ -398,7 +401,7 @@ def restore_target(target: nn.Module) -> None:
 
 
 class _Packs:
-    """Packed copies of a head's weights by parameter name: unregistered, never saved; a copied or pickled module
+    """Packed copies of a module's weights by parameter name: unregistered, never saved; a copied or pickled module
     starts without them (opaque oneDNN tensors neither copy nor pickle), and ``optimize_for_cpu`` packs it anew."""
 
     def __init__(self):
@@ -414,16 +417,16 @@ class _Packs:
         return (_Packs, ())
 
 
-class _PackableHead(nn.Module):
-    """Shared by the dense and low-rank heads: ``pack_for_cpu`` / ``unpack`` of their weight matrices."""
+class _Packable(nn.Module):
+    """Shared by the heads and the body's linears: ``pack_for_cpu`` / ``unpack`` of their weight matrices."""
 
-    def _head_weights(self) -> dict:
+    def _packable_weights(self) -> dict:
         raise NotImplementedError
 
     def pack_for_cpu(self) -> bool:
-        """Make oneDNN-packed copies of the head's weights for single-row CPU calls; True if any was packed."""
+        """Make oneDNN-packed copies of the module's weights for single-row CPU calls; True if any was packed."""
         packs = _Packs()
-        for name, weight in self._head_weights().items():
+        for name, weight in self._packable_weights().items():
             packed = pack_for_cpu(weight, segments=segments_for(weight))
             if packed is not None:
                 packs.by_name[name] = packed
@@ -438,25 +441,32 @@ class _PackableHead(nn.Module):
         return packs.get(name) if packs is not None else None
 
 
-class SlimSpecDenseHead(_PackableHead, nn.Linear):
+class SlimSpecLinear(_Packable, nn.Linear):
+    """``nn.Linear`` (same parameters and state-dict keys) whose single-row CPU calls take the kernel choices above
+    once packed: the drafter's body, where one decoding step is a handful of matrix-vector products. A linear with
+    a bias is never packed."""
+
+    def _packable_weights(self) -> dict:
+        return {"weight": self.weight} if self.bias is None else {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., in] -> [..., out]. Inputs are flattened to 2-D so [1, in] and [1, 1, in] take the same kernel."""
+        if self.bias is not None:
+            return F.linear(x, self.weight, self.bias)
+        flat = x.reshape(-1, x.shape[-1])
+        y = head_linear(flat, self.weight, self._packed("weight"))
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
+class SlimSpecDenseHead(SlimSpecLinear):
     """Dense LM head ``Linear(d, V_d, bias=False)`` (key ``lm_head.weight``) with the kernel choices above, so
     that dense-vs-low-rank comparisons measure the head's size, not a slower kernel."""
 
     def __init__(self, hidden_size: int, vocab_size: int):
         super().__init__(hidden_size, vocab_size, bias=False)
 
-    def _head_weights(self) -> dict:
-        return {"weight": self.weight}
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """hidden_states: [..., d] -> logits [..., V_d]. Inputs are flattened to 2-D so [1, d] and [1, 1, d] take
-        the same kernel."""
-        x = hidden_states.reshape(-1, hidden_states.shape[-1])
-        logits = head_linear(x, self.weight, self._packed("weight"))
-        return logits.view(*hidden_states.shape[:-1], logits.shape[-1])
-
-
-class SlimSpecLowRankHead(_PackableHead):
+class SlimSpecLowRankHead(_Packable):
     """The SlimSpec head: ``logits = up(down(h))``, down: d -> r, up: r -> V_d; no bias, norm or activation between.
 
     State-dict keys are ``down.weight`` [r, d] and ``up.weight`` [V_d, r] (``nn.Linear`` convention), so
@@ -470,7 +480,7 @@ class SlimSpecLowRankHead(_PackableHead):
         self.down = nn.Linear(hidden_size, rank, bias=False)
         self.up = nn.Linear(rank, vocab_size, bias=False)
 
-    def _head_weights(self) -> dict:
+    def _packable_weights(self) -> dict:
         return {"down": self.down.weight, "up": self.up.weight}
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -559,7 +569,7 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         super().__init__(config)
         d = config.hidden_size
         self.embed_tokens = None if config.share_target_embeddings else nn.Embedding(config.vocab_size, d)
-        self.fc = nn.Linear(3 * config.target_hidden_size, d, bias=False)
+        self.fc = SlimSpecLinear(3 * config.target_hidden_size, d, bias=False)
         self.midlayer = SlimSpecDecoderLayer(config)
         self.norm = SlimSpecRMSNorm(d, eps=config.rms_norm_eps)
         V_d = config.head_vocab_size
@@ -596,12 +606,19 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         return self._attached.module
 
     def optimize_for_cpu(self) -> bool:
-        """Pack the LM head's weights for oneDNN single-row products on CPU (``pack_for_cpu``); ``attach`` calls it.
+        """Pack the LM head's and the body's weights for oneDNN single-row products on CPU (``pack_for_cpu``);
+        ``attach`` calls it, ``detach`` undoes it (``unpack_for_cpu``).
 
         Values, ``state_dict``, ``save_pretrained`` and training are unaffected; a packed copy is used only while
         the weight it came from is unchanged (call again after changing weights, dtype or device). Returns whether
         anything was packed (False on GPUs and on torch builds without oneDNN)."""
-        return self.lm_head.pack_for_cpu()
+        return any([module.pack_for_cpu() for module in self.modules() if isinstance(module, _Packable)])
+
+    def unpack_for_cpu(self) -> None:
+        """Drop the packed copies ``optimize_for_cpu`` made."""
+        for module in self.modules():
+            if isinstance(module, _Packable):
+                module.unpack()
 
     def optimize_target_for_cpu(self, target, min_elements: int = 0) -> int:
         """Opt-in: pack the target's linears for oneDNN (``optimize_target_for_cpu``), so that plain decoding and
