@@ -1,7 +1,8 @@
 """Is SlimSpec faster than plain generate on *this* CPU? Per category of the balanced held-out set, one process.
 
     slimspec-bench cpu [--drafter FOLDER] [--per-category 8] [--max-new-tokens 64] [--out reports/cpu]
-                       [--hybrid TOKENS,NGRAM[,MIN_NGRAM]] [--reference-report REPORT.json]
+                       [--hybrid TOKENS,NGRAM[,MIN_NGRAM]] [--also-hybrid TOKENS,NGRAM[,MIN_NGRAM] ...]
+                       [--reference-report REPORT.json]
 
 1. The machine: CPU model, ``torch.backends.cpu.get_cpu_capability()``, whether bf16 matmuls are native.
 2. The fastest plain generate here: the target in bf16 and fp32, as loaded and prepared with
@@ -11,7 +12,7 @@
    drafter with its own settings (the "cost" schedule chooses the draft length from this machine's measured costs,
    down to plain decoding when nothing pays), and the hybrid (the same drafter with prompt lookup in its generator:
    a lookup block when the context has an n-gram match, else the drafter's; the drafter's own lookup setting, or
-   ``--hybrid``). Greedy, batch 1.
+   ``--hybrid``; ``--also-hybrid`` runs more settings in the same interleaving, for choosing one). Greedy, batch 1.
 4. The report: tokens/s, speedup over the fastest plain and over prompt lookup, tau, outputs identical to plain,
    the draft lengths chosen, and this CPU class's targets (native bf16: >= 1.3x overall and > 1.0x in every
    category; otherwise >= 1.0x overall and >= 0.97x in every category); for the hybrid: tokens/s, tau, the share
@@ -40,7 +41,8 @@ from .perf_model import infer_roles
 DEFAULT_DRAFTER = Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"
 TARGETS = {True: dict(overall=1.3, category=1.0, strict=True), False: dict(overall=1.0, category=0.97, strict=False)}
 HYBRID_TARGETS = dict(overall=1.1, category=0.97)  # against the better of prompt lookup and SlimSpec alone
-METHODS = ("plain", "lookup", "slimspec", "hybrid")  # run_categories' own; its other tallies are reference drafters
+METHODS = ("plain", "lookup", "slimspec", "hybrid")  # run_categories' own, with "hybrid T,N,M" for --also-hybrid;
+HYBRID_PREFIX = "hybrid "  # its other tallies are reference drafters
 # Same data and budget: (label, role, baseline role, measure, threshold)
 MEMBER_TARGETS = [("tau(d/8) >= 0.97x tau(dense)", "subject", "dense", "tau", 0.97),
                   ("tokens/s(d/8) >= 1.05x tokens/s(truncated-32k)", "subject", "truncated", "tokens_per_s", 1.05)]
@@ -54,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lookup-tokens", type=int, default=10, help="prompt lookup's num tokens (alone)")
     p.add_argument("--hybrid", type=lookup_setting, default=None, metavar="TOKENS,NGRAM[,MIN_NGRAM]",
                    help="the hybrid's prompt lookup (default: the drafter's own generation_config setting)")
+    p.add_argument("--also-hybrid", type=lookup_setting, action="append", default=[],
+                   metavar="TOKENS,NGRAM[,MIN_NGRAM]", help="another hybrid setting to run beside it (repeatable)")
     p.add_argument("--reference-report", default=None, metavar="REPORT.json",
                    help="also run the drafters of this report (same data and budget) alone at --members-k")
     p.add_argument("--members-k", type=int, default=5, help="the reference drafters' draft length")
@@ -98,15 +102,17 @@ def drafter_lookup_setting(drafter) -> tuple:
 
 
 def run_categories(target, tokenizer, drafter, per_category: int, max_new_tokens: int, lookup_tokens: int,
-                   hybrid: tuple, members: dict | None = None, members_k: int = 5) -> dict:
+                   hybrid: tuple, members: dict | None = None, members_k: int = 5, also_hybrid=()) -> dict:
     """{category: {method: Tally}} over the held-out set, plain first on each prompt; ``hybrid`` = (tokens, max
-    n-gram, min n-gram); ``members`` ({name: drafter}) run alone at ``members_k`` drafts per pass, under their own
-    names."""
+    n-gram, min n-gram), and each of ``also_hybrid`` as "hybrid T,N,M"; ``members`` ({name: drafter}) run alone at
+    ``members_k`` drafts per pass, under their own names."""
     from slimspec.heldout import CATEGORIES, HELD_OUT
 
     methods = [Method("plain", "plain"), Method("lookup", "lookup", lookup_tokens),
                Method("slimspec", "drafter", drafter=drafter),
                Method("hybrid", "hybrid", hybrid[0], drafter=drafter, ngram=hybrid[1], min_ngram=hybrid[2])]
+    methods += [Method(HYBRID_PREFIX + ",".join(map(str, h)), "hybrid", h[0], drafter=drafter, ngram=h[1],
+                       min_ngram=h[2]) for h in also_hybrid]
     methods += [Method(name, "drafter", members_k, drafter=d) for name, d in (members or {}).items()]
     gen = dict(do_sample=False, max_new_tokens=max_new_tokens)
     return {c: run_methods(target, tokenizer, methods, HELD_OUT[c][:per_category], gen, desc=c, progress=True,
@@ -126,7 +132,11 @@ def summarize(results: dict) -> dict:
                        chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())), **_hybrid_row(t),
                        members={name: dict(tau=t[name].merged_stats().tau, tokens_per_s=t[name].tokens_per_s,
                                            identical=f"{t[name].identical}/{t[name].prompts}")
-                                for name in t if name not in METHODS})
+                                for name in t if name not in METHODS and not name.startswith(HYBRID_PREFIX)},
+                       other_hybrids={name[len(HYBRID_PREFIX):]: dict(
+                           tokens_per_s=t[name].tokens_per_s, tau=t[name].merged_stats().tau,
+                           vs_best=t[name].tokens_per_s / max(t["lookup"].tokens_per_s, t["slimspec"].tokens_per_s))
+                           for name in t if name.startswith(HYBRID_PREFIX)})
     return rows
 
 
@@ -230,10 +240,10 @@ def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, pa
     lines += [f"- {v}" for v in verdict(rows, native_bf16)]
     members = member_table(rows, roles or {}, args.reference_report, args.members_k) if getattr(
         args, "reference_report", None) else []
-    return "\n".join(lines + hybrid_table(rows) + members) + "\n"
+    return "\n".join(lines + hybrid_table(rows, args) + members) + "\n"
 
 
-def hybrid_table(rows: dict) -> list:
+def hybrid_table(rows: dict, args=None) -> list:
     """The report's hybrid section: per category tokens/s, tau, ratio to the better method alone, sources."""
     lines = ["", "Hybrid (prompt lookup + SlimSpec in one generator; accepted drafts by source). \"Same text\": the "
              "ratio to the better method on the prompts where the hybrid wrote the same tokens as it (bf16 near-ties "
@@ -245,7 +255,20 @@ def hybrid_table(rows: dict) -> list:
         lines.append(f"| {name} | {r['hybrid']:.1f} | {r['hybrid_vs_best']:.2f}x | {r['better']} | "
                      f"{r['hybrid_vs_best_same_text']:.2f}x ({r['same_text']}) | {r['hybrid_tau']:.2f} | "
                      f"{r['lookup_share']:.0%} | {r['drafter_share']:.0%} | {r['hybrid_identical']} |")
-    return lines + ["", "Hybrid targets:"] + [f"- {v}" for v in hybrid_verdict(rows)]
+    lines += ["", "Hybrid targets:"] + [f"- {v}" for v in hybrid_verdict(rows)]
+    others = list(rows["all"]["other_hybrids"])
+    if others:
+        setting = ",".join(map(str, getattr(args, "hybrid", ()) or ()))
+        lines += ["", f"Other hybrid settings in the same interleaving (TOKENS,NGRAM,MIN_NGRAM; the one above: "
+                      f"{setting}), tokens/s and against the better of lookup and SlimSpec:", "",
+                  "| category | hybrid " + setting + " | " + " | ".join(f"hybrid {o}" for o in others) + " |",
+                  "|---|---|" + "---|" * len(others)]
+        for c, r in rows.items():
+            cells = " | ".join(f"{h['tokens_per_s']:.1f} ({h['vs_best']:.2f}x)"
+                               for h in (r["other_hybrids"][o] for o in others))
+            lines.append(f"| {'**all**' if c == 'all' else c} | {r['hybrid']:.1f} ({r['hybrid_vs_best']:.2f}x) | "
+                         f"{cells} |")
+    return lines
 
 
 def main(args) -> int:
@@ -269,7 +292,7 @@ def main(args) -> int:
         members = load_drafters(reference_report_folders(args.reference_report), target.dtype)
         roles = infer_roles(members)
     results = run_categories(target, tokenizer, drafter, args.per_category, args.max_new_tokens, args.lookup_tokens,
-                             args.hybrid, members, args.members_k)
+                             args.hybrid, members, args.members_k, args.also_hybrid)
     rows = summarize(results)
     report = format_report(machine, native, best, speeds, packed, rows, args, roles)
     out = Path(args.out)

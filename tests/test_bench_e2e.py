@@ -275,6 +275,26 @@ def test_cpu_summary_has_the_hybrid_columns():
     assert "lookup blocks of up to 10 tokens after n-gram matches of 2 to 3 tokens" in report
 
 
+def test_cpu_other_hybrid_settings_run_beside_and_are_no_reference_drafters():
+    """--also-hybrid settings: tokens/s and the ratio to the better method alone per category, in a table of
+    their own; never counted as reference drafters."""
+    from types import SimpleNamespace
+
+    from slimspec.bench.cpu import format_report, summarize
+
+    results = cpu_results()
+    results["prose"]["hybrid 10,3,1"] = _tally(7, _stats([3], [1], ["drafter"]))
+    results["code"]["hybrid 10,3,1"] = _tally(30, _stats([10], [9], ["lookup"]))
+    rows = summarize(results)
+    assert rows["prose"]["members"] == {} and rows["prose"]["other_hybrids"]["10,3,1"]["vs_best"] == 0.5
+    assert rows["all"]["other_hybrids"]["10,3,1"]["tokens_per_s"] == 18.5
+    args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, hybrid=(10, 3, 2))
+    report = format_report("m", False, ("bf16", False), {("bf16", False): 10.0}, 0, rows, args)
+    assert "| category | hybrid 10,3,2 | hybrid 10,3,1 |" in report
+    assert "| code | 25.0 (1.25x) | 30.0 (1.50x) |" in report and "| **all** | 19.5 (1.26x) | 18.5 (1.19x) |" in report
+    assert "same data and budget" not in report
+
+
 def test_cpu_hybrid_targets():
     from slimspec.bench.cpu import hybrid_verdict, summarize
 

@@ -415,8 +415,8 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     (the drafter's measured per-position acceptance is saved as its prior), and write a bf16 Hub folder with a
     model card stating data, budget, wall time and tau per category. ``prompt_lookup`` = (tokens, max n-gram[,
     min n-gram]) switches hybrid drafting on in the saved generation_config (measure it with
-    ``slimspec-bench cpu``; the evaluation here is of the drafter alone). Returns the measurements, with ``shipped``: whether ``out`` was
-    written. An existing ``out`` is replaced only by a drafter whose tau is ``SHIP_GAIN`` higher than the one
+    ``slimspec-bench cpu``; the evaluation here is of the drafter alone). Returns the measurements, with
+    ``shipped``: whether ``out`` was written. An existing ``out`` is replaced only by a drafter whose tau is ``SHIP_GAIN`` higher than the one
     recorded there (``replace_refusal``), and a folder there that ``ship`` did not write only with ``force``."""
     from generation_slimspec import SlimSpecGenerateStats, choose_draft_length, expected_tokens, measured_costs
     from modeling_slimspec import SlimSpecDrafter
@@ -450,9 +450,11 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     config.slimspec_acceptance = [round(a, 4) for a in acceptance]
     if prompt_lookup:
         prompt_lookup = (*prompt_lookup, 1)[:3]  # (tokens, max n-gram, min n-gram)
-        config.prompt_lookup_num_tokens, config.max_matching_ngram_size, config.min_matching_ngram_size = prompt_lookup
+        config.prompt_lookup_num_tokens = prompt_lookup[0]
+        config.max_matching_ngram_size, config.min_matching_ngram_size = prompt_lookup[1:]
     training = json.loads((Path(source) / "training.json").read_text())
-    report = dict(machine=describe_line(), tau=overall.tau, prompt_lookup=list(prompt_lookup or []) or None, acceptance=overall.per_position_acceptance(),
+    report = dict(machine=describe_line(), tau=overall.tau, prompt_lookup=list(prompt_lookup or []) or None,
+                  acceptance=overall.per_position_acceptance(),
                   conditional_acceptance=acceptance, max_k=max_k, per_category_prompts=per_category,
                   per_category={c: dict(tau=r["tau"], acceptance=r["per_position_acceptance"], prompts=r["prompts"])
                                 for c, r in results.items()},
