@@ -319,11 +319,12 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     resumed = tmp_path / "resumed"
     first = fit(target=target, data=str(folder), out=str(resumed), config=FitConfig(max_steps=4, save_every=4, **base),
                 progress=False, stop_after=2)  # interrupted after 2 steps; its checkpoint stays
-    assert first == dict(steps=2, history=first["history"], finished=False)
+    assert first == dict(steps=2, history=first["history"], finished=False, resumed_at=0)
     assert not (resumed / "model.safetensors").exists()
     result = fit(target=target, data=str(folder), out=str(resumed), config=FitConfig(max_steps=4, save_every=4, **base),
                  progress=False)
     assert result["steps"] == 4 and result["finished"] and len(result["history"]) == 4  # the whole history ...
+    assert result["resumed_at"] == 2  # ... and where this call took it up
     assert result["history"][:2] == first["history"]  # ... the interrupted segment's included
     import json
 
@@ -509,3 +510,11 @@ def test_ship_prompt_lookup_option_is_checked_when_parsed(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["ship", "--prompt-lookup", bad])
         assert "--prompt-lookup" in capsys.readouterr().err
+
+
+def test_a_resumed_builds_card_says_which_steps_its_wall_time_covers():
+    from slimspec.train.reference import _resumed
+
+    assert _resumed(dict(steps=7200, wall_from_step=1080)) == (
+        " for steps 1081-7200, after resuming from a checkpoint")
+    assert _resumed(dict(steps=7200, wall_from_step=0)) == "" and _resumed(dict(steps=10)) == ""

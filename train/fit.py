@@ -386,6 +386,7 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
 
     run = _setup(target, data, config)
     step, history = _resume(run.accelerator, Path(out) / ".checkpoints") if resume else (0, [])
+    resumed_at = step
     stop_at = run.total_steps if stop_after is None else min(run.total_steps, step + stop_after)
     bar = tqdm(total=run.total_steps, initial=step, desc="training", unit="step",
                disable=not progress or not run.accelerator.is_main_process)
@@ -400,7 +401,7 @@ def fit(*, target, data: str, out: str, config: FitConfig, resume: bool = True, 
         _save_progress(run, out, step, stop_at, history)
     batches.close()
     bar.close()
-    return _finish(run, out, data, step, history)
+    return dict(_finish(run, out, data, step, history), resumed_at=resumed_at)
 
 
 @dataclass

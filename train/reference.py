@@ -217,9 +217,10 @@ def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = T
         snapshots = tuple(curve_steps(recipe.max_steps)[:-1]) if name == "slimspec-d8" else ()
         stage = dict(init_from=recipe.init_from) if name == "slimspec-d8" and recipe.init_from else {}
         config = fit_config(recipe, snapshot_steps=snapshots, **spec, **stage)
-    fit(target=target, data=data, out=str(out), config=config, progress=progress)
+    result = fit(target=target, data=data, out=str(out), config=config, progress=progress)
     info = json.loads((out / "training.json").read_text())
-    info["wall_seconds"] = time.perf_counter() - t0
+    # this call's wall time covers the steps after the checkpoint it resumed from (the history covers them all)
+    info["wall_seconds"], info["wall_from_step"] = time.perf_counter() - t0, result["resumed_at"]
     info["recipe"] = {k: v for k, v in asdict(recipe).items() if v != getattr(Recipe, k)}  # what differs from default
     (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
     return out
@@ -251,7 +252,8 @@ def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assist
     info = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
     result.update(folder=str(folder), head_params=sum(p.numel() for p in drafter.lm_head.parameters()),
                   head_rank=drafter.config.head_rank, draft_vocab_size=drafter.config.draft_vocab_size,
-                  train_seconds=info.get("wall_seconds"), positions_per_s=positions_per_s(info.get("history", [])))
+                  train_seconds=sum(h["seconds"] for h in info.get("history", [])) or info.get("wall_seconds"),
+                  positions_per_s=positions_per_s(info.get("history", [])))
     return result
 
 
@@ -416,8 +418,9 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
     model card stating data, budget, wall time and tau per category. ``prompt_lookup`` = (tokens, max n-gram[,
     min n-gram]) switches hybrid drafting on in the saved generation_config (measure it with
     ``slimspec-bench cpu``; the evaluation here is of the drafter alone). Returns the measurements, with
-    ``shipped``: whether ``out`` was written. An existing ``out`` is replaced only by a drafter whose tau is ``SHIP_GAIN`` higher than the one
-    recorded there (``replace_refusal``), and a folder there that ``ship`` did not write only with ``force``."""
+    ``shipped``: whether ``out`` was written. An existing ``out`` is replaced only by a drafter whose tau is
+    ``SHIP_GAIN`` higher than the one recorded there (``replace_refusal``), and a folder there that ``ship`` did
+    not write only with ``force``."""
     from generation_slimspec import SlimSpecGenerateStats, choose_draft_length, expected_tokens, measured_costs
     from modeling_slimspec import SlimSpecDrafter
 
@@ -464,6 +467,7 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
                   trained_positions=sum(h["trained"] for h in training.get("history", [])),
                   train_minutes=sum(h["seconds"] for h in training.get("history", [])) / 60,
                   wall_minutes=(training.get("wall_seconds") or 0) / 60,
+                  wall_from_step=training.get("wall_from_step", 0),
                   trained_on=training.get("machine", "this machine"), recipe=training.get("recipe", {}))
     report["stages"] = earlier_stages(report["recipe"].get("init_from")) + [stage_summary(report)]
     refusal = None if force else replace_refusal(out, report)
@@ -530,6 +534,12 @@ def _card_source(report: dict) -> str:
     return f"continued from {init_from} (slimspec-train reference)"
 
 
+def _resumed(report: dict) -> str:
+    """How much of a resumed build the wall time covers (the training-step minutes cover every step)."""
+    start = report.get("wall_from_step") or 0
+    return f" for steps {start + 1}-{report['steps']}, after resuming from a checkpoint" if start else ""
+
+
 def _ship_card(drafter, folder: Path, report: dict) -> None:
     from slimspec.convert.card import build_card
 
@@ -551,7 +561,8 @@ def _ship_card(drafter, folder: Path, report: dict) -> None:
                     f"followed them (prompt lookup), else the drafter's own; the table above is the drafter alone.")
     notes = [f"data: {report['data']}",
              f"budget: {report['steps']} steps, {report['trained_positions']:,} trained positions, "
-             f"{report['train_minutes']:.1f} min of training steps ({report['wall_minutes']:.1f} min wall) on "
+             f"{report['train_minutes']:.1f} min of training steps ({report['wall_minutes']:.1f} min wall"
+             f"{_resumed(report)}) on "
              f"{report['trained_on']}",
              f"built with `{build_command(report['recipe'])}`, shipped with `slimspec-train ship`"]
     if len(report["stages"]) > 1:  # a staged build: every stage's budget and what it reached
