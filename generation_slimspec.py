@@ -346,8 +346,9 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
        its K tokens exactly as without lookup.
 
     Why a minimum: alone, prompt lookup has nothing better than a one-token match; beside a trained drafter, a short
-    match is the weaker guess. Built-in eval prompts (code and prose, 16, bf16 Gemma 3 270M, stage-3 drafter):
-    tokens/s with n-grams up to 3 and at least 1 / 2 / 3 tokens: 102.8 / 107.2 / 108.5 (prompt lookup alone 90.8).
+    match is the weaker guess. Balanced held-out set, bf16 Gemma 3 270M, the shipped drafter (``slimspec-bench
+    cpu``): tokens/s with n-grams up to 3 and at least 1 / 2 / 3 tokens: 86.8 / 89.0 / 85.2 (prompt lookup alone
+    75.6, the drafter alone 65.2).
 
     Ingesting lazily costs nothing in quality (the drafter sees the same positions, only later and in one batch) and
     saves the drafter's forward, whose full-vocabulary head reads all its weights for one row, on every lookup pass.
