@@ -91,14 +91,14 @@ def fastest_plain(targets: dict, prompts: list, max_new_tokens: int, drafter) ->
 
 
 def drafter_lookup_setting(drafter) -> tuple:
-    """The drafter's own hybrid setting (tokens, max n-gram, min n-gram) from its generation_config."""
-    config = drafter.generation_config
-    tokens = getattr(config, "prompt_lookup_num_tokens", None)
-    if not tokens:
+    """The drafter's own hybrid setting (tokens, max n-gram, min n-gram), as its generator reads it."""
+    from generation_slimspec import hybrid_setting
+
+    setting = hybrid_setting(drafter.generation_config)
+    if not setting[0]:
         raise SystemExit("the drafter has prompt lookup off (no prompt_lookup_num_tokens in its generation_config); "
                          "pass --hybrid TOKENS,NGRAM[,MIN_NGRAM] to measure a hybrid setting")
-    return (tokens, getattr(config, "max_matching_ngram_size", None) or 2,
-            getattr(config, "min_matching_ngram_size", None) or 1)
+    return setting
 
 
 def run_categories(target, tokenizer, drafter, per_category: int, max_new_tokens: int, lookup_tokens: int,
@@ -132,18 +132,15 @@ def summarize(results: dict) -> dict:
                        chosen_k=dict(sorted(Counter(stats.chosen_draft_lengths).items())), **_hybrid_row(t),
                        members={name: dict(tau=t[name].merged_stats().tau, tokens_per_s=t[name].tokens_per_s,
                                            identical=f"{t[name].identical}/{t[name].prompts}")
-                                for name in t if name not in METHODS and not name.startswith(HYBRID_PREFIX)},
-                       other_hybrids={name[len(HYBRID_PREFIX):]: dict(
-                           tokens_per_s=t[name].tokens_per_s, tau=t[name].merged_stats().tau,
-                           vs_best=t[name].tokens_per_s / max(t["lookup"].tokens_per_s, t["slimspec"].tokens_per_s))
-                           for name in t if name.startswith(HYBRID_PREFIX)})
+                                for name in t if name not in METHODS and not name.startswith(HYBRID_PREFIX)})
     return rows
 
 
 def _hybrid_row(tallies: dict) -> dict:
     """The hybrid's columns of one row: tokens/s, tau, tokens/s over the better of prompt lookup and SlimSpec,
     the same ratio on the prompts where both wrote the same text (``same_text_ratio``), the share of its accepted
-    drafts from prompt lookup and from the drafter, identical outputs."""
+    drafts from prompt lookup and from the drafter, identical outputs; and the --also-hybrid settings' tokens/s,
+    tau and ratio to the same better method."""
     hybrid = tallies["hybrid"]
     stats = hybrid.merged_stats()
     share = stats.accepted_share()
@@ -153,7 +150,11 @@ def _hybrid_row(tallies: dict) -> dict:
                 hybrid_vs_best=hybrid.tokens_per_s / tallies[better].tokens_per_s, better=better,
                 hybrid_vs_best_same_text=ratio, same_text=f"{same}/{hybrid.prompts}",
                 lookup_share=share.get("lookup", 0.0), drafter_share=share.get("drafter", 0.0),
-                hybrid_identical=f"{hybrid.identical}/{hybrid.prompts}")
+                hybrid_identical=f"{hybrid.identical}/{hybrid.prompts}",
+                other_hybrids={name[len(HYBRID_PREFIX):]: dict(
+                    tokens_per_s=t.tokens_per_s, tau=t.merged_stats().tau,
+                    vs_best=t.tokens_per_s / tallies[better].tokens_per_s)
+                    for name, t in tallies.items() if name.startswith(HYBRID_PREFIX)})
 
 
 def same_text_ratio(tally: Tally, other: Tally) -> tuple:
@@ -240,11 +241,12 @@ def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, pa
     lines += [f"- {v}" for v in verdict(rows, native_bf16)]
     members = member_table(rows, roles or {}, args.reference_report, args.members_k) if getattr(
         args, "reference_report", None) else []
-    return "\n".join(lines + hybrid_table(rows, args) + members) + "\n"
+    return "\n".join(lines + hybrid_table(rows, args.hybrid) + members) + "\n"
 
 
-def hybrid_table(rows: dict, args=None) -> list:
-    """The report's hybrid section: per category tokens/s, tau, ratio to the better method alone, sources."""
+def hybrid_table(rows: dict, setting: tuple) -> list:
+    """The report's hybrid section (``setting``: its (tokens, max n-gram, min n-gram)): per category tokens/s, tau,
+    ratio to the better method alone, sources; then the other settings run beside it, if any."""
     lines = ["", "Hybrid (prompt lookup + SlimSpec in one generator; accepted drafts by source). \"Same text\": the "
              "ratio to the better method on the prompts where the hybrid wrote the same tokens as it (bf16 near-ties "
              "change the text now and then, and with it the work), and how many prompts those are:", "",
@@ -258,7 +260,7 @@ def hybrid_table(rows: dict, args=None) -> list:
     lines += ["", "Hybrid targets:"] + [f"- {v}" for v in hybrid_verdict(rows)]
     others = list(rows["all"]["other_hybrids"])
     if others:
-        setting = ",".join(map(str, getattr(args, "hybrid", ()) or ()))
+        setting = ",".join(map(str, setting))
         lines += ["", f"Other hybrid settings in the same interleaving (TOKENS,NGRAM,MIN_NGRAM; the one above: "
                       f"{setting}), tokens/s and against the better of lookup and SlimSpec:", "",
                   "| category | hybrid " + setting + " | " + " | ".join(f"hybrid {o}" for o in others) + " |",

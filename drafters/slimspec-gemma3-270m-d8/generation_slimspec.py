@@ -309,6 +309,19 @@ def lookup_continuation(ids: torch.Tensor, max_ngram: int, max_tokens: int, min_
     return ids[:0]
 
 
+def hybrid_setting(config) -> tuple:
+    """A drafter generation_config's prompt lookup: (prompt_lookup_num_tokens, max_matching_ngram_size,
+    min_matching_ngram_size), unset ones at their defaults (0 = no lookup, 2, 1); ValueError where they do not
+    fit together."""
+    tokens = int(getattr(config, "prompt_lookup_num_tokens", None) or 0)
+    ngram = int(getattr(config, "max_matching_ngram_size", None) or 2)
+    min_ngram = int(getattr(config, "min_matching_ngram_size", None) or 1)
+    if tokens < 0 or not 1 <= min_ngram <= ngram:
+        raise ValueError(f"the drafter's prompt_lookup_num_tokens ({tokens}) must be >= 0 and "
+                         f"1 <= min_matching_ngram_size ({min_ngram}) <= max_matching_ngram_size ({ngram}).")
+    return tokens, ngram, min_ngram
+
+
 def point_mass_logits(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Logits of drafts drawn with certainty (a lookup token is a point mass): 0 at the token, -inf elsewhere.
     tokens [1, K] -> [1, K, vocab_size] float32, so speculative sampling accepts token x with prob min(1, p(x))."""
@@ -374,13 +387,7 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         self.schedule = getattr(draft_config, "num_assistant_tokens_schedule", "constant") or "constant"
         self.num_assistant_tokens = int(draft_config.num_assistant_tokens)
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
-        self.lookup_tokens = int(getattr(draft_config, "prompt_lookup_num_tokens", None) or 0)  # 0: no lookup
-        self.ngram_size = int(getattr(draft_config, "max_matching_ngram_size", None) or 2)
-        self.min_ngram_size = int(getattr(draft_config, "min_matching_ngram_size", None) or 1)
-        if self.lookup_tokens < 0 or not 1 <= self.min_ngram_size <= self.ngram_size:
-            raise ValueError(f"the drafter's prompt_lookup_num_tokens ({self.lookup_tokens}) must be >= 0 and "
-                             f"1 <= min_matching_ngram_size ({self.min_ngram_size}) <= max_matching_ngram_size "
-                             f"({self.ngram_size}).")
+        self.lookup_tokens, self.ngram_size, self.min_ngram_size = hybrid_setting(draft_config)  # tokens 0: off
         self.source = "none"  # who proposed the current block: "drafter" | "lookup" | "none"
         self.stop_strings = _stop_string_criteria(generation_config, tokenizer)
         eos = generation_config.eos_token_id
