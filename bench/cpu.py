@@ -2,7 +2,7 @@
 
     slimspec-bench cpu [--drafter FOLDER] [--per-category 8] [--max-new-tokens 64] [--out reports/cpu]
                        [--hybrid TOKENS,NGRAM[,MIN_NGRAM]] [--also-hybrid TOKENS,NGRAM[,MIN_NGRAM] ...]
-                       [--reference-report REPORT.json]
+                       [--reference-report REPORT.json ...]
 
 1. The machine: CPU model, ``torch.backends.cpu.get_cpu_capability()``, whether bf16 matmuls are native.
 2. The fastest plain generate here: the target in bf16 and fp32, as loaded and prepared with
@@ -18,10 +18,11 @@
    category; otherwise >= 1.0x overall and >= 0.97x in every category); for the hybrid: tokens/s, tau, the share
    of accepted drafts from each source, and its targets (>= 1.1x the better of prompt lookup and SlimSpec overall,
    >= 0.97x of it in every category). Writes ``<out>/<class>.md`` and ``.json``.
-5. With ``--reference-report`` (written by ``slimspec-train reference``): its drafters, trained with the same data
-   and budget, run in the same interleaving at a fixed draft length (``--members-k``, 5) alone, and the report adds
-   their tau and tokens/s per category and the head targets: tau(d/8) >= 0.97x tau(dense), tokens/s(d/8) >= 1.05x
-   tokens/s(truncated-32k) (roles found from the heads).
+5. With ``--reference-report`` (written by ``slimspec-train reference``; repeatable, e.g. an equal-steps and an
+   equal-time report): its drafters, trained with the same data and budget, run in the same interleaving at a fixed
+   draft length (``--members-k``, 5) alone, and the report adds, per report, their tau and tokens/s per category and
+   the head targets: tau(d/8) >= 0.97x tau(dense), tokens/s(d/8) >= 1.05x tokens/s(truncated-32k) (roles found
+   from the heads). A drafter in two reports (the same folder) runs once.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 
 from slimspec.runner import Method, Tally, lookup_setting, run_methods
 
-from .e2e import load_drafters, reference_report_folders
+from .e2e import load_drafters
 from .perf_model import infer_roles
 
 DEFAULT_DRAFTER = Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"
@@ -58,8 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the hybrid's prompt lookup (default: the drafter's own generation_config setting)")
     p.add_argument("--also-hybrid", type=lookup_setting, action="append", default=[],
                    metavar="TOKENS,NGRAM[,MIN_NGRAM]", help="another hybrid setting to run beside it (repeatable)")
-    p.add_argument("--reference-report", default=None, metavar="REPORT.json",
-                   help="also run the drafters of this report (same data and budget) alone at --members-k")
+    p.add_argument("--reference-report", action="append", default=[], metavar="REPORT.json",
+                   help="also run the drafters of this report (same data and budget) alone at --members-k "
+                        "(repeatable)")
     p.add_argument("--members-k", type=int, default=5, help="the reference drafters' draft length")
     p.add_argument("--out", default="reports/cpu")
 
@@ -205,9 +207,28 @@ def member_verdict(rows: dict, roles: dict) -> list:
     return out
 
 
-def member_table(rows: dict, roles: dict, report: str, k: int) -> list:
-    """The report's section on the reference drafters: tau and tokens/s per category, and the head targets."""
-    names = list(rows["all"]["members"])
+def reference_members(reports: list) -> tuple:
+    """Several ``slimspec-train reference`` reports -> ({label: folder}, [(report, [label, ...])]): each report's
+    drafters under their names, or with their steps ("truncated-32k@580") when there are several reports; a
+    drafter in two reports (the same folder) runs once."""
+    folders, sections = {}, []
+    for path in reports:
+        report = json.loads(Path(path).read_text())
+        labels = []
+        for name, m in report["members"].items():
+            label = name if len(reports) == 1 else f"{name}@{m.get('steps', report['recipe']['max_steps'])}"
+            if folders.setdefault(label, m["folder"]) != m["folder"]:
+                raise SystemExit(f"--reference-report: two different drafters are {label} ({folders[label]}, "
+                                 f"{m['folder']}); benchmark those reports separately")
+            labels.append(label)
+        sections.append((path, labels))
+    return folders, sections
+
+
+def member_table(rows: dict, roles: dict, report: str, k: int, names: list | None = None) -> list:
+    """The report's section on one reference report's drafters (``names``; default all run): tau and tokens/s per
+    category, and the head targets."""
+    names = list(rows["all"]["members"]) if names is None else names
     if not names:
         return []
     lines = ["", f"Reference drafters trained with the same data and budget (`{report}`), alone, K = {k}:", "",
@@ -220,7 +241,8 @@ def member_table(rows: dict, roles: dict, report: str, k: int) -> list:
 
 
 def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, packed: int, rows: dict,
-                  args, roles: dict | None = None) -> str:
+                  args, sections: list = ()) -> str:
+    """``sections``: [(reference report, [its drafters' labels], their roles)], one member table each."""
     plain = ", ".join(f"{d}{' prepared' if p else ''} {v:.1f}" for (d, p), v in speeds.items())
     lines = ["# SlimSpec against plain generate on this CPU", "", f"Machine: {machine}.", "",
              f"Fastest plain generate (tokens/s, greedy): {plain} -> **{best[0]}"
@@ -239,8 +261,8 @@ def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, pa
                      f"{r['vs_lookup']:.2f}x | {r['tau']:.2f} | {r['identical']} | {r['chosen_k']} |")
     lines += ["", f"Targets for this class ({'native' if native_bf16 else 'no native'} bf16 matmuls):"]
     lines += [f"- {v}" for v in verdict(rows, native_bf16)]
-    members = member_table(rows, roles or {}, args.reference_report, args.members_k) if getattr(
-        args, "reference_report", None) else []
+    members = [line for report, labels, roles in sections
+               for line in member_table(rows, roles, report, args.members_k, labels)]
     return "\n".join(lines + hybrid_table(rows, args.hybrid) + members) + "\n"
 
 
@@ -289,20 +311,21 @@ def main(args) -> int:
     print(f"fastest plain: {best} ({', '.join(f'{k}: {v:.1f}' for k, v in speeds.items())} tokens/s)", flush=True)
     drafter = drafter.to(target.dtype)
     args.hybrid = args.hybrid or drafter_lookup_setting(drafter)
-    members, roles = {}, {}
-    if args.reference_report:
-        members = load_drafters(reference_report_folders(args.reference_report), target.dtype)
-        roles = infer_roles(members)
+    folders, reports = reference_members(args.reference_report)
+    members = load_drafters(folders, target.dtype)
+    sections = [(report, labels, infer_roles({n: members[n] for n in labels})) for report, labels in reports]
     results = run_categories(target, tokenizer, drafter, args.per_category, args.max_new_tokens, args.lookup_tokens,
                              args.hybrid, members, args.members_k, args.also_hybrid)
     rows = summarize(results)
-    report = format_report(machine, native, best, speeds, packed, rows, args, roles)
+    report = format_report(machine, native, best, speeds, packed, rows, args, sections)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("native-bf16" if native else "no-native-bf16")
     stem.with_suffix(".md").write_text(report)
     stem.with_suffix(".json").write_text(json.dumps(dict(machine=machine, native_bf16=native, fastest_plain=best,
                                                          plain_speeds={str(k): v for k, v in speeds.items()},
-                                                         rows=rows, roles=roles, hybrid=list(args.hybrid)), indent=2))
+                                                         rows=rows, hybrid=list(args.hybrid),
+                                                         references=[dict(report=r, drafters=n, roles=roles)
+                                                                     for r, n, roles in sections]), indent=2))
     print(report)
     return 0

@@ -355,9 +355,39 @@ def test_cpu_reference_drafters_side_by_side():
                                            "tokens/s(d/8) >= 1.05x tokens/s(truncated-32k): 1.091x, met"]
     assert member_verdict(rows, dict(subject="d8")) == []
     args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, hybrid=(10, 3, 2),
-                           reference_report="r.json", members_k=5)
-    report = format_report("m", True, ("bf16", True), {("bf16", True): 10.0}, 3, rows, args, roles)
+                           members_k=5)
+    report = format_report("m", True, ("bf16", True), {("bf16", True): 10.0}, 3, rows, args,
+                           [("r.json", ["d8", "dense", "trunc"], roles)])
     assert "| **all** | 2.50 | 12.0 | 3.50 | 10.0 | 2.50 | 11.0 |" in report and "0.714x, missed" in report
-    args.reference_report = None
+    # a second report's section has only its own drafters (here d8 against trunc, no dense)
+    two = format_report("m", True, ("bf16", True), {("bf16", True): 10.0}, 3, rows, args,
+                        [("r.json", ["d8", "dense", "trunc"], roles),
+                         ("t.json", ["d8", "trunc"], dict(subject="d8", truncated="trunc"))])
+    second = two[two.index("(`t.json`)"):]
+    assert "| **all** | 2.50 | 12.0 | 2.50 | 11.0 |" in second and "0.714x" not in second and "1.091x, met" in second
     assert "same data and budget" not in format_report("m", True, ("bf16", True), {("bf16", True): 10.0}, 3,
                                                        summarize(cpu_results()), args)
+
+
+def test_cpu_reference_reports_share_drafters_and_label_them_by_steps(tmp_path):
+    """Two reports (equal steps, equal time): the drafter both hold runs once; with several reports every label
+    carries its steps; one report keeps the plain names; two different drafters under one label are refused."""
+    from slimspec.bench.cpu import reference_members
+
+    def report(name, members, max_steps=1200):
+        path = tmp_path / name
+        path.write_text(json.dumps(dict(recipe=dict(max_steps=max_steps), members=members)))
+        return str(path)
+
+    steps = report("steps.json", {"slimspec-d8": dict(folder="/d8"), "truncated-32k": dict(folder="/t1200")})
+    time = report("time.json", {"slimspec-d8": dict(folder="/d8", steps=1200),
+                                "truncated-32k": dict(folder="/t580", steps=580)})
+    folders, sections = reference_members([steps, time])
+    assert folders == {"slimspec-d8@1200": "/d8", "truncated-32k@1200": "/t1200", "truncated-32k@580": "/t580"}
+    assert sections == [(steps, ["slimspec-d8@1200", "truncated-32k@1200"]),
+                        (time, ["slimspec-d8@1200", "truncated-32k@580"])]
+    assert reference_members([steps]) == ({"slimspec-d8": "/d8", "truncated-32k": "/t1200"},
+                                          [(steps, ["slimspec-d8", "truncated-32k"])])
+    other = report("other.json", {"slimspec-d8": dict(folder="/elsewhere")})
+    with pytest.raises(SystemExit, match="two different drafters are slimspec-d8@1200"):
+        reference_members([steps, other])

@@ -518,3 +518,29 @@ def test_a_resumed_builds_card_says_which_steps_its_wall_time_covers():
     assert _resumed(dict(steps=7200, wall_from_step=1080)) == (
         " for steps 1081-7200, after resuming from a checkpoint")
     assert _resumed(dict(steps=7200, wall_from_step=0)) == "" and _resumed(dict(steps=10)) == ""
+
+
+def test_reference_members_can_train_for_their_own_steps(tmp_path, monkeypatch):
+    """--member-steps: a member trains with the recipe at its own step count (the same cache folder as a build
+    with that max_steps), bad specs are refused naming the fix, and the report shows each member's steps."""
+    from slimspec.train.reference import (MEMBERS, Recipe, format_report, member_folder, member_recipe,
+                                          parse_member_steps)
+
+    monkeypatch.setenv("SLIMSPEC_CACHE", str(tmp_path))
+    names = list(MEMBERS)
+    steps = parse_member_steps("truncated-32k=580, dense=330", names)
+    assert steps == {"truncated-32k": 580, "dense": 330} and parse_member_steps(None, names) == {}
+    recipe = Recipe(max_steps=1200)
+    assert member_recipe(recipe, "slimspec-d8", steps) == recipe
+    assert member_folder("t", "truncated-32k", member_recipe(recipe, "truncated-32k", steps)) == member_folder(
+        "t", "truncated-32k", Recipe(max_steps=580))
+    assert member_folder("t", "truncated-32k", Recipe(max_steps=580)) != member_folder("t", "truncated-32k", recipe)
+    for bad in ("dense", "dense=0", "dense=x", "d4=10"):
+        with pytest.raises(ValueError, match="NAME=STEPS"):
+            parse_member_steps(bad, names)
+    member = dict(per_position_acceptance=[0.5, 0.25], head_params=21e6, tau=1.75, train_seconds=600)
+    report = dict(target="t", recipe=vars(recipe) | dict(candidates=16384), num_assistant_tokens=2, prompts=4,
+                  dtype="bf16", member_steps={"truncated-32k": 580},
+                  members={"slimspec-d8": dict(member, steps=1200), "truncated-32k": dict(member, steps=580)})
+    text = format_report(report)
+    assert "1200 steps (truncated-32k 580)" in text and "| truncated-32k | 21.0M | 580 | 1.75 |" in text

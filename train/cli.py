@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--num-assistant-tokens", type=int, default=5, help="K drafts per pass for tau")
         if name == "reference":
             r.add_argument("--only", default=None, help="comma-separated members (default: all)")
+            r.add_argument("--member-steps", default=None, metavar="NAME=STEPS,...",
+                           help="members trained for their own number of steps instead of the recipe's (e.g. "
+                                "the steps that cost what d/8's budget costs: an equal-time comparison)")
     s = sub.add_parser("ship", help="evaluate a trained drafter per category and write the folder that ships")
     s.add_argument("--target", default="gemma3-270m", help="embedded target name")
     s.add_argument("--source", default=None, help="trained drafter folder (default: the reference SlimSpec d/8)")
@@ -116,7 +119,7 @@ def _ship(args) -> int:
 def _reference(args) -> int:
     from dataclasses import replace
 
-    from .reference import Recipe, build_reference_set, learning_curve
+    from .reference import MEMBERS, Recipe, build_reference_set, learning_curve, parse_member_steps
 
     recipe = Recipe().override(args.recipe)
     recipe = recipe if args.max_steps is None else replace(recipe, max_steps=args.max_steps)
@@ -125,7 +128,12 @@ def _reference(args) -> int:
     if args.command == "curve":
         result = learning_curve(**kw)
     else:
-        result = build_reference_set(names=args.only.split(",") if args.only else None, **kw)
+        names = args.only.split(",") if args.only else list(MEMBERS)
+        try:
+            steps = parse_member_steps(args.member_steps, names)
+        except ValueError as e:
+            raise SystemExit(f"slimspec-train reference: {e}")
+        result = build_reference_set(names=names, member_steps=steps, **kw)
     print(Path(result["report"]).read_text() if result["report"] else json.dumps(result["folders"], indent=2))
     return 0
 

@@ -259,47 +259,78 @@ def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assist
 
 def format_report(report: dict) -> str:
     r = report["recipe"]
-    lines = [f"Reference drafters for {report['target']}: {r['max_steps']} steps x {r['batch_size']} x {r['window']} "
+    budget = (f"{r['max_steps']} steps" if not report.get("member_steps") else
+              f"{r['max_steps']} steps ({', '.join(f'{n} {s}' for n, s in report['member_steps'].items())})")
+    lines = [f"Reference drafters for {report['target']}: {budget} x {r['batch_size']} x {r['window']} "
              f"positions each (TTT {r['ttt_steps']}, loss {r['loss']}, precision {r['precision']}, candidates "
              f"{r['candidates']}); tau with the adapter, greedy, "
              f"K = {report['num_assistant_tokens']}, {report['prompts']} held-out prompts, {report['dtype']} target",
-             "", "| drafter | head params | tau | acceptance per position | train min | trained positions/s |",
-             "|---|---|---|---|---|---|"]
+             "", "| drafter | head params | steps | tau | acceptance per position | train min | trained positions/s |",
+             "|---|---|---|---|---|---|---|"]
     for name, m in report["members"].items():
         acc = ", ".join(f"{a:.2f}" for a in m["per_position_acceptance"])
         minutes = f"{m['train_seconds'] / 60:.1f}" if m.get("train_seconds") else "-"
         pps = f"{m['positions_per_s']:.0f}" if m.get("positions_per_s") else "-"
-        lines.append(f"| {name} | {m['head_params'] / 1e6:.1f}M | {m['tau']:.2f} | {acc} | {minutes} | {pps} |")
+        steps = m.get("steps", r["max_steps"])
+        lines.append(f"| {name} | {m['head_params'] / 1e6:.1f}M | {steps} | {m['tau']:.2f} | {acc} | {minutes} | "
+                     f"{pps} |")
     if "converted-d8-unhealed" in report:
         lines.append(f"\nconverted d/8 before healing: tau {report['converted-d8-unhealed']['tau']:.2f}")
     return "\n".join(lines)
 
 
+def parse_member_steps(spec: str | None, names: list) -> dict:
+    """"truncated-32k=580,dense=330" -> {name: steps}: members trained for their own number of steps instead of
+    the recipe's, e.g. the steps that cost them the CPU time d/8's budget costs (an equal-time comparison)."""
+    steps = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in names or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--member-steps {item!r}: use NAME=STEPS with NAME one of {names} and STEPS >= 1")
+        steps[name] = int(value)
+    return steps
+
+
+def member_recipe(recipe: Recipe, name: str, steps: dict | None) -> Recipe:
+    """The recipe one member trains with: ``recipe``, with its own step count where ``steps`` gives one."""
+    return replace(recipe, max_steps=steps[name]) if steps and name in steps else recipe
+
+
 def build_reference_set(*, target_name: str = "gemma3-270m", names: list | None = None, recipe: Recipe = Recipe(),
-                        eval_prompts: int = 16, num_assistant_tokens: int = 5, progress: bool = True) -> dict:
-    """Build (or resume, or reuse) the members, evaluate each, and write report-<key>.json/.md beside them."""
+                        eval_prompts: int = 16, num_assistant_tokens: int = 5, member_steps: dict | None = None,
+                        progress: bool = True) -> dict:
+    """Build (or resume, or reuse) the members, evaluate each, and write report-<key>.json/.md beside them.
+    ``member_steps`` ({name: steps}) trains those members for their own number of steps (``member_recipe``)."""
     names = list(MEMBERS) if not names else names
     unknown = [n for n in names if n not in MEMBERS]
     if unknown:
         raise ValueError(f"unknown reference drafters {unknown}; choose from {list(MEMBERS)}")
+    recipes = {n: member_recipe(recipe, n, member_steps) for n in names}
     if progress:
-        todo = [n for n in names if not is_built(member_folder(target_name, n, recipe))]
+        todo = [n for n in names if not is_built(member_folder(target_name, n, recipes[n]))]
         print(f"slimspec: reference drafters for {target_name} under {reference_root(target_name)}; "
               f"to build: {todo or 'nothing (all cached)'}", flush=True)
-    folders = {n: build_member(target_name, n, recipe, progress) for n in names}
+    folders = {n: build_member(target_name, n, recipes[n], progress) for n in names}
     if not eval_prompts:  # built only (evaluated later, on the machine the drafters are for)
         return dict(folders={n: str(f) for n, f in folders.items()}, report=None)
     target, tokenizer = evaluation_target(target_name, torch.bfloat16)
     report = dict(target=target_name, recipe=asdict(recipe), dtype="bf16", prompts=eval_prompts,
                   num_assistant_tokens=num_assistant_tokens, members={})
+    if member_steps:
+        report["member_steps"] = dict(member_steps)
     kw = dict(prompts=eval_prompts, num_assistant_tokens=num_assistant_tokens, progress=progress)
     for name, folder in folders.items():
-        report["members"][name] = evaluate_member(target, tokenizer, folder, **kw)
+        report["members"][name] = dict(evaluate_member(target, tokenizer, folder, **kw),
+                                       steps=recipes[name].max_steps)
     if "converted-d8-healed" in folders:
         converted = folders["converted-d8-healed"].parent / f"{folders['converted-d8-healed'].name}.converted"
         if (converted / "model.safetensors").exists():
             report["converted-d8-unhealed"] = evaluate_member(target, tokenizer, converted, **kw)
-    stem = reference_root(target_name) / f"report-{_key(asdict(recipe))}"
+    key = _key(asdict(recipe)) if not member_steps else _key(dict(asdict(recipe), member_steps=member_steps))
+    stem = reference_root(target_name) / f"report-{key}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
     stem.with_suffix(".md").write_text(format_report(report) + "\n")
     report["report"] = str(stem.with_suffix(".md"))
