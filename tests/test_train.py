@@ -538,9 +538,19 @@ def test_reference_members_can_train_for_their_own_steps(tmp_path, monkeypatch):
     for bad in ("dense", "dense=0", "dense=x", "d4=10"):
         with pytest.raises(ValueError, match="NAME=STEPS"):
             parse_member_steps(bad, names)
-    member = dict(per_position_acceptance=[0.5, 0.25], head_params=21e6, tau=1.75, train_seconds=600)
+    member = dict(per_position_acceptance=[0.5, 0.25], head_params=21e6, tau=1.75, train_seconds=600,
+                  step_seconds=0.84)
     report = dict(target="t", recipe=vars(recipe) | dict(candidates=16384), num_assistant_tokens=2, prompts=4,
                   dtype="bf16", member_steps={"truncated-32k": 580},
                   members={"slimspec-d8": dict(member, steps=1200), "truncated-32k": dict(member, steps=580)})
     text = format_report(report)
     assert "1200 steps (truncated-32k 580)" in text and "| truncated-32k | 21.0M | 580 | 1.75 |" in text
+    assert "| 10.0 | 0.84 |" in text
+
+
+def test_median_step_seconds_ignores_setup_and_pauses():
+    from slimspec.train.reference import median_step_seconds
+
+    history = [dict(seconds=s) for s in (30.0, 0.8, 0.9, 455.0, 0.85)]  # setup step, then a build paused once
+    assert median_step_seconds(history) == 0.9 and median_step_seconds([]) is None
+    assert median_step_seconds([dict(seconds=2.0)]) == 2.0

@@ -253,8 +253,16 @@ def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assist
     result.update(folder=str(folder), head_params=sum(p.numel() for p in drafter.lm_head.parameters()),
                   head_rank=drafter.config.head_rank, draft_vocab_size=drafter.config.draft_vocab_size,
                   train_seconds=sum(h["seconds"] for h in info.get("history", [])) or info.get("wall_seconds"),
-                  positions_per_s=positions_per_s(info.get("history", [])))
+                  positions_per_s=positions_per_s(info.get("history", [])),
+                  step_seconds=median_step_seconds(info.get("history", [])))
     return result
+
+
+def median_step_seconds(history: list) -> float | None:
+    """The median training step's seconds (without the first, one-time setup): the step's cost on an idle machine,
+    which a sum over a build that was paused or shared the CPU for a while overstates."""
+    timed = sorted(h["seconds"] for h in history[1:] or history)
+    return timed[len(timed) // 2] if timed else None
 
 
 def format_report(report: dict) -> str:
@@ -265,15 +273,16 @@ def format_report(report: dict) -> str:
              f"positions each (TTT {r['ttt_steps']}, loss {r['loss']}, precision {r['precision']}, candidates "
              f"{r['candidates']}); tau with the adapter, greedy, "
              f"K = {report['num_assistant_tokens']}, {report['prompts']} held-out prompts, {report['dtype']} target",
-             "", "| drafter | head params | steps | tau | acceptance per position | train min | trained positions/s |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| drafter | head params | steps | tau | acceptance per position | train min | median step s | "
+             "trained positions/s |", "|---|---|---|---|---|---|---|---|"]
     for name, m in report["members"].items():
         acc = ", ".join(f"{a:.2f}" for a in m["per_position_acceptance"])
         minutes = f"{m['train_seconds'] / 60:.1f}" if m.get("train_seconds") else "-"
         pps = f"{m['positions_per_s']:.0f}" if m.get("positions_per_s") else "-"
         steps = m.get("steps", r["max_steps"])
+        step = f"{m['step_seconds']:.2f}" if m.get("step_seconds") else "-"
         lines.append(f"| {name} | {m['head_params'] / 1e6:.1f}M | {steps} | {m['tau']:.2f} | {acc} | {minutes} | "
-                     f"{pps} |")
+                     f"{step} | {pps} |")
     if "converted-d8-unhealed" in report:
         lines.append(f"\nconverted d/8 before healing: tau {report['converted-d8-unhealed']['tau']:.2f}")
     return "\n".join(lines)
