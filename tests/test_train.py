@@ -549,7 +549,7 @@ def test_reference_members_can_train_for_their_own_steps(tmp_path, monkeypatch):
 
 
 def test_median_step_seconds_ignores_setup_and_pauses():
-    from slimspec.train.reference import median_step_seconds
+    from slimspec.train.fit import median_step_seconds
 
     history = [dict(seconds=s) for s in (30.0, 0.8, 0.9, 455.0, 0.85)]  # setup step, then a build paused once
     assert median_step_seconds(history) == 0.9 and median_step_seconds([]) is None

@@ -288,12 +288,24 @@ def _write_card(drafter, out: str, data: str, config: FitConfig, history: list) 
     card.save(Path(out) / "README.md")
 
 
+def steady_steps(history: list) -> list:
+    """A fit history without its first step (one-time setup), unless that is all there is."""
+    return history[1:] or history
+
+
 def positions_per_s(history: list, key: str = "trained") -> float | None:
-    """Training throughput from a fit history: ``key`` positions per second, without the first step (one-time
-    setup). ``key``: "trained" (positions with a loss) or "tokens" (all window positions, padding included)."""
-    timed = history[1:] or history
+    """Training throughput from a fit history: ``key`` positions per second over ``steady_steps``. ``key``:
+    "trained" (positions with a loss) or "tokens" (all window positions, padding included)."""
+    timed = steady_steps(history)
     seconds = sum(h["seconds"] for h in timed)
     return sum(h[key] for h in timed) / seconds if seconds else None
+
+
+def median_step_seconds(history: list) -> float | None:
+    """The median of ``steady_steps``' seconds: the step's cost on an idle machine, which a sum over a build that
+    was paused or shared the CPU for a while overstates."""
+    timed = sorted(h["seconds"] for h in steady_steps(history))
+    return timed[len(timed) // 2] if timed else None
 
 
 class GlobalMean:

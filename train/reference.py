@@ -243,7 +243,7 @@ def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assist
     from modeling_slimspec import SlimSpecDrafter
 
     from .evaluate import evaluate_drafter
-    from .fit import positions_per_s
+    from .fit import median_step_seconds, positions_per_s
 
     drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype)
     result = evaluate_drafter(target, tokenizer, drafter, prompts=prompts, num_assistant_tokens=num_assistant_tokens,
@@ -256,13 +256,6 @@ def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assist
                   positions_per_s=positions_per_s(info.get("history", [])),
                   step_seconds=median_step_seconds(info.get("history", [])))
     return result
-
-
-def median_step_seconds(history: list) -> float | None:
-    """The median training step's seconds (without the first, one-time setup): the step's cost on an idle machine,
-    which a sum over a build that was paused or shared the CPU for a while overstates."""
-    timed = sorted(h["seconds"] for h in history[1:] or history)
-    return timed[len(timed) // 2] if timed else None
 
 
 def format_report(report: dict) -> str:
@@ -279,10 +272,9 @@ def format_report(report: dict) -> str:
         acc = ", ".join(f"{a:.2f}" for a in m["per_position_acceptance"])
         minutes = f"{m['train_seconds'] / 60:.1f}" if m.get("train_seconds") else "-"
         pps = f"{m['positions_per_s']:.0f}" if m.get("positions_per_s") else "-"
-        steps = m.get("steps", r["max_steps"])
         step = f"{m['step_seconds']:.2f}" if m.get("step_seconds") else "-"
-        lines.append(f"| {name} | {m['head_params'] / 1e6:.1f}M | {steps} | {m['tau']:.2f} | {acc} | {minutes} | "
-                     f"{step} | {pps} |")
+        lines.append(f"| {name} | {m['head_params'] / 1e6:.1f}M | {m['steps']} | {m['tau']:.2f} | {acc} | "
+                     f"{minutes} | {step} | {pps} |")
     if "converted-d8-unhealed" in report:
         lines.append(f"\nconverted d/8 before healing: tau {report['converted-d8-unhealed']['tau']:.2f}")
     return "\n".join(lines)
