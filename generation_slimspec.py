@@ -1,48 +1,54 @@
 # coding=utf-8
 # Copyright 2026 The SlimSpec authors. Licensed under the Apache License, Version 2.0.
-"""Assisted generation with a SlimSpec drafter: ``target.generate(**inputs, assistant_model=drafter)``.
+"""Speculative decoding with a SlimSpec drafter: ``target.generate(**inputs, assistant_model=drafter)``.
 
-Hub custom code (imported by ``modeling_slimspec``): standard library, torch and transformers only.
+Hub custom code (imported lazily by ``modeling_slimspec``): standard library, torch and transformers only.
 
-Mechanism, and why. An EAGLE-3 drafter reads the *target's* hidden states at three layers for every accepted
-position. transformers (>= 5.8) lets a ``CandidateGenerator`` declare ``requires_model_outputs = True`` and
-``model_kwargs_overrides = {"output_hidden_states": [layer indices]}``: the target's verification forward then
-returns exactly those layers, and the decoding loop hands the previous forward's outputs to ``get_candidates``
-together with ``n_last_matches``. That is the documented extension point DFlash uses, so:
+Mechanism, and why. transformers has no public way to plug a drafter into its own assisted-generation loop (that
+loop and its candidate generators are private, and their contract changed in 5.24 and again in 5.25). It does
+document one way to replace the decoding loop: ``generate(..., custom_generate=...)``, a callable that transformers
+calls after it has prepared the inputs, the generation config, the logits processors and the stopping criteria.
+So the decoding loop is ours (``speculative_decode``), written against public APIs only:
 
-* we do not fork the decoding loop (acceptance, sampling, stopping criteria and caches stay transformers' own);
-* we add no forward hooks to the target and monkeypatch nothing globally;
-* the only change to the target is one *instance* attribute, ``_get_candidate_generator``, which ``attach`` sets
-  and ``detach`` removes: it returns our generator when ``assistant_model`` is the attached drafter and defers to
-  the class's own method otherwise (so ``generate`` without the drafter is unaffected while attached).
+* the target's ``forward`` (``use_cache``, the cache argument, ``output_hidden_states``, ``logits_to_keep`` where it
+  exists), a ``DynamicCache`` with full layers rolled back with ``crop`` (negative counts, the form every release
+  accepts), and ``get_seq_length``;
+* the logits processors and stopping criteria exactly as transformers hands them over; a stopping criterion is
+  checked after every accepted token, as plain decoding does, so EOS, stop strings, ``max_new_tokens`` and a
+  user's own criteria end the output where the target alone would.
 
-The version probe (``assisted_generation_support``) checks for the ``requires_model_outputs`` protocol and the
-``_get_candidate_generator`` hook and explains what is missing on older releases.
+Two entrances, one loop:
+
+* ``drafter.attach(target)`` sets one instance attribute, ``target.generate``: a call with
+  ``assistant_model=<this drafter>`` runs transformers' own ``generate`` with ``custom_generate=<our loop>``; any
+  other call is the class's ``generate``, unchanged. ``detach`` removes it. (transformers itself sets
+  ``model.generate`` on an instance when it loads a ``custom_generate`` repository.)
+* A saved drafter folder carries ``custom_generate/generate.py`` (``CUSTOM_GENERATE_SOURCE``): with nothing of ours
+  installed and no ``attach``, ``target.generate(**inputs, assistant_model=drafter, custom_generate=folder,
+  trust_remote_code=True)`` reaches the same loop through the drafter's ``speculative_generate``.
+
+``loop_contract_problems`` reads transformers' ``generate`` source and names what the loop needs and no longer
+finds there; ``attach`` and ``speculative_generate`` refuse with that list, once per transformers version, instead
+of failing halfway through a generation.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
+import textwrap
 import time
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import torch
-from transformers.generation import CandidateGenerator
 
+# The transformers releases this file was tested with (CI: the floor, the lock and the newest release).
+TESTED_TRANSFORMERS = ("5.8.0", "5.25.0")
 
-def assisted_generation_support(target=None) -> Optional[str]:
-    """None if this transformers can drive a SlimSpec drafter, else a sentence saying why not."""
-    import transformers
-
-    if not hasattr(CandidateGenerator, "requires_model_outputs"):
-        return (
-            f"transformers {transformers.__version__} lacks CandidateGenerator.requires_model_outputs (added in 5.8): "
-            f"upgrade with `pip install -U 'transformers>=5.8'`."
-        )
-    if target is not None and not callable(getattr(type(target), "_get_candidate_generator", None)):
-        return f"{type(target).__name__} has no _get_candidate_generator: it is not a transformers generative model."
-    return None
+# Decoder layer types whose cache a crop rolls back; anything else (mamba, conv, linear_attention, ...) keeps a
+# recurrent state that rejected drafts would corrupt, and is refused at ``attach``.
+ROLLBACK_LAYER_TYPES = {"full_attention", "sliding_attention", "chunked_attention"}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -241,18 +247,12 @@ def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCo
     device = next(target.parameters()).device
     vocab = drafter.config.vocab_size
     ids = torch.randint(1, vocab, (1, context + max_k + 1), generator=torch.Generator().manual_seed(0)).to(device)
-    layers = sorted(set(drafter.config.target_layer_ids))
-    out = target(input_ids=ids[:, :context], use_cache=True)
-    cache = getattr(out, "cache", None)  # the newer name first: reading the old one warns on releases that renamed it
-    cache = cache if cache is not None else getattr(out, "past_key_values", None)
-    cache_kw = _cache_keyword(target)
+    forward, cache = TargetForward(target), rollback_cache()
+    forward(ids[:, :context], cache, features=False, keep=1)
 
     def verify(n):
-        extra = cache.get_seq_length() - context
-        if extra > 0:
-            cache.crop(-extra)  # a negative crop removes that many tokens, the one form every release accepts
-        target(input_ids=ids[:, context : context + n], use_cache=True, output_hidden_states=layers,
-               **{cache_kw: cache})
+        drop_last(cache, cache.get_seq_length() - context)
+        forward(ids[:, context : context + n], cache, features=True, keep=n)
 
     target_pass = [_median_seconds(lambda: verify(n), repeats) for n in range(1, max_k + 2)]
     d_t = drafter.config.target_hidden_size
@@ -283,12 +283,6 @@ def first_argmax(logits: torch.Tensor) -> torch.Tensor:
     values, indices = logits.reshape(rows, -1).max(-1)  # [rows]: each row's first maximum
     row = values.max(0).indices  # the first row with the overall maximum
     return (indices[row] + row * (logits.shape[-1] // rows)).view(1, 1)
-
-
-def _cache_keyword(target) -> str:
-    """The name under which this transformers release's forward takes the KV cache."""
-    parameters = inspect.signature(target.forward).parameters
-    return "past_key_values" if "past_key_values" in parameters or "cache" not in parameters else "cache"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -330,41 +324,39 @@ def point_mass_logits(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The candidate generator
+# The proposer: what the drafter (and prompt lookup) guess each pass
 # ----------------------------------------------------------------------------------------------------------------------
-class SlimSpecCandidateGenerator(CandidateGenerator):
-    """Drafts K tokens per cycle with an EAGLE-3 drafter fed by the target's hidden states.
+class SlimSpecProposer:
+    """Proposes the drafts of each pass with an EAGLE-3 drafter fed by the target's hidden states.
 
-    Cycle n (after the target verified cycle n-1): the target's last forward returned hidden states for positions
+    Pass n (after the target verified pass n-1): the target's last forward returned hidden states for positions
     [seen, cur_len - 1) (the previous bonus token and the accepted drafts); rejected positions are never used.
     The drafter's cache is cropped back to ``stable`` (dropping its own speculative steps), the new
     (feature_t, token_{t+1}) pairs are appended, and K tokens are drafted autoregressively from the drafter's own
-    pre-norm outputs. (Without prompt lookup ``seen == stable`` at every cycle.)
+    pre-norm outputs. (Without prompt lookup ``seen == stable`` at every pass.)
 
     Sampling: draft token k is drawn from softmax(l_k), where l_k are the drafter's logits over the *full* target
     vocabulary (-inf outside a truncated draft vocabulary) after the same logits processors the target uses
-    (temperature, top-k, top-p, ...), and exactly those l_k are returned, so transformers' speculative sampling
-    (accept with prob min(1, p/q), else resample from norm(max(p - q, 0))) reproduces the target's distribution.
+    (temperature, top-k, top-p, ...), and exactly those l_k are returned, so speculative sampling
+    (``accept_sampled``) reproduces the target's distribution.
 
     Hybrid drafting (prompt lookup + the drafter), on when the drafter's generation_config sets
     ``prompt_lookup_num_tokens`` (None or 0: off, the default) and optionally ``max_matching_ngram_size`` (default
     2), transformers' own names, and ``min_matching_ngram_size`` (default 1, as transformers' prompt lookup), saved
-    and reloaded with the drafter. Each cycle:
+    and reloaded with the drafter. Each pass:
 
-    1. the target's features of the verified positions are kept (they exist only in this pass's outputs);
+    1. the target's features of the verified positions are kept (``observe``: they exist only in that pass's
+       outputs);
     2. lookup: if the last n tokens (n = max_matching_ngram_size down to min_matching_ngram_size) occurred earlier
        in input_ids, the block is the tokens that followed (``lookup_continuation``: up to prompt_lookup_num_tokens,
-       never past max_length - 1, ending before an eos or a completed stop string as the drafter's blocks do);
-    3. else (no match, or nothing left of it) the drafter ingests every kept position in one forward and drafts
-       its K tokens exactly as without lookup.
+       never past max_length - 1, ending at an eos as the drafter's blocks do);
+    3. else (no match) the drafter ingests every kept position in one forward and drafts its K tokens exactly as
+       without lookup.
 
     Why a minimum: alone, prompt lookup has nothing better than a one-token match; beside a trained drafter, a short
-    match is the weaker guess. Balanced held-out set, bf16 Gemma 3 270M, the shipped drafter (``slimspec-bench
-    cpu``): tokens/s with n-grams up to 3 and at least 1 / 2 / 3 tokens: 86.8 / 89.0 / 85.2 (prompt lookup alone
-    75.6, the drafter alone 65.2).
-
-    Ingesting lazily costs nothing in quality (the drafter sees the same positions, only later and in one batch) and
-    saves the drafter's forward, whose full-vocabulary head reads all its weights for one row, on every lookup pass.
+    match is the weaker guess. Ingesting lazily costs nothing in quality (the drafter sees the same positions, only
+    later and in one batch) and saves the drafter's forward, whose full-vocabulary head reads all its weights for
+    one row, on every lookup pass.
 
     A block comes from one source. Lossless: a lookup token is a draft drawn with certainty, so for sampling its
     logits row is a point mass (``point_mass_logits``) and speculative sampling keeps the target's distribution;
@@ -372,16 +364,13 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
     schedules learn only from drafter passes (lookup acceptance is another distribution).
     """
 
-    requires_model_outputs = True
-
-    def __init__(self, drafter, generation_config, logits_processor, input_ids, tokenizer=None):
+    def __init__(self, drafter, target, generation_config, logits_processor, prompt_length: int):
         self.drafter = drafter
         self.layer_ids = list(drafter.config.target_layer_ids)
         self.num_states = drafter.config.target_num_hidden_layers + 1  # embedding output + one per layer
-        # Indices into outputs.hidden_states; the target returns None at the others.
-        self.model_kwargs_overrides = {"output_hidden_states": sorted(set(self.layer_ids))}
+        self.requires_features = True  # whether the target's forwards must return hidden states
         self.do_sample = bool(generation_config.do_sample)
-        self.logits_processor = logits_processor if logits_processor is not None and len(logits_processor) else None
+        self.logits_processor = logits_processor
         self.max_length = generation_config.max_length
         draft_config = drafter.generation_config
         self.schedule = getattr(draft_config, "num_assistant_tokens_schedule", "constant") or "constant"
@@ -389,122 +378,94 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
         self.lookup_tokens, self.ngram_size, self.min_ngram_size = hybrid_setting(draft_config)  # tokens 0: off
         self.source = "none"  # who proposed the current block: "drafter" | "lookup" | "none"
-        self.stop_strings = _stop_string_criteria(generation_config, tokenizer)
         eos = generation_config.eos_token_id
         self.eos_ids = set() if eos is None else set([eos] if isinstance(eos, int) else [int(e) for e in eos])
         self.cache = None
         self.stable = 0  # drafter cache positions backed by target features
         self.pending = []  # [1, n, 3d] target features of verified positions not yet ingested: [stable, seen)
-        self.stats = SlimSpecGenerateStats(prompt_length=input_ids.shape[1])
-        drafter.last_generate_stats = self.stats
+        self.stats = SlimSpecGenerateStats(prompt_length=prompt_length)
         self.acceptance = None
         if self.schedule == "cost":
-            self._start_cost_schedule(drafter, draft_config)
+            self._start_cost_schedule(target, draft_config)
 
-    def _start_cost_schedule(self, drafter, draft_config):
+    def _start_cost_schedule(self, target, draft_config):
         """Draft length from this machine's measured costs and the drafter's acceptance (``choose_draft_length``),
         revised after every pass as acceptance is observed; num_assistant_tokens is the longest draft allowed.
         When no length pays, this generation decodes plainly: no drafts and no hidden states asked of the target."""
         self.max_k = self.num_assistant_tokens
-        self.costs = measured_costs(drafter, drafter.attached_target, self.max_k)
+        self.costs = measured_costs(self.drafter, target, self.max_k)
         self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k)
         self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
         self.stats.chosen_draft_lengths.append(self.num_assistant_tokens)
         if self.num_assistant_tokens == 0:
-            self.requires_model_outputs = False
-            self.model_kwargs_overrides = {}
+            self.requires_features = False
 
-    # -- one cycle ------------------------------------------------------------------------------------------------
-    def get_candidates(self, input_ids, model_kwargs=None, model_outputs=None, is_first_iteration=False,
-                       n_last_matches=0, **kwargs):
-        """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], candidate_logits [1, K, V] or None).
-        The rule (class docstring): keep the features, then a lookup block if the context has a match, else the
-        drafter's (ingesting what was kept)."""
-        cur_len = input_ids.shape[1]
+    # -- one pass -------------------------------------------------------------------------------------------------
+    def propose(self, input_ids):
+        """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], draft logits [1, K, V] when sampling, else
+        None). The rule (class docstring): a lookup block if the context has a match, else the drafter's (ingesting
+        what was kept)."""
         self.source = "none"
-        if is_first_iteration or cur_len == self.stats.prompt_length:
-            # The target's prefill produces the first token and the prompt's hidden states; nothing to draft from.
-            # (The length test catches the call without model outputs once the "cost" schedule turned drafting off.)
-            return input_ids, None
-        if self.requires_model_outputs:  # 1. the drafter is on: this pass's features are available only now
-            if model_outputs is None:
-                return input_ids, None
-            self._keep_features(input_ids, target_hidden_states(model_outputs, self.num_states))
-        budget = self.max_length - cur_len - 1  # the target adds one token after the block
-        block = self._lookup(input_ids, budget) if self.lookup_tokens and budget > 0 else None  # 2. lookup
+        budget = self.max_length - input_ids.shape[1] - 1  # the target adds one token after the block
+        block = self._lookup(input_ids, budget) if self.lookup_tokens and budget > 0 else None
         if block is not None:
             self.source = "lookup"
             return block
-        K = min(self.num_assistant_tokens, budget)  # 3. the drafter
-        if K <= 0 or not self.requires_model_outputs:
+        K = min(self.num_assistant_tokens, budget)
+        if K <= 0 or not self.requires_features:
             return input_ids, None
         self.source = "drafter"
         return self._draft(input_ids, *self._ingest(input_ids), K)
 
     def _lookup(self, input_ids, budget: int):
         """The lookup block, or None without a match: (candidate_ids [1, cur_len + K], point-mass logits [1, K, V]
-        when sampling, else None), K <= min(prompt_lookup_num_tokens, budget)."""
+        when sampling, else None), K <= min(prompt_lookup_num_tokens, budget), ending at the first eos."""
         found = lookup_continuation(input_ids[0], self.ngram_size, min(self.lookup_tokens, budget),
                                     min_ngram=self.min_ngram_size)
-        ids = input_ids
-        for token in found.view(-1, 1, 1):
-            extended = torch.cat([ids, token], dim=-1)
-            if self._stops(token, extended):
+        for i, token in enumerate(found.tolist()):
+            if token in self.eos_ids:
+                found = found[: i + 1]
                 break
-            ids = extended
-        if ids.shape[1] == input_ids.shape[1]:
+        if found.numel() == 0:
             return None
-        drafts = ids[:, input_ids.shape[1] :]
+        drafts = found.view(1, -1)
+        ids = torch.cat([input_ids, drafts], dim=-1)
         return ids, (point_mass_logits(drafts, self.drafter.config.vocab_size) if self.do_sample else None)
 
     def _draft(self, input_ids, g, logits, K: int):
-        """K drafter tokens from its state after ingesting (g [1, 1, d], logits [1, V_d]) -> get_candidates' pair."""
-        cur_len = input_ids.shape[1]
+        """K drafter tokens from its state after ingesting (g [1, 1, d], logits [1, V_d]); a block ends at an eos
+        (nothing after it can be accepted)."""
         drafter = self.drafter
         ids, chosen_logits = input_ids, []
         for k in range(K):
             token, q_logits, confident = self._select(ids, logits)
-            extended = torch.cat([ids, token.to(ids.device)], dim=-1)
-            if self._stops(token, extended):
-                break
-            ids = extended
+            ids = torch.cat([ids, token.to(ids.device)], dim=-1)
             chosen_logits.append(q_logits)
-            if k == K - 1 or not confident:
+            if k == K - 1 or not confident or int(token) in self.eos_ids:
                 break
             out = drafter(input_ids=token.to(drafter.device), hidden_states=g, past_key_values=self.cache,
                           logits_to_keep=1)
             g, logits = out.last_hidden_state, out.logits[:, -1]
-        if ids.shape[1] == cur_len:
-            return input_ids, None
         candidate_logits = torch.stack(chosen_logits, dim=1) if self.do_sample else None
         return ids, candidate_logits
-
-    def _stops(self, token, extended) -> bool:
-        """Whether draft ``token`` ([1, 1]), giving ``extended`` [1, L + 1], would stop generation (an eos or a
-        completed stop string). Stopping criteria look only at the end of an accepted block (and some transformers
-        releases keep tokens after an accepted eos): a block ends *before* such a draft, so the target's own token
-        at that position ends the block, exactly as without an assistant."""
-        return int(token) in self.eos_ids or (
-            self.stop_strings is not None and bool(self.stop_strings(extended, None)[0]))
 
     @property
     def seen(self) -> int:
         """Positions whose target features are in hand: [0, stable) ingested, then the kept ones."""
         return self.stable + sum(features.shape[1] for features in self.pending)
 
-    def _keep_features(self, input_ids, hidden_states):
+    def observe(self, input_ids, outputs) -> None:
         """Keep the target's features of the positions its last forward verified, [seen, cur_len - 1): that
-        forward started at position ``seen`` (the previous pass's bonus token); its rows after these are the
-        rejected drafts'."""
+        forward started at position ``seen`` (the previous pass's bonus token, or 0 for the prefill); its rows
+        after these are the rejected drafts'."""
+        if not self.requires_features:
+            return
+        hidden_states = target_hidden_states(outputs, self.num_states)
         new = input_ids.shape[1] - 1 - self.seen
         missing = [i for i in self.layer_ids if hidden_states is None or hidden_states[i] is None]
         if missing:
-            raise RuntimeError(f"the target returned no hidden states at layers {missing}: was output_hidden_states "
-                               f"overridden? SlimSpec needs outputs.hidden_states{self.layer_ids}.")
-        rows = hidden_states[self.layer_ids[0]].shape[1]
-        if rows < new:
-            raise RuntimeError(f"the target's last forward covered {rows} positions but {new} need features: "
-                               f"generation from a pre-filled past_key_values is not supported by SlimSpec.")
+            raise RuntimeError(f"the target returned no hidden states at layers {missing}: SlimSpec needs "
+                               f"outputs.hidden_states{self.layer_ids} (output_hidden_states=True).")
         self.pending.append(torch.cat([hidden_states[i][:, :new] for i in self.layer_ids], dim=-1))
 
     @torch.no_grad()
@@ -550,24 +511,25 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
         return token, (logits if self.do_sample else None), confident
 
     # -- after verification ---------------------------------------------------------------------------------------
-    def update_candidate_strategy(self, input_ids, scores, num_matches):
-        """Record the pass and its source; after a drafter pass adapt K: the "cost" schedule re-chooses it from the
-        observed acceptance, the "heuristic" schedules add 2 if all drafts were accepted, else remove 1."""
-        drafted = scores.shape[1] - 1
+    def record(self, drafted: int, accepted: int, length: int) -> None:
+        """Record a target pass (the first is the prefill) that verified ``drafted`` drafts and accepted
+        ``accepted``, leaving the output ``length`` tokens long; after a drafter pass adapt K: the "cost" schedule
+        re-chooses it from the observed acceptance, the "heuristic" schedules add 2 if all drafts were accepted,
+        else remove 1."""
         stats = self.stats
         stats.target_passes += 1
-        stats.new_tokens = input_ids.shape[1] - stats.prompt_length
-        if stats.target_passes > 1:  # the first pass is the prefill
+        stats.new_tokens = length - stats.prompt_length
+        if stats.target_passes > 1:
             stats.drafted_per_pass.append(drafted)
-            stats.accepted_per_pass.append(int(num_matches))
+            stats.accepted_per_pass.append(accepted)
             stats.source_per_pass.append(self.source if drafted > 0 else "none")
         drafter_pass = drafted > 0 and self.source == "drafter"  # lookup passes teach the schedules nothing
         if self.acceptance is not None and drafter_pass:
-            self.acceptance.observe(drafted, int(num_matches))
+            self.acceptance.observe(drafted, accepted)
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
             stats.chosen_draft_lengths.append(self.num_assistant_tokens)
         if self.schedule in ("heuristic", "heuristic_transient") and drafter_pass:
-            if num_matches == drafted:
+            if accepted == drafted:
                 self.num_assistant_tokens += 2
             else:
                 self.num_assistant_tokens = max(1, self.num_assistant_tokens - 1)
@@ -577,8 +539,10 @@ class SlimSpecCandidateGenerator(CandidateGenerator):
 
 def target_hidden_states(outputs, num_states: int):
     """The per-layer hidden states of a target forward (``num_states`` = layers + 1 entries), found by name where
-    this transformers release uses a known one, else by shape: ``model_kwargs_overrides`` asks for them, and a
-    future release that renames the output field must not break drafters already published."""
+    this transformers release uses a known one, else by shape: a future release that renames the output field
+    must not break drafters already published."""
+    if outputs is None:
+        return None
     for name in ("hidden_states", "decoder_hidden_states"):
         value = getattr(outputs, name, None)
         if isinstance(value, (tuple, list)) and len(value) == num_states:
@@ -592,20 +556,289 @@ def target_hidden_states(outputs, num_states: int):
     return None
 
 
-def _stop_string_criteria(generation_config, tokenizer):
-    """transformers' own StopStringCriteria for ``generate(stop_strings=..., tokenizer=...)``, or None."""
-    if not getattr(generation_config, "stop_strings", None):
-        return None
+# ----------------------------------------------------------------------------------------------------------------------
+# The target: one forward, and a cache that rolls back
+# ----------------------------------------------------------------------------------------------------------------------
+def rollback_cache():
+    """An empty ``DynamicCache`` with full layers. Built without a config, every layer keeps all its keys, so
+    ``crop`` rolls back any layer (a sliding-window layer that dropped its oldest keys could not), while the target's
+    own attention masks still apply its sliding windows. transformers' assisted generation chose the same cache
+    ("dynamic_full") for the same reason."""
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def drop_last(cache, n: int) -> None:
+    """Remove the last ``n`` positions from ``cache`` (none for n <= 0); a negative crop is the form every release
+    accepts."""
+    if n > 0:
+        cache.crop(-n)
+
+
+class TargetForward:
+    """``target(...)`` with the keyword names this release's ``forward`` takes, read once from its signature: the
+    cache is ``cache`` from 5.24 on and ``past_key_values`` before; ``logits_to_keep`` where it exists."""
+
+    def __init__(self, target):
+        parameters = inspect.signature(target.forward).parameters
+        self.target = target
+        self.cache_name = "cache" if "cache" in parameters else "past_key_values"
+        self.keeps_logits = "logits_to_keep" in parameters
+
+    def __call__(self, ids, cache, features: bool, keep: int):
+        """ids [1, T] appended to ``cache`` -> (logits of the last ``keep`` positions [1, keep, V], the outputs when
+        ``features`` asked for the hidden states, else None)."""
+        kwargs = {self.cache_name: cache, "use_cache": True}
+        if self.keeps_logits:
+            kwargs["logits_to_keep"] = keep
+        if features:
+            kwargs["output_hidden_states"] = True
+        out = self.target(input_ids=ids, **kwargs)
+        return out.logits[:, -keep:], (out if features else None)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Verification: which drafts the target accepts
+# ----------------------------------------------------------------------------------------------------------------------
+def processed_scores(logits_processor, candidate, logits, start: int):
+    """The logits processors applied row by row, as plain decoding applies them token by token: row i of ``logits``
+    [1, R, V] scores the token after ``candidate[:, :start + i]``. -> [1, R, V]."""
+    if logits_processor is None:
+        return logits
+    return torch.stack([logits_processor(candidate[:, : start + i], logits[:, i]) for i in range(logits.shape[1])],
+                       dim=1)
+
+
+def accept_greedy(drafts, scores):
+    """drafts [1, K], scores [1, K + 1, V] -> (n, tokens [1, n + 1]): the target's choice y_i = argmax scores_i;
+    n = the longest prefix with drafts_i = y_i; the new tokens are y_0..y_n (the accepted drafts, then the target's
+    own token where the first draft differs, or after the last)."""
+    choice = scores.argmax(-1)
+    K = drafts.shape[1]
+    n = int((drafts.to(choice.device) == choice[:, :K]).int().cumprod(-1).sum()) if K else 0
+    return n, choice[:, : n + 1]
+
+
+def accept_sampled(drafts, draft_logits, scores):
+    """Speculative sampling (Leviathan et al. 2023, Chen et al. 2023): with p_i = softmax(scores_i) the target's and
+    q_i = softmax(draft_logits_i) the distribution draft x_i was drawn from, draft i is accepted with probability
+    min(1, p_i(x_i) / q_i(x_i)); at the first rejection n the token is drawn from norm(max(p_n - q_n, 0)), after K
+    acceptances from p_K. Every token then follows p exactly. -> (n, tokens [1, n + 1])."""
+    p = scores.float().softmax(-1)
+    K = drafts.shape[1]
+    if K == 0:
+        return 0, torch.multinomial(p[:, 0], 1)
+    drafts = drafts.to(p.device)
+    q = draft_logits.to(p.device).float().softmax(-1)
+    index = drafts.unsqueeze(-1)
+    ratio = p[:, :K].gather(-1, index).squeeze(-1) / q.gather(-1, index).squeeze(-1)
+    n = int((torch.rand_like(ratio) <= ratio).int().cumprod(-1).sum())
+    if n < K:
+        residual = (p[:, n] - q[:, n]).clamp(min=0)
+        total = residual.sum(-1, keepdim=True)
+        last = torch.multinomial(residual / total if float(total) > 0 else p[:, n], 1)
+    else:
+        last = torch.multinomial(p[:, K], 1)
+    return n, torch.cat([drafts[:, :n], last], dim=-1)
+
+
+def until_stop(stopping_criteria, ids, tokens, scores):
+    """The new ``tokens`` [1, n] up to and including the first after which a stopping criterion says stop, asked
+    after every token with that token's scores, as plain decoding asks -> (tokens, stopped)."""
+    for j in range(tokens.shape[1]):
+        if bool(stopping_criteria(torch.cat([ids, tokens[:, : j + 1]], dim=-1), scores[:, j]).all()):
+            return tokens[:, : j + 1], True
+    return tokens, False
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The decoding loop
+# ----------------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def speculative_decode(model, input_ids, logits_processor=None, stopping_criteria=None, generation_config=None, *,
+                       drafter, streamer=None, **model_kwargs):
+    """Speculative decoding of ``model`` (the target) with ``drafter``: transformers' ``generate`` calls this as its
+    ``custom_generate`` with the prepared ``input_ids`` [1, L], logits processors, stopping criteria and generation
+    config (``max_length`` final). Each pass:
+
+        drafts    = proposer(ids)                       K tokens (the drafter's or a lookup block), K = 0 at first
+        logits    = target(ids[-1], drafts | cache)     one forward over K + 1 positions (the prompt at first)
+        n, tokens = accept(drafts, processors(logits))  greedy: the longest agreeing prefix, then the target's token;
+                                                        sampling: speculative sampling, the target's distribution
+        cache    -= the K - n rejected positions        (crop)
+        ids      += tokens, up to a stopping criterion  (checked after every token, as plain decoding does)
+
+    Returns the sequences [1, L + new] (or transformers' ``GenerateDecoderOnlyOutput`` with ``sequences`` and the
+    requested ``scores``/``logits`` when ``return_dict_in_generate``). The call's statistics:
+    ``drafter.last_generate_stats`` (per thread)."""
+    check_inputs(input_ids, generation_config, model_kwargs)
+    processors = logits_processor if logits_processor is not None and len(logits_processor) else None
+    proposer = SlimSpecProposer(drafter, model, generation_config, processors, input_ids.shape[1])
+    drafter.last_generate_stats = proposer.stats
+    forward, cache = TargetForward(model), rollback_cache()
+    keep_scores = generation_config.return_dict_in_generate and generation_config.output_scores
+    keep_logits = generation_config.return_dict_in_generate and getattr(generation_config, "output_logits", False)
+    all_scores, all_logits = [], []
+    ids, stopped = input_ids, False
+    while not stopped:
+        candidate, draft_logits = proposer.propose(ids) if cache.get_seq_length() else (ids, None)
+        start, K = ids.shape[1], candidate.shape[1] - ids.shape[1]
+        logits, outputs = forward(candidate[:, cache.get_seq_length():], cache, proposer.requires_features, K + 1)
+        if cache.get_seq_length() != candidate.shape[1]:
+            raise RuntimeError(f"the target's cache holds {cache.get_seq_length()} positions after a forward over "
+                               f"{candidate.shape[1]}: it does not keep its state in the DynamicCache it was given, "
+                               f"so rejected drafts cannot be rolled back. Decode this target without a drafter.")
+        logits = logits.float()
+        scores = processed_scores(processors, candidate, logits, start)
+        drafts = candidate[:, start:]
+        if generation_config.do_sample:
+            n, tokens = accept_sampled(drafts, draft_logits, scores)
+        else:
+            n, tokens = accept_greedy(drafts, scores)
+        drop_last(cache, K - n)
+        tokens, stopped = until_stop(stopping_criteria, ids, tokens.to(ids.device), scores)
+        ids = torch.cat([ids, tokens], dim=-1)
+        proposer.record(K, n, ids.shape[1])
+        all_scores += [scores[:, j] for j in range(tokens.shape[1])] if keep_scores else []
+        all_logits += [logits[:, j] for j in range(tokens.shape[1])] if keep_logits else []
+        if streamer is not None:
+            streamer.put(tokens.cpu())
+        if not stopped:
+            proposer.observe(ids, outputs)
+    if streamer is not None:
+        streamer.end()
+    if not generation_config.return_dict_in_generate:
+        return ids
+    from transformers.generation import GenerateDecoderOnlyOutput
+
+    return GenerateDecoderOnlyOutput(sequences=ids, scores=tuple(all_scores) if keep_scores else None,
+                                     logits=tuple(all_logits) if keep_logits else None)
+
+
+def check_inputs(input_ids, generation_config, model_kwargs) -> None:
+    """Refuse, naming the problem, what this loop does not do: batches, padding, embeddings as input, a pre-filled
+    cache, beams, and per-step attentions or hidden states in the output."""
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"SlimSpec speculative decoding is batch-size 1 only; got a batch of {input_ids.shape[0]}. "
+                         f"Generate one sequence at a time.")
+    mask = model_kwargs.get("attention_mask")
+    if mask is not None and not bool((mask == 1).all()):
+        raise ValueError("SlimSpec speculative decoding takes an unpadded prompt: the attention_mask has zeros.")
+    if model_kwargs.get("inputs_embeds") is not None or input_ids.shape[1] == 0:
+        raise ValueError("SlimSpec speculative decoding needs input_ids (the drafter reads the tokens); "
+                         "inputs_embeds alone are not supported.")
+    for name in ("cache", "past_key_values"):
+        given = model_kwargs.get(name)
+        if given is not None and hasattr(given, "get_seq_length") and given.get_seq_length() > 0:
+            raise ValueError("generation from a pre-filled cache is not supported by SlimSpec: the drafter needs the "
+                             "target's hidden states of every prompt position. Pass the whole prompt instead.")
+    if generation_config.num_beams > 1 or (generation_config.num_return_sequences or 1) > 1:
+        raise ValueError("SlimSpec speculative decoding produces one sequence: num_beams and num_return_sequences "
+                         "must be 1.")
+    if generation_config.return_dict_in_generate and (
+            generation_config.output_attentions or generation_config.output_hidden_states):
+        raise ValueError("SlimSpec speculative decoding returns sequences, scores and logits; "
+                         "output_attentions and output_hidden_states are not supported.")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The two entrances: attach (target.generate) and custom_generate (the drafter's Hub folder)
+# ----------------------------------------------------------------------------------------------------------------------
+CUSTOM_GENERATE_SOURCE = '''"""SlimSpec speculative decoding as a transformers ``custom_generate`` recipe:
+
+    drafter = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    target.generate(**inputs, assistant_model=drafter, custom_generate=folder, trust_remote_code=True)
+
+transformers calls ``generate`` below with the target as ``model`` and every argument of that call. The decoding
+loop is the drafter's own code (its ``speculative_generate``), so this file imports nothing.
+"""
+
+
+def generate(model, *args, assistant_model=None, **kwargs):
+    run = getattr(assistant_model, "speculative_generate", None)
+    if run is None:
+        raise ValueError(
+            "this custom_generate recipe decodes with a SlimSpec drafter: pass assistant_model=drafter, loaded with "
+            "AutoModel.from_pretrained(<the drafter folder or Hub id>, trust_remote_code=True)."
+        )
+    return run(model, *args, **kwargs)
+'''
+
+# Options that select another candidate source in transformers; beside a SlimSpec drafter they are refused.
+_OTHER_ASSISTANTS = ("prompt_lookup_num_tokens", "assistant_early_exit", "assistant_tokenizer")
+
+
+def generate_with_drafter(drafter, target, *args, **kwargs):
+    """``target.generate(*args, **kwargs)`` decoded speculatively with ``drafter``: transformers' own ``generate``
+    prepares everything and calls ``speculative_decode`` as its ``custom_generate``. An unattached drafter is bound
+    to ``target`` for the call only (its shared input embedding), and left as it was."""
+    refuse_broken_contract()
+    kwargs.pop("assistant_model", None)
+    for option in _OTHER_ASSISTANTS:
+        if kwargs.get(option) is not None:
+            raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec "
+                             f"drafter (for prompt lookup beside the drafter, set prompt_lookup_num_tokens on the "
+                             f"drafter's generation_config).")
+    streamer = kwargs.pop("streamer", None)
+    _stop_strings_as_criterion(target, kwargs)
+
+    def loop(model, input_ids, logits_processor=None, stopping_criteria=None, generation_config=None,
+             **model_kwargs):
+        return speculative_decode(model, input_ids, logits_processor, stopping_criteria, generation_config,
+                                  drafter=drafter, streamer=streamer, **model_kwargs)
+
+    with _bound(drafter, target):
+        return type(target).generate(target, *args, streamer=streamer, custom_generate=loop, **kwargs)
+
+
+def _stop_strings_as_criterion(target, kwargs: dict) -> None:
+    """transformers drops ``tokenizer`` before it calls a callable ``custom_generate`` (5.8-5.25), so it could not
+    build its stop-string criterion: build transformers' own ``StopStringCriteria`` here from the same arguments
+    and hand it over beside the caller's criteria."""
+    tokenizer = kwargs.pop("tokenizer", None)
+    config = kwargs.get("generation_config") or target.generation_config
+    stop_strings = kwargs.get("stop_strings", getattr(config, "stop_strings", None))
+    if not stop_strings:
+        return
     if tokenizer is None:
-        raise ValueError("stop_strings needs generate(..., tokenizer=tokenizer), as without an assistant.")
-    from transformers import StopStringCriteria
+        raise ValueError("stop_strings needs generate(..., tokenizer=tokenizer), as without a drafter.")
+    from transformers import StoppingCriteriaList, StopStringCriteria
 
-    return StopStringCriteria(tokenizer=tokenizer, stop_strings=generation_config.stop_strings)
+    criteria = StoppingCriteriaList(kwargs.get("stopping_criteria") or [])
+    criteria.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=stop_strings))
+    kwargs["stopping_criteria"], kwargs["stop_strings"] = criteria, None
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# attach / detach
-# ----------------------------------------------------------------------------------------------------------------------
+class _bound:
+    """Inside the block an unattached drafter reads ``target``'s input embedding (checked to fit first); outside
+    it, the drafter is as before. A drafter attached to ``target`` is left alone."""
+
+    def __init__(self, drafter, target):
+        self.drafter, self.target, self.saved = drafter, target, None
+
+    def __enter__(self):
+        drafter = self.drafter
+        if drafter.attached_target is self.target:
+            return drafter
+        check_target(drafter, self.target)
+        if drafter.embed_tokens is None:
+            self.saved = (drafter.get_input_embeddings(),)
+            drafter.use_target_embeddings(self.target.get_input_embeddings())
+        return drafter
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            self.drafter.use_target_embeddings(self.saved[0])
+
+
+def check_target(drafter, target) -> None:
+    """Raise ValueError naming every reason ``drafter`` cannot decode ``target``."""
+    check_target_fits(drafter, target)
+    check_rollback(target)
+    drafter.check_vocab_maps()
+
+
 def check_target_fits(drafter, target) -> None:
     """Raise ValueError naming every mismatch between a target and the drafter's config."""
     cfg = drafter.config
@@ -630,33 +863,44 @@ def check_target_fits(drafter, target) -> None:
                          f"{cfg.target_name_or_path or cfg.target_model_type or 'another model'}.")
 
 
+def check_rollback(target) -> None:
+    """Raise ValueError where the target has layers whose state a crop cannot roll back (recurrent, linear
+    attention): a rejected draft would stay in that state."""
+    text = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+    others = sorted(set(getattr(text, "layer_types", None) or []) - ROLLBACK_LAYER_TYPES)
+    if others:
+        raise ValueError(f"this target has {others} layers: their recurrent state keeps every token it saw, so a "
+                         f"rejected draft cannot be rolled back. SlimSpec rolls back attention caches only "
+                         f"({sorted(ROLLBACK_LAYER_TYPES)}); decode this target without a drafter.")
+
+
 def attach(drafter, target):
-    """Bind ``drafter`` to ``target`` for ``target.generate(assistant_model=drafter)``. Returns the drafter."""
-    reason = assisted_generation_support(target)
-    if reason:
-        raise RuntimeError(f"SlimSpec assisted generation is unavailable: {reason}")
-    check_target_fits(drafter, target)
-    drafter.check_vocab_maps()
+    """Bind ``drafter`` to ``target`` for ``target.generate(assistant_model=drafter)``. Returns the drafter.
+
+    Sets one instance attribute, ``target.generate``: calls with this drafter as ``assistant_model`` (and no
+    ``custom_generate`` of their own) run ``generate_with_drafter``; every other call is the class's ``generate``
+    with the same arguments. ``detach`` removes it."""
+    refuse_broken_contract()
+    check_target(drafter, target)
     if drafter.attached_target is not None:
         detach(drafter)
-    if "_get_candidate_generator" in vars(target):
-        raise RuntimeError("this target is already bound to another SlimSpec drafter (or patched): detach that first.")
-    class_method = type(target)._get_candidate_generator
-    signature = inspect.signature(class_method)
+    if "generate" in vars(target):
+        raise RuntimeError("this target's generate is already replaced (attached to another SlimSpec drafter, or "
+                           "loaded with a custom_generate repository): detach that drafter first.")
 
-    def _get_candidate_generator(*args, **kwargs):
-        # transformers calls this private hook by keyword today; bind by name whatever the calling convention, and
-        # recognise the drafter among the arguments by identity, not by the name of the parameter that carries it.
+    def generate(*args, **kwargs):
+        class_generate = type(target).generate
         try:
-            arguments = signature.bind(target, *args, **kwargs).arguments
-        except TypeError:
-            arguments = dict(kwargs)
-        if not any(value is drafter for value in arguments.values()):
-            return class_method(target, *args, **kwargs)
-        return _candidate_generator(drafter, arguments)
+            arguments = inspect.signature(class_generate).bind(target, *args, **kwargs).arguments
+        except TypeError:  # let the class's generate name the problem
+            arguments = kwargs
+        if arguments.get("assistant_model") is drafter and arguments.get("custom_generate") is None:
+            return generate_with_drafter(drafter, target, *args, **kwargs)
+        return class_generate(target, *args, **kwargs)
 
-    _get_candidate_generator.__slimspec__ = drafter
-    target._get_candidate_generator = _get_candidate_generator
+    generate.__slimspec__ = drafter
+    generate.__doc__ = type(target).generate.__doc__
+    target.generate = generate
     drafter._attached.module = target
     if drafter.embed_tokens is None:
         drafter.use_target_embeddings(target.get_input_embeddings())
@@ -664,36 +908,85 @@ def attach(drafter, target):
     return drafter
 
 
-def _candidate_generator(drafter, arguments: dict) -> SlimSpecCandidateGenerator:
-    """Our generator from the arguments transformers passed to ``_get_candidate_generator`` (bound by name)."""
-    missing = [name for name in ("input_ids", "generation_config") if arguments.get(name) is None]
-    if missing:
-        import transformers
-
-        raise RuntimeError(f"transformers {transformers.__version__} called _get_candidate_generator without "
-                           f"{missing}; this SlimSpec release does not know that calling convention.")
-    input_ids, config = arguments["input_ids"], arguments["generation_config"]
-    if input_ids.shape[0] != 1:
-        raise ValueError(f"assisted generation in transformers is batch-size 1 only; got a batch of "
-                         f"{input_ids.shape[0]}. Generate one sequence at a time.")
-    for option in ("prompt_lookup_num_tokens", "assistant_early_exit"):
-        if getattr(config, option, None) is not None:
-            raise ValueError(f"{option} selects another candidate generator; do not combine it with a SlimSpec "
-                             f"drafter (for prompt lookup beside the drafter, set prompt_lookup_num_tokens on "
-                             f"the drafter's generation_config).")
-    return SlimSpecCandidateGenerator(drafter, config, arguments.get("logits_processor"), input_ids,
-                                      tokenizer=arguments.get("target_tokenizer"))
-
-
 def detach(drafter):
     """Undo ``attach``: the target gets back exactly its own attributes; the drafter forgets the target."""
     target = drafter.attached_target
     if target is not None:
-        hook = vars(target).get("_get_candidate_generator")
-        if hook is not None and getattr(hook, "__slimspec__", None) is drafter:
-            del target._get_candidate_generator
+        installed = vars(target).get("generate")
+        if installed is not None and getattr(installed, "__slimspec__", None) is drafter:
+            del target.generate
     drafter._attached.module = None
     if drafter.embed_tokens is None:
         drafter.use_target_embeddings(None)
     drafter.unpack_for_cpu()
     return drafter
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The contract with transformers, read from its source
+# ----------------------------------------------------------------------------------------------------------------------
+_LOOP_KEYWORDS = ("logits_processor", "stopping_criteria", "generation_config")
+_CHECKED: dict = {}  # transformers version -> the problems found in its generate (read once per version)
+
+
+def loop_contract_problems(source: Optional[str] = None) -> list:
+    """What ``speculative_decode`` needs from transformers, checked in ``GenerationMixin.generate``'s source (the
+    installed release's, or ``source``) -> the missing pieces, each named ([] when all are there):
+
+    1. ``generate`` takes ``custom_generate`` and ``assistant_model``;
+    2. a callable ``custom_generate`` (or a name bound to it) is called as the decoding loop with at most two
+       positional arguments (the model, input_ids), ``logits_processor=``, ``stopping_criteria=``,
+       ``generation_config=`` and the prepared model kwargs (``**``);
+    3. a string ``custom_generate`` is loaded with ``load_custom_generate`` and called with ``model=`` and the
+       ``generate`` arguments (``**``);
+    4. ``DynamicCache`` has ``crop`` and ``get_seq_length``."""
+    from transformers import DynamicCache, GenerationMixin
+
+    if source is None:
+        source = inspect.getsource(GenerationMixin.generate)
+    tree = ast.parse(textwrap.dedent(source))
+    function = next((node for node in tree.body if isinstance(node, ast.FunctionDef)), None)
+    if function is None:
+        return ["GenerationMixin.generate is not a function whose source can be read"]
+    arguments = function.args
+    parameters = {a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs}
+    problems = [f"generate() has no `{name}` parameter" for name in ("custom_generate", "assistant_model")
+                if name not in parameters]
+    aliases, grown = {"custom_generate"}, True
+    while grown:  # names bound to the callable: ``decoding_method = custom_generate`` and so on
+        before = set(aliases)
+        for node in ast.walk(function):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                aliases |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        grown = aliases != before
+    calls = [node for node in ast.walk(function) if isinstance(node, ast.Call)]
+
+    def keywords(call):
+        return {k.arg for k in call.keywords}
+
+    loop_calls = [c for c in calls if isinstance(c.func, ast.Name) and c.func.id in aliases]
+    if not any(set(_LOOP_KEYWORDS) <= keywords(c) and None in keywords(c) and len(c.args) <= 2 for c in loop_calls):
+        problems.append("generate() does not call a callable custom_generate as the decoding loop with (model, "
+                        "input_ids), " + ", ".join(f"{k}=" for k in _LOOP_KEYWORDS) + " and **model_kwargs")
+    if "load_custom_generate" not in source or not any({"model", None} <= keywords(c) for c in calls):
+        problems.append("generate() does not load a string custom_generate with load_custom_generate and call it "
+                        "with model= and the generate arguments")
+    problems += [f"DynamicCache has no {name}()" for name in ("crop", "get_seq_length")
+                 if not callable(getattr(DynamicCache, name, None))]
+    return problems
+
+
+def refuse_broken_contract() -> None:
+    """Raise RuntimeError, before anything runs, where this transformers release breaks ``loop_contract_problems``
+    (read once per version)."""
+    import transformers
+
+    version = transformers.__version__
+    if version not in _CHECKED:
+        _CHECKED[version] = loop_contract_problems()
+    if _CHECKED[version]:
+        low, high = TESTED_TRANSFORMERS
+        raise RuntimeError(
+            f"SlimSpec speculative decoding cannot run on transformers {version}: " + "; ".join(_CHECKED[version])
+            + f". It was tested with transformers {low} to {high}: install one of those "
+            f"(`pip install 'transformers=={high}'`), or a SlimSpec release that supports {version}.")

@@ -25,7 +25,10 @@ The EAGLE-3 equations (SafeAILab/EAGLE ``cnets.py``, SpecForge ``llama3_eagle.py
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -35,16 +38,24 @@ from transformers import GenerationConfig, PreTrainedModel
 
 try:  # Hub case: this file lives in a dynamic module package next to the config file.
     from .configuration_slimspec import SlimSpecConfig
-    from .generation_slimspec import attach as _attach
-    from .generation_slimspec import detach as _detach
 except ImportError:  # Installed case: the Hub files are top-level modules.
     from configuration_slimspec import SlimSpecConfig
-    from generation_slimspec import attach as _attach
-    from generation_slimspec import detach as _detach
+
+
+def _generation():
+    """The decoding module (``generation_slimspec``), imported on first use: loading, converting and training a
+    drafter never import transformers' generation code."""
+    try:  # Hub case (this import form also tells transformers to copy the file beside this one)
+        from .generation_slimspec import speculative_decode
+    except ImportError:  # Installed case
+        from generation_slimspec import speculative_decode
+    return sys.modules[speculative_decode.__module__]
+
 
 _NOT_ATTACHED = (
     "this SlimSpec drafter is not attached to the model you called generate() on: call drafter.attach(target) "
-    "before target.generate(..., assistant_model=drafter)."
+    "before target.generate(..., assistant_model=drafter), or pass custom_generate=<the drafter's folder or Hub id> "
+    "and trust_remote_code=True to that generate call."
 )
 
 # Drafting defaults, saved as generation_config.json next to the weights (transformers' assistant options).
@@ -525,6 +536,18 @@ class SlimSpecOutput:
 # ----------------------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------------------
+class _PerThread(threading.local):
+    """Per-thread call records (unregistered, never saved; a copied or pickled drafter starts without them)."""
+
+    stats = None
+
+    def __deepcopy__(self, memo):
+        return _PerThread()
+
+    def __reduce__(self):
+        return (_PerThread, ())
+
+
 class _Unregistered:
     """Holds a module without registering it as a submodule (no parameters(), state_dict(), .to() leakage)."""
 
@@ -586,7 +609,7 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         self._attached = _Unregistered(None)
         self._inv_freq = None
         self.generation_config = GenerationConfig(**DEFAULT_DRAFTING)
-        self.last_generate_stats = None  # SlimSpecGenerateStats of the last assisted generate call
+        self._calls = _PerThread()  # each thread's last generate call
         self.post_init()
 
     # ------------------------------------------------------------------ assisted generation
@@ -595,15 +618,32 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
 
         The target is held without being registered: ``parameters()``, ``state_dict()``, ``save_pretrained`` and
         ``.to()`` of the drafter never include or move it. Raises if the target does not fit the config."""
-        return _attach(self, target)
+        return _generation().attach(self, target)
 
     def detach(self) -> "SlimSpecDrafter":
         """Undo ``attach``; the target is back to exactly its original attributes."""
-        return _detach(self)
+        return _generation().detach(self)
 
     @property
     def attached_target(self):
         return self._attached.module
+
+    @property
+    def last_generate_stats(self):
+        """``SlimSpecGenerateStats`` of this thread's last ``generate`` call with this drafter (None before one):
+        two threads sharing a drafter each read their own."""
+        return self._calls.stats
+
+    @last_generate_stats.setter
+    def last_generate_stats(self, stats) -> None:
+        self._calls.stats = stats
+
+    def speculative_generate(self, target, *args, **kwargs):
+        """``target.generate(*args, **kwargs)`` decoded speculatively with this drafter, attached or not (an
+        unattached drafter is bound to ``target`` for the call only). The drafter folder's
+        ``custom_generate/generate.py`` calls this; ``attach`` routes ``target.generate(assistant_model=drafter)``
+        here too."""
+        return _generation().generate_with_drafter(self, target, *args, **kwargs)
 
     def optimize_for_cpu(self) -> bool:
         """Pack the LM head's and the body's weights for oneDNN single-row products on CPU (``pack_for_cpu``);
@@ -802,10 +842,14 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
 
     # ------------------------------------------------------------------ saving and loading
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Weights (safetensors), config with ``auto_map``, the Hub code files, and ``generation_config.json``
-        (draft length and schedule, so a reloaded drafter drafts exactly as this one)."""
+        """Weights (safetensors), config with ``auto_map``, the Hub code files, ``generation_config.json`` (draft
+        length and schedule, so a reloaded drafter drafts exactly as this one) and ``custom_generate/generate.py``
+        (the recipe for ``target.generate(..., custom_generate=folder, trust_remote_code=True)``)."""
         result = super().save_pretrained(save_directory, *args, **kwargs)
         self.generation_config.save_pretrained(save_directory)
+        recipe = Path(save_directory) / "custom_generate" / "generate.py"
+        recipe.parent.mkdir(exist_ok=True)
+        recipe.write_text(_generation().CUSTOM_GENERATE_SOURCE)
         return result
 
     @classmethod

@@ -7,6 +7,7 @@
     slimspec-bench svd       time and peak memory of factorizing a Llama-3.1-8B-sized head
     slimspec-bench cpu       SlimSpec against the fastest plain generate on this CPU, per held-out category
     slimspec-bench lookup    how many tokens prompt lookup would get accepted, by matched n-gram (offline)
+    slimspec-bench loop      this checkout's decoding loop against an earlier revision's, per pass
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cpu, e2e, generate, head, lookup, svd
+from . import cpu, e2e, generate, head, lookup, loop, svd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     svd.add_arguments(sub.add_parser("svd", help="time and peak memory of factorizing a large head"))
     cpu.add_arguments(sub.add_parser("cpu", help="SlimSpec against the fastest plain generate on this CPU"))
     lookup.add_arguments(sub.add_parser("lookup", help="prompt lookup's accepted tokens by matched n-gram"))
+    loop.add_arguments(sub.add_parser("loop", help="this decoding loop against an earlier revision's"))
     return parser
 
 
@@ -44,6 +46,8 @@ def main(argv=None) -> int:
         return cpu.main(args)
     if args.command == "lookup":
         return lookup.main(args)
+    if args.command == "loop":
+        return loop.main(args)
     return 2
 
 

@@ -6,8 +6,8 @@
 For every prompt the methods run back to back (plain first, then the others; ``slimspec.runner``), so all see
 the same machine state; tokens/s are totals over all prompts. The assisted run's time is split (``bench.timers``)
 into target forward passes, drafter body, drafter head, draft token selection (argmax, or processors and
-sampling), the adapter's own bookkeeping, and the rest (transformers' decoding loop: logits processing of the
-verified positions, acceptance, cache cropping).
+sampling), the proposer's own bookkeeping, and the rest (the decoding loop: logits processing of the verified
+positions, acceptance, stopping criteria, cache cropping, and transformers' per-call preparation).
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ def load_drafter(args, target):
 
 
 def time_split(seconds: float, times: CallTimes) -> dict:
-    """An assisted run's seconds by part; transformers_loop is the rest (acceptance, processors, cache crops)."""
+    """An assisted run's seconds by part; decoding_loop is the rest (acceptance, processors, stopping, cache crops)."""
     parts = {"target_forward": times.target_seconds, "drafter_body": times.body_seconds,
              "drafter_head": times.head_seconds, "draft_select": times.select_seconds,
-             "adapter": times.adapter_seconds}
-    parts["transformers_loop"] = seconds - sum(parts.values())
+             "proposer": times.proposer_own_seconds}
+    parts["decoding_loop"] = seconds - sum(parts.values())
     return parts
 
 

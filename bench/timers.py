@@ -1,19 +1,21 @@
 """Where the time of one ``generate`` call goes, measured from outside the Hub code.
 
 ``timed_generate`` is an instrument for ``slimspec.runner.run_methods``: for one call it wraps the target's
-forward, the drafter's forward and head, and the candidate generator's token selection and bookkeeping methods
-with timers, and removes them after the call. The Hub files keep no clocks (only counts, in
+forward, the drafter's forward and head, and the proposer's methods (drafting, token selection, bookkeeping) with
+timers, and removes them after the call. What is left of the call's time is the decoding loop's own work
+(verification, stopping criteria, cache crops) and transformers' preparation. The Hub files keep no clocks (only counts, in
 ``last_generate_stats``); everything here is benchmark-only.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
-GENERATOR_METHODS = ("get_candidates", "update_candidate_strategy")  # the adapter's work per cycle, drafting included
+PROPOSER_METHODS = ("propose", "observe", "record")  # the proposer's work per pass, drafting included
 
 
 class CallTimer:
@@ -53,7 +55,7 @@ class CallTimes:
     drafter_seconds: float = 0.0  # drafter forwards, head included
     head_seconds: float = 0.0  # drafter head: final norm and LM head
     select_seconds: float = 0.0  # turning draft logits into draft tokens
-    generator_seconds: float = 0.0  # the candidate generator's methods, drafting and selection included
+    proposer_seconds: float = 0.0  # the proposer's methods, drafting and selection included
 
     def __add__(self, other: "CallTimes") -> "CallTimes":
         return CallTimes(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -64,27 +66,14 @@ class CallTimes:
         return self.drafter_seconds - self.head_seconds
 
     @property
-    def adapter_seconds(self) -> float:
-        """The adapter's own bookkeeping: the generator's time outside the drafter and token selection."""
-        return self.generator_seconds - self.drafter_seconds - self.select_seconds
+    def proposer_own_seconds(self) -> float:
+        """The proposer's own bookkeeping: its time outside the drafter and token selection."""
+        return self.proposer_seconds - self.drafter_seconds - self.select_seconds
 
 
-@contextmanager
-def _timed_generators(target, timers: list):
-    """Timers (appended to ``timers``) on the methods of every candidate generator that the attached drafter's hook
-    builds inside the block."""
-    hook = vars(target)["_get_candidate_generator"]  # attach's instance hook
-
-    def timed_hook(*args, **kwargs):
-        generator = hook(*args, **kwargs)
-        timers.extend(CallTimer(generator, name) for name in ("_select", *GENERATOR_METHODS))
-        return generator
-
-    target._get_candidate_generator = timed_hook
-    try:
-        yield
-    finally:
-        target._get_candidate_generator = hook  # detach recognises its own hook by identity
+def _proposer_class(drafter):
+    """The proposer class of the drafter's own decoding module (the installed one, or its Hub copy)."""
+    return sys.modules[type(drafter).__module__]._generation().SlimSpecProposer
 
 
 def _seconds(timers: list, *names: str) -> float:
@@ -96,17 +85,17 @@ def timed_generate(target, method):
     """Instrument for ``run_methods``: yields a ``CallTimes`` that is filled in when the call ends."""
     times = CallTimes()
     forward = CallTimer(target, "forward")
-    drafter, generator = [], []
-    with ExitStack() as stack:
-        if method.drafter is not None:
-            drafter = [CallTimer(method.drafter, "forward"), CallTimer(method.drafter, "head")]
-            stack.enter_context(_timed_generators(target, generator))
-        try:
-            yield times
-        finally:
-            for timer in (*generator, *reversed(drafter), forward):
-                timer.close()
+    drafter, proposer = [], []
+    if method.drafter is not None:
+        drafter = [CallTimer(method.drafter, "forward"), CallTimer(method.drafter, "head")]
+        proposer_class = _proposer_class(method.drafter)
+        proposer = [CallTimer(proposer_class, name) for name in ("_select", *PROPOSER_METHODS)]
+    try:
+        yield times
+    finally:
+        for timer in (*proposer, *reversed(drafter), forward):
+            timer.close()
     times.target_seconds, times.target_calls = forward.seconds, forward.calls
     times.drafter_seconds, times.head_seconds = _seconds(drafter, "forward"), _seconds(drafter, "head")
-    times.select_seconds = _seconds(generator, "_select")
-    times.generator_seconds = _seconds(generator, *GENERATOR_METHODS)
+    times.select_seconds = _seconds(proposer, "_select")
+    times.proposer_seconds = _seconds(proposer, *PROPOSER_METHODS)

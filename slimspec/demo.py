@@ -21,7 +21,7 @@ from pathlib import Path
 from slimspec.runner import Method, encode, run_methods
 
 HUB_FILES = ("config.json", "generation_config.json", "model.safetensors", "README.md", "configuration_slimspec.py",
-             "modeling_slimspec.py", "generation_slimspec.py")
+             "modeling_slimspec.py", "generation_slimspec.py", "custom_generate/generate.py")
 
 
 def publish_local(folder: Path, out: Path, overwrite: bool = True) -> Path:
@@ -35,6 +35,7 @@ def publish_local(folder: Path, out: Path, overwrite: bool = True) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in HUB_FILES:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(folder / name, tmp / name)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

@@ -49,3 +49,21 @@ def pack_tiny_heads(monkeypatch):
     import modeling_slimspec
 
     monkeypatch.setattr(modeling_slimspec, "PACK_MIN_ELEMENTS", 0)
+
+
+@pytest.fixture(autouse=True)
+def detach_drafters_after_each_test(monkeypatch):
+    """Every drafter a test attached is detached after it, passed or failed, so that no test's failure leaves a
+    target bound for the next one."""
+    attached = []
+    attach = SlimSpecDrafter.attach
+
+    def recording_attach(self, target):
+        attached.append(self)
+        return attach(self, target)
+
+    monkeypatch.setattr(SlimSpecDrafter, "attach", recording_attach)
+    yield
+    for drafter in attached:
+        if drafter.attached_target is not None:
+            drafter.detach()

@@ -161,8 +161,8 @@ def test_runner_tallies_and_the_time_split_adds_up():
     assert stats.new_tokens == 12 and max(stats.drafted_per_pass) == 2 and stats.prompt_length > 0
     times = sum(assisted.timings, CallTimes())
     assert times.target_calls == stats.target_passes and sum(t.target_calls for t in plain.timings) == 12
-    assert times.target_seconds + times.generator_seconds < assisted.seconds
-    for part in (times.body_seconds, times.head_seconds, times.select_seconds, times.adapter_seconds):
+    assert times.target_seconds + times.proposer_seconds < assisted.seconds
+    for part in (times.body_seconds, times.head_seconds, times.select_seconds, times.proposer_own_seconds):
         assert part > 0
     assert drafter.attached_target is None and drafter.generation_config.num_assistant_tokens == 5
     assert "forward" not in vars(target) and "head" not in vars(drafter)  # the timers are gone

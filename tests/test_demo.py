@@ -22,7 +22,7 @@ def test_publish_reload_and_compare(saved, tmp_path):
 
     target, folder = saved
     out = demo.publish_local(folder, tmp_path / "hub")
-    assert sorted(p.name for p in out.iterdir()) == sorted(demo.HUB_FILES)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(demo.HUB_FILES)
     drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True).eval().attach(target)
     r = demo.compare(target, tiny_tokenizer(), drafter, PROMPTS[:3], max_new_tokens=8)
     drafter.detach()
@@ -40,9 +40,10 @@ def test_publish_refuses_an_incomplete_folder(saved, tmp_path):
     _, folder = saved
     broken = tmp_path / "broken"
     broken.mkdir()
-    for f in folder.iterdir():
-        if f.name != "model.safetensors":
-            (broken / f.name).write_bytes(f.read_bytes())
+    for f in folder.rglob("*"):
+        if f.is_file() and f.name != "model.safetensors":
+            (broken / f.relative_to(folder)).parent.mkdir(exist_ok=True)
+            (broken / f.relative_to(folder)).write_bytes(f.read_bytes())
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         demo.publish_local(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -179,7 +179,7 @@ def test_rebinding_to_a_second_target(target):
     second = tiny_target(seed=9)
     drafter.attach(target)
     drafter.attach(second)  # re-binds: the first target is released
-    assert "_get_candidate_generator" not in vars(target) and drafter.attached_target is second
+    assert "generate" not in vars(target) and drafter.attached_target is second
     ids = prompts(1, 101, seed=4)[0]
     plain, assisted = plain_and_assisted(second, drafter, ids, max_new_tokens=12)
     assert torch.equal(plain, assisted)
@@ -274,27 +274,22 @@ def test_lookup_continuation_follows_transformers_rule():
         assert find(ids[0].tolist(), ngram, tokens) == theirs[0, ids.shape[1]:].tolist(), (ids, ngram, tokens)
 
 
-def lookup_generator(drafter, tokenizer=None, **config):
+def lookup_generator(drafter, **config):
     from transformers import GenerationConfig
 
-    return generation_slimspec.SlimSpecCandidateGenerator(drafter, GenerationConfig(**config), None,
-                                                          torch.tensor([[5]]), tokenizer=tokenizer)
+    return generation_slimspec.SlimSpecProposer(drafter, None, GenerationConfig(**config), None, 1)
 
 
-def test_lookup_blocks_end_before_eos_stop_strings_and_the_length_budget(target):
+def test_lookup_blocks_end_at_eos_and_the_length_budget(target):
     drafter = with_lookup(drafter_for(target), 4)
 
-    def block(ids, budget=10, stop_after=None, **config):
-        generator = lookup_generator(drafter, **{"max_length": 100, **config})
-        if stop_after is not None:  # a stop string completed by token ``stop_after`` (StopStringCriteria's interface)
-            generator.stop_strings = lambda ids, scores: ids[:, -1] == stop_after
-        found = generator._lookup(torch.tensor([ids]), budget)
+    def block(ids, budget=10, **config):
+        found = lookup_generator(drafter, **{"max_length": 100, **config})._lookup(torch.tensor([ids]), budget)
         return None if found is None else found[0][0, len(ids):].tolist()
 
     ids = [5, 6, 8, 9, 4, 5, 6]
     assert block(ids) == [8, 9, 4, 5] and block(ids, budget=2) == [8, 9]
-    assert block(ids, eos_token_id=9) == [8] and block(ids, eos_token_id=[3, 8]) is None
-    assert block(ids, stop_after=4) == [8, 9]
+    assert block(ids, eos_token_id=9) == [8, 9] and block(ids, eos_token_id=[3, 8]) == [8]
     assert block([1, 2, 3]) is None
     tokens, logits = lookup_generator(drafter, max_length=100, do_sample=True)._lookup(torch.tensor([ids]), 3)
     assert logits.shape == (1, 3, 101) and logits.dtype == torch.float32
@@ -349,7 +344,7 @@ def test_hybrid_drafter_ingests_lookup_passes_lazily_and_exactly(target, monkeyp
     position in one forward, and its state equals a drafter fed the whole verified context at once."""
     drafter = with_lookup(drafter_for(target), 4, 2)
     drafter.generation_config.num_assistant_tokens = 3
-    calls, ingest = [], generation_slimspec.SlimSpecCandidateGenerator._ingest
+    calls, ingest = [], generation_slimspec.SlimSpecProposer._ingest
 
     def recorded(self, input_ids):
         kept = len(self.pending)
@@ -357,7 +352,7 @@ def test_hybrid_drafter_ingests_lookup_passes_lazily_and_exactly(target, monkeyp
         calls.append((input_ids.clone(), kept, logits.clone()))
         return g, logits
 
-    monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "_ingest", recorded)
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "_ingest", recorded)
     drafter.attach(target)
     try:
         for ids in repeating_prompts(6, 101, seed=3):
@@ -376,11 +371,12 @@ def test_hybrid_drafter_ingests_lookup_passes_lazily_and_exactly(target, monkeyp
 
 
 def test_hybrid_blocks_run_into_eos_and_max_length():
-    """The oracle target emits 1 x 7 then eos 0; the prompt holds "1 1 0": lookup continuations run into eos (after
-    "1" the block is [1], after "1 1" it is empty, so the drafter drafts)."""
+    """The oracle target emits 1 x 7 then eos 0; the prompt holds "1 1 0": with matches of 2 tokens, the drafter
+    drafts after "9 1" (no match) and lookup proposes the block [0] (it ends at the eos) after every "1 1", which the
+    target rejects until min_new_tokens allows its eos."""
     target, drafter = oracle_pair()
     drafter.generation_config.num_assistant_tokens = 2
-    with_lookup(drafter, 3).attach(target)
+    with_lookup(drafter, 3, ngram=2, min_ngram=2).attach(target)
     ids, runs = torch.tensor([[2, 1, 1, 0, 7, 8, 9]]), []
     try:
         for max_new in (2, 4, 7, 8, 12):
@@ -520,13 +516,13 @@ def test_sampling_matches_target_distribution(gen_kw):
 def test_sampling_test_detects_a_wrong_draft_distribution(monkeypatch):
     """Negative control: a drafter that samples from one distribution but reports another must fail the test."""
     target, drafter = sampling_pair()
-    original = generation_slimspec.SlimSpecCandidateGenerator._select
+    original = generation_slimspec.SlimSpecProposer._select
 
     def misreporting_select(self, ids, draft_logits):
         token, logits, confident = original(self, ids, draft_logits)
         return token, torch.zeros_like(logits), confident  # claims uniform q while sampling a sharp q
 
-    monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "_select", misreporting_select)
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "_select", misreporting_select)
     pvalue, _ = sampled_tail_pvalue(target, drafter, torch.tensor([[1, 2, 3]]), 3, SAMPLING_CASES[0])
     drafter.detach()
     assert pvalue < 1e-6
@@ -551,13 +547,13 @@ def test_hybrid_sampling_test_detects_lookup_tokens_scored_as_uniform(monkeypatc
     """Negative control: lookup tokens reported with a uniform q instead of their point mass must fail the test
     (the drafter's own tokens stay correctly scored)."""
     target, drafter = sampling_pair(lookup_tokens=3)
-    original = generation_slimspec.SlimSpecCandidateGenerator._lookup
+    original = generation_slimspec.SlimSpecProposer._lookup
 
     def uniform_lookup(self, input_ids, budget):
         block = original(self, input_ids, budget)
         return None if block is None else (block[0], torch.zeros_like(block[1]))
 
-    monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "_lookup", uniform_lookup)
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "_lookup", uniform_lookup)
     pvalue, stats = sampled_tail_pvalue(target, drafter, HYBRID_PROMPT, 4, SAMPLING_CASES[0])
     drafter.detach()
     assert stats.drafted_by_source()["lookup"] > 100
@@ -580,36 +576,25 @@ def test_bfloat16_target_with_float32_drafter():
         drafter.detach()
 
 
-def test_hook_binds_arguments_however_they_are_passed(target, monkeypatch):
-    """attach's instance hook must not depend on transformers calling ``_get_candidate_generator`` by keyword: bound
-    positionally or by name it builds our generator for the drafter and defers everything else unchanged."""
-    import inspect
-
-    from transformers import GenerationConfig
-
-    class_method = type(target)._get_candidate_generator
-    names = [n for n in inspect.signature(class_method).parameters if n != "self"]
-    deferred = []
-
-    def recorder(self, *a, **k):
-        deferred.append((self, a, k))
-
-    recorder.__signature__ = inspect.signature(class_method)  # the real hook's parameters, recorded calls
-    monkeypatch.setattr(type(target), "_get_candidate_generator", recorder)
+def test_attached_generate_binds_arguments_however_they_are_passed(target, monkeypatch):
+    """attach's ``target.generate`` recognises the drafter as ``assistant_model`` by keyword or by position and
+    hands every other call to the class's own ``generate`` with exactly its arguments."""
     drafter = drafter_for(target).attach(target)
+    ran, deferred = [], []
+    monkeypatch.setattr(generation_slimspec, "generate_with_drafter", lambda d, t, *a, **k: ran.append((d, t, a, k)))
+    class_generate = type(target).generate
+    monkeypatch.setattr(type(target), "generate", lambda self, *a, **k: deferred.append((self, a, k)))
+    monkeypatch.setattr(type(target).generate, "__signature__", __import__("inspect").signature(class_generate),
+                        raising=False)
     try:
         ids = prompts(1, 101)[0]
-        values = dict(generation_config=GenerationConfig(max_length=20), input_ids=ids, inputs_tensor=ids,
-                      logits_processor=LogitsProcessorList(), model_kwargs={}, assistant_model=drafter)
-        positional = [values.get(n) for n in names]
-        for call in (lambda: target._get_candidate_generator(**values), lambda: target._get_candidate_generator(*positional)):
-            generator = call()
-            assert isinstance(generator, generation_slimspec.SlimSpecCandidateGenerator) and generator.drafter is drafter
-        assert deferred == []
-        other = [None if n == "assistant_model" else values.get(n) for n in names]
-        target._get_candidate_generator(*other[:2], **dict(zip(names[2:], other[2:])))  # not our drafter
-        assert len(deferred) == 1 and deferred[0][0] is target
-        assert list(deferred[0][1]) == other[:2] and deferred[0][2] == dict(zip(names[2:], other[2:]))  # unchanged
+        target.generate(ids, max_new_tokens=3, assistant_model=drafter)
+        target.generate(ids, None, None, None, None, None, drafter, max_new_tokens=3)  # assistant_model by position
+        assert [r[0] for r in ran] == [drafter, drafter] and deferred == []
+        target.generate(ids, max_new_tokens=3)
+        target.generate(ids, max_new_tokens=3, assistant_model=drafter, custom_generate="somewhere")
+        assert len(ran) == 2 and [d[0] for d in deferred] == [target, target]
+        assert deferred[1][2] == dict(max_new_tokens=3, assistant_model=drafter, custom_generate="somewhere")
     finally:
         drafter.detach()
 
@@ -633,15 +618,15 @@ def test_drafting_is_deterministic_and_switches_no_global_flag(target, dtype, mo
     flag = switch_type.__dict__["enabled"]
     monkeypatch.setattr(switch_type, "enabled", property(lambda self: flag.__get__(self, switch_type),
                                                          lambda self, value: writes.append(value)), raising=False)
-    original = generation_slimspec.SlimSpecCandidateGenerator.get_candidates
+    original = generation_slimspec.SlimSpecProposer.propose
     drafted = []
 
-    def spy(self, input_ids, *args, **kwargs):
-        ids, logits = original(self, input_ids, *args, **kwargs)
+    def spy(self, input_ids):
+        ids, logits = original(self, input_ids)
         drafted.append(ids[0, input_ids.shape[1]:].tolist())
         return ids, logits
 
-    monkeypatch.setattr(generation_slimspec.SlimSpecCandidateGenerator, "get_candidates", spy)
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "propose", spy)
     runs = []
     for _ in range(2):
         drafter = drafter_for(target, head_rank="d/8", seed=3).to(dtype)

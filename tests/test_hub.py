@@ -75,7 +75,8 @@ def _run(code, *args, cwd):
 def test_save_pretrained_writes_a_hub_folder(tmp_path):
     folder, _ = _saved_drafter(tmp_path)
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", *HUB_FILES} <= names
+    assert {"config.json", "model.safetensors", "generation_config.json", "custom_generate", *HUB_FILES} <= names
+    assert [p.name for p in (folder / "custom_generate").iterdir()] == ["generate.py"]
     assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map == {"AutoConfig": "configuration_slimspec.SlimSpecConfig",
@@ -119,21 +120,26 @@ import json, sys, torch
 from transformers import AutoModel, AutoModelForCausalLM
 target = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
 drafter = AutoModel.from_pretrained(sys.argv[2], trust_remote_code=True).eval()
-drafter.attach(target)
+recipe = dict(assistant_model=drafter, custom_generate=sys.argv[2], trust_remote_code=True)  # no attach
 identical, passes = [], 0
 for seed in range(4):
     ids = torch.randint(1, target.config.vocab_size, (1, 3 + 2 * seed), generator=torch.Generator().manual_seed(seed))
     plain = target.generate(ids, do_sample=False, max_new_tokens=16)
-    assisted = target.generate(ids, do_sample=False, max_new_tokens=16, assistant_model=drafter)
-    identical.append(bool(torch.equal(plain, assisted)))
+    assisted = target.generate(ids, do_sample=False, max_new_tokens=16, **recipe)
     passes += drafter.last_generate_stats.verification_passes
+    drafter.attach(target)
+    attached = target.generate(ids, do_sample=False, max_new_tokens=16, assistant_model=drafter)
+    passes += drafter.last_generate_stats.verification_passes
+    drafter.detach()
+    identical.append(bool(torch.equal(plain, assisted)) and bool(torch.equal(plain, attached)))
 print(json.dumps({"module": type(drafter).__module__, "identical": identical, "passes": passes}))
 """
 
 
 def test_saved_drafter_drafts_losslessly_without_our_package(tmp_path):
     """The Hub case end to end: a drafter saved by this package, loaded in a fresh process that cannot import it,
-    drives ``target.generate(assistant_model=drafter)`` with output identical to the target alone."""
+    drives ``target.generate(assistant_model=drafter)``, through its folder's ``custom_generate`` without ``attach``
+    and after ``attach``, with output identical to the target alone."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from configuration_slimspec import SlimSpecConfig
@@ -160,4 +166,8 @@ def test_the_shipped_drafter_carries_the_current_hub_files():
     folder = shipped[0].parent
     for name in HUB_FILES:
         assert (folder / name).read_text() == (REPO / name).read_text(), f"{folder / name} is stale: cp {name} {folder}/"
+    from generation_slimspec import CUSTOM_GENERATE_SOURCE
+
+    assert (folder / "custom_generate" / "generate.py").read_text() == CUSTOM_GENERATE_SOURCE, \
+        f"{folder}/custom_generate/generate.py is missing or stale: save the drafter again"
     assert (folder / "model.safetensors").stat().st_size <= 64 * 2**20
