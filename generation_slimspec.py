@@ -774,6 +774,7 @@ def generate_with_drafter(drafter, target, *args, **kwargs):
     prepares everything and calls ``speculative_decode`` as its ``custom_generate``. An unattached drafter is bound
     to ``target`` for the call only (its shared input embedding), and left as it was."""
     refuse_broken_contract()
+    kwargs = _by_name(type(target).generate, target, args, kwargs)
     kwargs.pop("assistant_model", None)
     for option in _OTHER_ASSISTANTS:
         if kwargs.get(option) is not None:
@@ -789,7 +790,16 @@ def generate_with_drafter(drafter, target, *args, **kwargs):
                                   drafter=drafter, streamer=streamer, **model_kwargs)
 
     with _bound(drafter, target):
-        return type(target).generate(target, *args, streamer=streamer, custom_generate=loop, **kwargs)
+        return type(target).generate(target, streamer=streamer, custom_generate=loop, **kwargs)
+
+
+def _by_name(function, target, args, kwargs) -> dict:
+    """A call's arguments all by name (positional ones bound to ``function``'s parameters, ``**kwargs`` merged)."""
+    if not args:
+        return dict(kwargs)
+    arguments = inspect.signature(function).bind(target, *args, **kwargs).arguments
+    arguments.pop(next(iter(arguments)))  # the target itself
+    return {**{k: v for k, v in arguments.items() if k != "kwargs"}, **arguments.get("kwargs", {})}
 
 
 def _stop_strings_as_criterion(target, kwargs: dict) -> None:
@@ -891,7 +901,7 @@ def attach(drafter, target):
     def generate(*args, **kwargs):
         class_generate = type(target).generate
         try:
-            arguments = inspect.signature(class_generate).bind(target, *args, **kwargs).arguments
+            arguments = _by_name(class_generate, target, args, kwargs)
         except TypeError:  # let the class's generate name the problem
             arguments = kwargs
         if arguments.get("assistant_model") is drafter and arguments.get("custom_generate") is None:

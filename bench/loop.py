@@ -146,9 +146,9 @@ def main(args) -> int:
     text = report(rows, describe_line(), args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"against-{args.against}-transformers-{transformers.__version__}"
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps(dict(machine=describe_line(), rows=rows), indent=2))
+    stem = f"against-{args.against}-{args.dtype_name}-transformers-{transformers.__version__}"
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(dict(machine=describe_line(), rows=rows), indent=2))
     print(text)
-    print(f"written: {stem}.md, .json")
+    print(f"written: {out / stem}.md, .json")
     return 0
