@@ -5,9 +5,9 @@
                        [--reference-report REPORT.json ...]
 
 1. The machine: CPU model, ``torch.backends.cpu.get_cpu_capability()``, whether bf16 matmuls are native.
-2. The fastest plain generate here: the target in bf16 and fp32, as loaded and prepared with
-   ``optimize_target_for_cpu`` (oneDNN-packed linears), timed on the same prompts; the fastest of the four is the
-   baseline and the target every method below uses.
+2. The fastest plain setup here: the target in bf16 and fp32, as loaded and with its linears packed for oneDNN,
+   one plain decoding pass timed for each (``slimspec.machine.fastest_setup``, the same measurement the demo and
+   ``drafter.calibrate`` make); the fastest of the four is the baseline and the target every method below uses.
 3. Per category, methods back to back on each prompt (``slimspec.runner``): plain, prompt lookup, the
    drafter with its own settings (the "cost" schedule chooses the draft length from this machine's measured costs,
    down to plain decoding when nothing pays), and the hybrid (the same drafter with prompt lookup in its generator:
@@ -72,24 +72,6 @@ def plain_configs(target_name: str) -> dict:
 
     return {name: load_target(target_name, dtype=dtype) for name, dtype in (("bf16", torch.bfloat16),
                                                                              ("fp32", torch.float32))}
-
-
-def fastest_plain(targets: dict, prompts: list, max_new_tokens: int, drafter) -> tuple:
-    """Time plain greedy for every (dtype, prepared) pair on ``prompts`` -> (best key, {key: tokens/s}, linears
-    packed). "Prepared": ``drafter.optimize_target_for_cpu``; the best target is left as it was measured, the
-    others restored."""
-    speeds = {}
-    for dtype, (target, tokenizer) in targets.items():
-        for prepared in (False, True):
-            if prepared and not drafter.optimize_target_for_cpu(target):
-                continue
-            tally = run_methods(target, tokenizer, [Method("plain", "plain")], prompts,
-                                dict(do_sample=False, max_new_tokens=max_new_tokens))["plain"]
-            speeds[(dtype, prepared)] = tally.tokens_per_s
-            drafter.restore_target(target)
-    best = max(speeds, key=speeds.get)
-    packed = drafter.optimize_target_for_cpu(targets[best[0]][0]) if best[1] else 0
-    return best, speeds, packed
 
 
 def drafter_lookup_setting(drafter) -> tuple:
@@ -240,14 +222,13 @@ def member_table(rows: dict, roles: dict, report: str, k: int, names: list | Non
     return lines + ["", "Head targets (same data and budget):"] + [f"- {v}" for v in member_verdict(rows, roles)]
 
 
-def format_report(machine: str, native_bf16: bool, best: tuple, speeds: dict, packed: int, rows: dict,
-                  args, sections: list = ()) -> str:
+def format_report(machine: str, native_bf16: bool, setup: str, passes: dict, rows: dict, args,
+                  sections: list = ()) -> str:
     """``sections``: [(reference report, [its drafters' labels], their roles)], one member table each."""
-    plain = ", ".join(f"{d}{' prepared' if p else ''} {v:.1f}" for (d, p), v in speeds.items())
+    plain = ", ".join(f"{name} {ms:.1f}" for name, ms in passes.items())
     lines = ["# SlimSpec against plain generate on this CPU", "", f"Machine: {machine}.", "",
-             f"Fastest plain generate (tokens/s, greedy): {plain} -> **{best[0]}"
-             f"{', prepared (' + str(packed) + ' linears packed)' if best[1] else ', as loaded'}**, the target "
-             f"every method below uses.", "",
+             f"Fastest plain setup (ms per plain decoding pass, 64 tokens cached): {plain} -> **{setup}**, the "
+             f"target every method below uses.", "",
              f"`slimspec-bench cpu --per-category {args.per_category} --max-new-tokens {args.max_new_tokens}`, "
              f"drafter `{args.drafter}` with its own settings (cost schedule), prompt lookup "
              f"{args.lookup_tokens} tokens alone, the hybrid's lookup blocks of up to {args.hybrid[0]} tokens after "
@@ -298,18 +279,19 @@ def hybrid_table(rows: dict, setting: tuple) -> list:
 def main(args) -> int:
     from transformers import AutoModel
 
-    from slimspec.heldout import held_out_prompts
-    from slimspec.machine import describe_line, native_bf16_matmuls
+    from slimspec.machine import describe_line, fastest_setup, native_bf16_matmuls
 
     machine, native = describe_line(), native_bf16_matmuls()
     print(f"machine: {machine}", flush=True)
     targets = plain_configs(args.target)
-    drafter = AutoModel.from_pretrained(args.drafter, trust_remote_code=True).eval()
-    probe = [p for _, p in held_out_prompts(1)][:3]
-    best, speeds, packed = fastest_plain(targets, probe, args.max_new_tokens, drafter)
-    target, tokenizer = targets[best[0]]
-    print(f"fastest plain: {best} ({', '.join(f'{k}: {v:.1f}' for k, v in speeds.items())} tokens/s)", flush=True)
-    drafter = drafter.to(target.dtype)
+    best, passes = fastest_setup(targets)
+    target, tokenizer = targets.pop(best)
+    targets.clear()
+    drafter = AutoModel.from_pretrained(args.drafter, trust_remote_code=True, dtype=target.dtype).eval()
+    calibration = drafter.attach(target).calibrate(target, prepare=False)
+    drafter.detach()  # the runner attaches it per call; the calibration stays with the drafter for this target
+    setup = f"{best}, {'packed' if calibration.packed else 'as loaded'}"
+    print(f"fastest plain setup: {setup} ({', '.join(f'{k}: {v:.1f}' for k, v in passes.items())} ms)", flush=True)
     args.hybrid = args.hybrid or drafter_lookup_setting(drafter)
     folders, reports = reference_members(args.reference_report)
     members = load_drafters(folders, target.dtype)
@@ -317,13 +299,13 @@ def main(args) -> int:
     results = run_categories(target, tokenizer, drafter, args.per_category, args.max_new_tokens, args.lookup_tokens,
                              args.hybrid, members, args.members_k, args.also_hybrid)
     rows = summarize(results)
-    report = format_report(machine, native, best, speeds, packed, rows, args, sections)
+    report = format_report(machine, native, setup, passes, rows, args, sections)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / ("native-bf16" if native else "no-native-bf16")
     stem.with_suffix(".md").write_text(report)
-    stem.with_suffix(".json").write_text(json.dumps(dict(machine=machine, native_bf16=native, fastest_plain=best,
-                                                         plain_speeds={str(k): v for k, v in speeds.items()},
+    stem.with_suffix(".json").write_text(json.dumps(dict(machine=machine, native_bf16=native, fastest_plain=setup,
+                                                         plain_pass_ms=passes,
                                                          rows=rows, hybrid=list(args.hybrid),
                                                          references=[dict(report=r, drafters=n, roles=roles)
                                                                      for r, n, roles in sections]), indent=2))

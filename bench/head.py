@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from modeling_slimspec import SlimSpecDenseHead, SlimSpecLowRankHead
+from kernels_slimspec import optimize_for_cpu
+from modeling_slimspec import SlimSpecLowRankHead
 
 # name: (hidden d, vocab V) of each model's LM head, from its published config.json.
 SHAPES = {
@@ -62,15 +63,13 @@ def bench_shape(name: str, d: int, V: int, dtype: torch.dtype, batches=(1, 64), 
     # "nn.Linear": the dense head as EAGLE checkpoints ship it; "dense": the same weights through SlimSpec's
     # dense head, which gets the same kernel/layout tuning as the low-rank head (the stricter comparison).
     plain = nn.Linear(d, V, bias=False).to(dtype)
-    tuned = SlimSpecDenseHead(d, V).to(dtype)
+    slimspec = nn.ModuleDict({"dense": nn.Linear(d, V, bias=False).to(dtype)})
     with torch.no_grad():
-        tuned.weight.copy_(plain.weight)
-    heads = {"nn.Linear": plain, "dense": tuned}
+        slimspec["dense"].weight.copy_(plain.weight)
     for label, frac in RANKS.items():
-        heads[label] = SlimSpecLowRankHead(d, d // frac, V).to(dtype)
-    for label, head in heads.items():  # SlimSpec's heads, packed as ``attach`` packs a drafter's head
-        if label != "nn.Linear":
-            head.pack_for_cpu()
+        slimspec[label] = SlimSpecLowRankHead(d, d // frac, V).to(dtype)
+    optimize_for_cpu(slimspec)  # SlimSpec's heads, packed as ``attach`` packs a drafter's head
+    heads = {"nn.Linear": plain, **slimspec}
     rows = []
     for batch in batches:
         x = torch.randn(batch, 1, d, dtype=dtype)  # [B, 1, d]: one new position per sequence, as when drafting

@@ -3,7 +3,7 @@
     slimspec-bench loop --against REV [--drafter FOLDER] [--per-category 2] [--max-new-tokens 48]
                         [--dtype auto] [--out reports/loop]
 
-REV's three Hub files (``git show REV:<file>``) load as a package of their own beside this checkout's, and the same
+REV's Hub files (``git show REV:<file>``) load as a package of their own beside this checkout's, and the same
 drafter folder's weights load into both. Before this loop existed the Hub files drove transformers' private
 assisted-generation loop (``_assisted_decoding``), which runs only on the transformers releases that REV supported
 (up to 5.24 for the last such revision); run this on one of those.
@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from slimspec import HUB_CODE
 from slimspec.runner import Method, run_methods
 
 from .cpu import DEFAULT_DRAFTER
 from .timers import CallTimer
 
-HUB_FILES = ("configuration_slimspec.py", "modeling_slimspec.py", "generation_slimspec.py")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,10 +53,10 @@ def load_revision(rev: str, into: Path):
     package = into / name
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    for file in HUB_FILES:
-        source = subprocess.run(["git", "show", f"{rev}:{file}"], cwd=repo, capture_output=True, text=True,
-                                check=True).stdout
-        (package / file).write_text(source)
+    for file in HUB_CODE:  # the ones REV has (kernels_slimspec.py came later)
+        shown = subprocess.run(["git", "show", f"{rev}:{file}"], cwd=repo, capture_output=True, text=True)
+        if shown.returncode == 0:
+            (package / file).write_text(shown.stdout)
     sys.path.insert(0, str(into))
     return importlib.import_module(f"{name}.modeling_slimspec").SlimSpecDrafter
 

@@ -16,7 +16,6 @@ and unsupported variants are errors that name the key.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -18,15 +18,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
+
+from slimspec import DRAFTER_FILES
 from slimspec.runner import Method, encode, run_methods
 
-HUB_FILES = ("config.json", "generation_config.json", "model.safetensors", "README.md", "configuration_slimspec.py",
-             "modeling_slimspec.py", "generation_slimspec.py", "custom_generate/generate.py")
 
 
 def publish_local(folder: Path, out: Path, overwrite: bool = True) -> Path:
     """Copy a drafter's Hub files into ``out`` (a folder laid out exactly like a Hub repository)."""
-    missing = [f for f in HUB_FILES if not (folder / f).exists()]
+    missing = [f for f in DRAFTER_FILES if not (folder / f).exists()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a complete drafter folder: missing {missing}")
     if out.exists() and not overwrite:
@@ -34,7 +35,7 @@ def publish_local(folder: Path, out: Path, overwrite: bool = True) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in HUB_FILES:
+    for name in DRAFTER_FILES:
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(folder / name, tmp / name)
     shutil.rmtree(out, ignore_errors=True)
@@ -49,7 +50,7 @@ def build_or_load(target_name: str, progress: bool = True) -> Path:
     from slimspec.train.reference import Recipe, build_member, data_responses_left, is_built, member_folder
 
     shipped = SHIPPED.get(target_name)
-    if shipped is not None and all((shipped / f).exists() for f in HUB_FILES):
+    if shipped is not None and all((shipped / f).exists() for f in DRAFTER_FILES):
         print(f"[1/4] SlimSpec d/8 drafter for {target_name}: shipped with the project, {shipped}", flush=True)
         return shipped
     recipe = Recipe()
@@ -96,16 +97,13 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=1, help="held-out prompts per category (6 categories)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="target dtype (auto: bf16 where this CPU has native bf16 matmuls, else fp32)")
-    p.add_argument("--no-prepare-target", action="store_true",
-                   help="leave the target as loaded (default: optimize_target_for_cpu packs its linears for oneDNN, "
-                        "for every method alike)")
+                   help="target dtype (auto: whichever of bf16 and fp32 decodes fastest here, measured)")
     args = p.parse_args(argv)
 
     from transformers import AutoModel
 
     from slimspec.heldout import held_out_prompts
-    from slimspec.machine import describe_line, resolve_dtype
+    from slimspec.machine import describe_line, fastest_setup
     from slimspec.targets import load_target
 
     t_start = time.perf_counter()
@@ -113,23 +111,26 @@ def main(argv=None) -> int:
         folder = build_or_load(args.target)
         out = publish_local(folder, Path(args.publish_dir).resolve())
         print(f"[2/4] published to {out} (Hub layout: weights, config, code, model card)", flush=True)
-        dtype = resolve_dtype(args.dtype)
-        target, tokenizer = load_target(args.target, dtype=dtype)
-        drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype=dtype).eval()
+        dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+        names = list(dtypes) if args.dtype == "auto" else [args.dtype]
+        candidates = {name: load_target(args.target, dtype=dtypes[name]) for name in names}
+        best, passes = fastest_setup(candidates)  # each candidate left in its faster setup
+        target, tokenizer = candidates.pop(best)
+        candidates.clear()
+        drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype=dtypes[best]).eval()
         print(f"[3/4] reloaded with AutoModel.from_pretrained(..., trust_remote_code=True): "
               f"{type(drafter).__name__}, head rank {drafter.config.head_rank}, K = "
               f"{drafter.generation_config.num_assistant_tokens}", flush=True)
-        drafter.attach(target)
-        packed = 0 if args.no_prepare_target else drafter.optimize_target_for_cpu(target)
+        calibration = drafter.attach(target).calibrate(target, prepare=False)
         prompts = [p for _, p in held_out_prompts(args.prompts)]
-        why_dtype = "as asked" if args.dtype != "auto" else "the fast dtype of this CPU class"
+        measured = ", ".join(f"{name} {ms:.1f} ms" for name, ms in passes.items())
+        setup = f"{best}, {'packed' if calibration.packed else 'as loaded'}"
         print(f"[4/4] greedy generation on {len(prompts)} held-out prompts, {args.max_new_tokens} new tokens each: "
-              f"plain generate, prompt lookup and assistant_model=drafter, on {describe_line()}; target "
-              f"{str(dtype).replace('torch.', '')} ({why_dtype}), {packed} linears packed for oneDNN; the draft "
+              f"plain generate, prompt lookup and assistant_model=drafter, on {describe_line()}; one plain decoding "
+              f"pass measured {measured}: every method runs the fastest, the target in {setup}; the draft "
               f"length is chosen from this machine's measured costs", flush=True)
         r = compare(target, tokenizer, drafter, prompts, args.max_new_tokens)
         drafter.detach()
-        drafter.restore_target(target)
     except (ValueError, OSError, RuntimeError) as err:
         print(f"slimspec-demo: error: {err}", file=sys.stderr)
         return 1

@@ -66,3 +66,18 @@ def resolve_dtype(name: str, device=None) -> torch.dtype:
     if name not in choices:
         raise ValueError(f"dtype {name!r}: use auto, bf16 or fp32")
     return choices[name]
+
+
+def fastest_setup(targets: dict) -> tuple:
+    """The fastest plain setup among ``targets`` ({name: (target, tokenizer)}, e.g. the same model in bf16 and
+    fp32), each as loaded or with its linears packed, timed by ``generation_slimspec.prepare_target`` (what
+    ``drafter.calibrate`` does first) -> (best name, {"<name>, <setup>": ms per plain decoding pass}). Every target
+    is left in its own faster setup."""
+    from generation_slimspec import prepare_target
+
+    passes, best_ms = {}, {}
+    for name, (target, _) in targets.items():
+        pass_ms = prepare_target(target)
+        passes.update({f"{name}, {setup}": ms for setup, ms in pass_ms.items()})
+        best_ms[name] = min(pass_ms.values())
+    return min(best_ms, key=best_ms.get), passes

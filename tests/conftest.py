@@ -46,9 +46,9 @@ def tiny_drafter():
 @pytest.fixture
 def pack_tiny_heads(monkeypatch):
     """Let tiny test heads take the oneDNN-packed kernel path, which real heads take (see ``pack_for_cpu``)."""
-    import modeling_slimspec
+    import kernels_slimspec
 
-    monkeypatch.setattr(modeling_slimspec, "PACK_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(kernels_slimspec, "PACK_MIN_ELEMENTS", 0)
 
 
 @pytest.fixture(autouse=True)

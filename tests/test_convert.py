@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 import eagle3_reference as ref
 from configuration_slimspec import SlimSpecConfig
+from slimspec import HUB_CODE
 from slimspec.convert import ConversionError, convert_drafter, read_source
 from slimspec.convert.cli import main as cli_main
 from eagle3_writers import DT, D, L, V, WRITERS, eagle_state
@@ -220,8 +221,8 @@ def test_output_is_a_hub_folder_with_a_model_card(tmp_path):
     out = tmp_path / "out"
     convert_drafter(source=str(src), output=str(out), rank="d/8", target_num_layers=L, validate=True, progress=False)
     names = set(_entries(out))
-    assert {"config.json", "generation_config.json", "model.safetensors", "README.md", "configuration_slimspec.py",
-            "modeling_slimspec.py", "generation_slimspec.py"} <= names
+    assert {"config.json", "generation_config.json", "model.safetensors", "README.md", "custom_generate",
+            *HUB_CODE} <= names
     card = (out / "README.md").read_text()
     head, body = card.split("---")[1], card.split("---", 2)[2]
     assert "library_name: transformers" in head and "speculative-decoding" in head and "slimspec" in head

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import randomize, tiny_config
+from kernels_slimspec import optimize_for_cpu
 from modeling_slimspec import SlimSpecDrafter
 from test_generate import drafter_for, plain_and_assisted, prompts, tiny_target
 
@@ -20,7 +21,7 @@ def test_drafter_forward_on_cuda_matches_cpu(dtype, head_rank):
     torch.manual_seed(0)
     cpu = randomize(SlimSpecDrafter(tiny_config(head_rank=head_rank))).eval()
     gpu = randomize(SlimSpecDrafter(tiny_config(head_rank=head_rank))).eval().to("cuda", dtype)
-    assert gpu.optimize_for_cpu() is False  # nothing to pack on a GPU
+    assert optimize_for_cpu(gpu) == 0  # nothing to pack on a GPU
     feats, tokens = torch.randn(1, 7, 72), torch.randint(0, 97, (1, 7))
     with torch.no_grad():
         want = cpu(input_ids=tokens, target_hidden_states=feats).logits

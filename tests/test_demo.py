@@ -2,7 +2,7 @@
 
 import pytest
 
-from slimspec import demo
+from slimspec import DRAFTER_FILES, demo
 from test_generate import drafter_for, tiny_target
 from test_train import PROMPTS, tiny_tokenizer
 
@@ -22,7 +22,7 @@ def test_publish_reload_and_compare(saved, tmp_path):
 
     target, folder = saved
     out = demo.publish_local(folder, tmp_path / "hub")
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(demo.HUB_FILES)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(DRAFTER_FILES)
     drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True).eval().attach(target)
     r = demo.compare(target, tiny_tokenizer(), drafter, PROMPTS[:3], max_new_tokens=8)
     drafter.detach()

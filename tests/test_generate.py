@@ -708,12 +708,11 @@ def test_cost_schedule_stops_drafting_when_acceptance_collapses(target, monkeypa
 
 def test_costs_are_measured_on_the_real_target(target):
     drafter = drafter_for(target).attach(target)
-    try:
-        costs = generation_slimspec.measured_costs(drafter, target, max_k=3, context=16, repeats=1)
-        assert len(costs.target_pass) == 4 and all(t > 0 for t in costs.target_pass) and costs.draft > 0
-        assert generation_slimspec.measured_costs(drafter, target, max_k=3, context=16, repeats=1) is costs  # cached
-    finally:
-        drafter.detach()
+    calibration = drafter.calibrate(target, prepare=False, max_k=3, context=16, repeats=1)
+    costs = calibration.costs
+    assert len(costs.target_pass) == 4 and all(t > 0 for t in costs.target_pass) and costs.draft > 0
+    assert generation_slimspec.measured_costs(drafter, target, 3) is costs  # kept for this target and setup
+    assert generation_slimspec.calibration_for(drafter, tiny_target(seed=2)) is None  # another target: none
 
 
 def test_conditional_acceptance_counts_only_passes_that_reached_the_position():
@@ -755,76 +754,3 @@ def test_stats_of_several_calls_add_up_field_by_field():
     assert all(getattr(merged, f.name) != getattr(Stats(), f.name) for f in fields(Stats))  # no field left behind
     assert a.drafted_per_pass == [3, 3] and Stats.merge([]) == Stats()  # the parts are unchanged
     assert merged.tau == (3 + 3) / 3 and merged.acceptance_rate == 3 / 8
-
-
-# --- the target's CPU preparation (opt-in) ----------------------------------------------------------------------
-needs_onednn = pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"),
-                                  reason="this torch build cannot pack weights for oneDNN")
-
-
-@needs_onednn
-def test_a_prepared_target_keeps_its_logits_and_restores_exactly():
-    """Every linear packed: the same logits (fp32 kernels' rounding) for 1 and several new tokens with a KV cache;
-    autograd and a changed weight fall back to the module's own forward; restore_target gives back the original."""
-    from modeling_slimspec import _PackedLinearForward
-
-    target, untouched = tiny_target(), tiny_target()
-    drafter = drafter_for(target)
-    linears = [m for m in target.modules() if type(m) is torch.nn.Linear]
-    assert drafter.optimize_target_for_cpu(target) == len(linears) > 0
-    assert all(isinstance(m.__dict__.get("forward"), _PackedLinearForward) for m in linears)
-    ids = torch.randint(1, 101, (1, 9), generator=torch.Generator().manual_seed(0))
-    more = torch.randint(1, 101, (1, 4), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        got, want = target(ids, use_cache=True), untouched(ids, use_cache=True)
-        torch.testing.assert_close(got.logits, want.logits, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(target(more, past_key_values=got.past_key_values).logits,
-                                   untouched(more, past_key_values=want.past_key_values).logits, rtol=1e-5, atol=1e-5)
-    head = target.lm_head
-    x = torch.randn(3, 48, requires_grad=True)
-    assert torch.equal(head(x), torch.nn.functional.linear(x, head.weight))  # training: the module's own forward
-    with torch.no_grad():
-        head.weight.mul_(2.0)  # a changed weight: the stale packed copy is not used
-        x = torch.randn(2, 48)
-        torch.testing.assert_close(head(x), torch.nn.functional.linear(x, head.weight), rtol=1e-5, atol=1e-5)
-        head.weight.mul_(0.5)
-    drafter.restore_target(target)
-    assert not any("forward" in m.__dict__ for m in target.modules())
-    with torch.no_grad():
-        assert torch.equal(target(ids).logits, untouched(ids).logits)
-
-
-@needs_onednn
-def test_greedy_with_a_prepared_target_is_the_untouched_targets_output():
-    target, untouched = tiny_target(), tiny_target()
-    drafter = drafter_for(target).attach(target)
-    packed = drafter.optimize_target_for_cpu(target)
-    try:
-        assert packed > 0
-        for ids in prompts(6, 101, seed=4):
-            want = untouched.generate(ids, do_sample=False, max_new_tokens=24)
-            assert torch.equal(target.generate(ids, do_sample=False, max_new_tokens=24), want)
-            assert torch.equal(target.generate(ids, do_sample=False, max_new_tokens=24, assistant_model=drafter), want)
-    finally:
-        drafter.detach()
-        drafter.restore_target(target)
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3, 4])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_first_argmax_is_argmax_with_ties_on_any_thread_count(threads, dtype):
-    """The split reduction gives argmax's answer, the first maximum, whatever the rows; ties across rows too."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        g = torch.Generator().manual_seed(threads)
-        for vocab in (12, 1000, 1024):
-            for _ in range(20):
-                x = torch.randint(-3, 4, (1, vocab), generator=g).to(dtype)  # small integers: many ties
-                got = generation_slimspec.first_argmax(x)
-                assert got.shape == (1, 1) and int(got) == int(x.float().argmax(-1)), (vocab, x)
-            x = torch.zeros(1, vocab, dtype=dtype)
-            x[0, [vocab - 1, vocab // 2 + 1]] = 1  # the maximum in two rows: the earlier one wins
-            assert int(generation_slimspec.first_argmax(x)) == vocab // 2 + 1
-    finally:
-        torch.set_num_threads(saved)

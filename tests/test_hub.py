@@ -5,8 +5,6 @@ import ast
 import json
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,10 +12,10 @@ import torch
 from conftest import REPO, randomize, tiny_config
 from modeling_slimspec import SlimSpecDrafter
 
-HUB_FILES = ["configuration_slimspec.py", "modeling_slimspec.py", "generation_slimspec.py"]
+from slimspec import HUB_CODE as HUB_FILES
 BLOCK_OUR_PACKAGE = """
 import importlib.abc, sys
-OURS = {"slimspec", "configuration_slimspec", "modeling_slimspec", "generation_slimspec"}
+OURS = {"slimspec", "configuration_slimspec", "modeling_slimspec", "generation_slimspec", "kernels_slimspec"}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in OURS:
@@ -102,7 +100,7 @@ def test_loads_in_fresh_process_with_package_installed(tmp_path):
 @pytest.mark.parametrize("filename", HUB_FILES)
 def test_hub_files_import_only_torch_transformers_and_stdlib(filename):
     tree = ast.parse((REPO / filename).read_text())
-    allowed = {"torch", "transformers", "configuration_slimspec", "generation_slimspec", *sys.stdlib_module_names}
+    allowed = {"torch", "transformers", *(name[:-3] for name in HUB_FILES), *sys.stdlib_module_names}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             roots = [alias.name.split(".")[0] for alias in node.names]

@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
 

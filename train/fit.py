@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DistillationData, collate, from_int16
+from .data import DistillationData, collate
 from .head_loss import candidate_ids, support_logq
 from .losses import LOSSES
 from .ttt import ttt_unroll

@@ -227,15 +227,11 @@ def build_member(target_name: str, name: str, recipe: Recipe, progress: bool = T
 
 
 def evaluation_target(target_name: str, dtype: torch.dtype):
-    """(target, tokenizer) on the CPU as drafters are evaluated: in ``dtype``, prepared with
-    ``optimize_target_for_cpu`` (the same outputs up to kernel rounding, faster passes)."""
-    from modeling_slimspec import optimize_target_for_cpu
-
+    """(target, tokenizer) on the CPU as drafters are evaluated: in ``dtype``, as loaded (tau does not depend on
+    the kernels; whether packing speeds the passes up is a property of the machine, not of the drafter)."""
     from slimspec.targets import load_target
 
-    target, tokenizer = load_target(target_name, dtype=dtype)
-    optimize_target_for_cpu(target)
-    return target, tokenizer
+    return load_target(target_name, dtype=dtype)
 
 
 def evaluate_member(target, tokenizer, folder: Path, *, prompts: int, num_assistant_tokens: int = 5,

@@ -38,10 +38,17 @@ import ast
 import inspect
 import textwrap
 import time
+import warnings
+import weakref
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import torch
+
+try:  # Hub case: the kernels file sits next to this one
+    from .kernels_slimspec import first_argmax, optimize_for_cpu, packed_count, restore
+except ImportError:  # Installed case: the Hub files are top-level modules
+    from kernels_slimspec import first_argmax, optimize_for_cpu, packed_count, restore
 
 # The transformers releases this file was tested with (CI: the floor, the lock and the newest release).
 TESTED_TRANSFORMERS = ("5.8.0", "5.25.0")
@@ -221,16 +228,106 @@ class AcceptanceEstimate:
                 for p, a, n in zip(self.prior, self.accepted, self.offered)]
 
 
-_MEASURED: dict = {}  # measured costs per (target, dtypes, threads, max_k), for the life of the process
+# ----------------------------------------------------------------------------------------------------------------------
+# Calibration: what this machine measures, once per target setup
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class Calibration:
+    """What ``calibrate`` measured for one target and drafter on this machine.
+
+    pass_ms: one plain decoding pass of the target (1 new token after ``context`` cached), by setup: "as loaded"
+    and, where its linears can be packed, "packed"; packed: whether the target was left packed (the faster);
+    costs: the "cost" schedule's ``DraftCosts`` in that setup; state: what the measurements hold for
+    (``setup_state``); a calibration whose state no longer matches is stale and never used."""
+
+    pass_ms: dict
+    packed: bool
+    costs: DraftCosts
+    state: tuple
 
 
-def measured_costs(drafter, target, max_k: int, context: int = 64, repeats: int = 3) -> DraftCosts:
-    """Time, once per process and setting, a target forward over 1..max_k + 1 new tokens after ``context`` cached
-    tokens, and one drafter step (medians of ``repeats``); the "cost" schedule decides from these numbers."""
-    key = (id(target), target.dtype, drafter.dtype, torch.get_num_threads(), max_k, context)
-    if key not in _MEASURED:
-        _MEASURED[key] = _measure(drafter, target, max_k, context, repeats)
-    return _MEASURED[key]
+class _Calibrations:
+    """A drafter's calibrations by target, held weakly (a collected target takes its entry along, so an ``id``
+    reused by another object finds nothing); never saved, copied or pickled."""
+
+    def __init__(self):
+        self.by_target = weakref.WeakKeyDictionary()
+
+    def __deepcopy__(self, memo):
+        return _Calibrations()
+
+    def __reduce__(self):
+        return (_Calibrations, ())
+
+
+def setup_state(drafter, target) -> tuple:
+    """What measured costs depend on: dtypes, devices, threads, which linears are packed, and the identity of the
+    weights (storage and in-place version), so that moving, casting, repacking or changing either model makes an
+    earlier calibration stale."""
+    def weights(model):
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device.type) for p in model.parameters())
+
+    return (torch.get_num_threads(), packed_count(target), packed_count(drafter), weights(target), weights(drafter))
+
+
+def _calibrations(drafter) -> "_Calibrations":
+    if not isinstance(drafter.__dict__.get("_slimspec_calibrations"), _Calibrations):
+        drafter._slimspec_calibrations = _Calibrations()
+    return drafter._slimspec_calibrations
+
+
+def calibration_for(drafter, target) -> Optional[Calibration]:
+    """``drafter``'s calibration for ``target`` in its current setup, or None (never measured, or stale)."""
+    found = _calibrations(drafter).by_target.get(target)
+    return found if found is not None and found.state == setup_state(drafter, target) else None
+
+
+def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = None, context: int = 64,
+              repeats: int = 5) -> Calibration:
+    """Measure on this machine, once per target setup (the explicit step; ``generate`` never times anything unless
+    the "cost" schedule needs costs and none were measured):
+
+    1. with ``prepare`` (``prepare_target``): one plain decoding pass of ``target`` as loaded and with its linears
+       packed for oneDNN (``kernels_slimspec.optimize_for_cpu``); the target is left in the faster setup. Packing
+       made a Gemma 3 270M pass faster on an EPYC with AVX-512 BF16 and 1.5x slower on a Xeon with AMX
+       (docs/cpu-kernels.md), so it is measured, never assumed;
+    2. the "cost" schedule's costs in that setup: a target pass over 1..max_k + 1 new tokens (max_k: the drafter's
+       ``num_assistant_tokens``) and one drafter step (medians of ``repeats``).
+
+    The result is kept on the drafter for ``target`` (weakly) and used while ``setup_state`` is unchanged."""
+    max_k = int(max_k if max_k is not None else drafter.generation_config.num_assistant_tokens)
+    pass_ms = prepare_target(target, context, repeats) if prepare else {}
+    target_pass = _target_pass_seconds(target, list(range(1, max_k + 2)), context, repeats)
+    pass_ms.setdefault("packed" if packed_count(target) else "as loaded", 1e3 * target_pass[0])
+    costs = DraftCosts(target_pass=target_pass, draft=_draft_seconds(drafter, context, repeats))
+    calibration = Calibration(pass_ms=pass_ms, packed=bool(packed_count(target)), costs=costs,
+                              state=setup_state(drafter, target))
+    _calibrations(drafter).by_target[target] = calibration
+    return calibration
+
+
+def prepare_target(target, context: int = 64, repeats: int = 5) -> dict:
+    """Time one plain decoding pass of ``target`` as loaded and with its linears packed for oneDNN, and leave it in
+    the faster setup -> {"as loaded": ms, "packed": ms} ("packed" missing where nothing can be packed)."""
+    restore(target)
+    pass_ms = {"as loaded": 1e3 * _target_pass_seconds(target, [1], context, repeats)[0]}
+    if optimize_for_cpu(target, min_elements=0):
+        pass_ms["packed"] = 1e3 * _target_pass_seconds(target, [1], context, repeats)[0]
+        if pass_ms["packed"] >= pass_ms["as loaded"]:
+            restore(target)
+    return pass_ms
+
+
+def measured_costs(drafter, target, max_k: int) -> DraftCosts:
+    """The "cost" schedule's costs: from ``drafter.calibrate(target)`` when it measured this setup with drafts at
+    least ``max_k`` long, else measured now (the target left as it is), with a warning saying so."""
+    found = calibration_for(drafter, target)
+    if found is None or len(found.costs.target_pass) < max_k + 1:
+        warnings.warn("SlimSpec's 'cost' schedule is timing this machine now (a few seconds, once per target "
+                      "setup); call drafter.calibrate(target) beforehand to measure it explicitly, and to let it "
+                      "choose whether packing the target's linears pays here.", stacklevel=4)
+        found = calibrate(drafter, target, prepare=False, max_k=max_k)
+    return found.costs
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -243,46 +340,40 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 @torch.inference_mode()
-def _measure(drafter, target, max_k: int, context: int, repeats: int) -> DraftCosts:
+def _target_pass_seconds(target, lengths: list, context: int, repeats: int) -> list:
+    """Median seconds of a target forward over n new tokens after ``context`` cached ones, for each n in
+    ``lengths`` (the loop's call: hidden states on when n > 1)."""
     device = next(target.parameters()).device
-    vocab = drafter.config.vocab_size
-    ids = torch.randint(1, vocab, (1, context + max_k + 1), generator=torch.Generator().manual_seed(0)).to(device)
+    vocab = target.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(1, vocab, (1, context + max(lengths)), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(device)
     forward, cache = TargetForward(target), rollback_cache()
     forward(ids[:, :context], cache, features=False, keep=1)
 
     def verify(n):
         drop_last(cache, cache.get_seq_length() - context)
-        forward(ids[:, context : context + n], cache, features=True, keep=n)
+        forward(ids[:, context : context + n], cache, features=n > 1, keep=n)
 
-    target_pass = [_median_seconds(lambda: verify(n), repeats) for n in range(1, max_k + 2)]
-    d_t = drafter.config.target_hidden_size
-    feats = torch.randn(1, context, 3 * d_t, generator=torch.Generator().manual_seed(1)).to(drafter.device)
-    first = drafter(input_ids=ids[:, 1 : context + 1].to(drafter.device), target_hidden_states=feats, use_cache=True,
+    return [_median_seconds(lambda: verify(n), repeats) for n in lengths]
+
+
+@torch.inference_mode()
+def _draft_seconds(drafter, context: int, repeats: int) -> float:
+    """Median seconds of one drafter step (body, head and greedy token choice) after ``context`` positions."""
+    cfg = drafter.config
+    ids = torch.randint(1, cfg.vocab_size, (1, context + 1), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(drafter.device)
+    feats = torch.randn(1, context, 3 * cfg.target_hidden_size, generator=torch.Generator().manual_seed(1))
+    first = drafter(input_ids=ids[:, 1:], target_hidden_states=feats.to(drafter.device), use_cache=True,
                     logits_to_keep=1)
     draft_cache, g = first.past_key_values, first.last_hidden_state[:, -1:]
 
     def draft():
         draft_cache.crop(context)
-        step = drafter(input_ids=ids[:, :1].to(drafter.device), hidden_states=g, past_key_values=draft_cache,
-                       logits_to_keep=1)
+        step = drafter(input_ids=ids[:, :1], hidden_states=g, past_key_values=draft_cache, logits_to_keep=1)
         first_argmax(step.logits[:, -1])
 
-    return DraftCosts(target_pass=target_pass, draft=_median_seconds(draft, repeats))
-
-
-def first_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """The index of the first maximum of one logits row: [1, V] -> [1, 1], as ``argmax`` returns it.
-
-    torch reduces a single row on one thread; split into as many rows as threads (when they divide V), each row's
-    maximum comes in parallel, and the first row holding the overall maximum gives the first index:
-    i* = j* V/n + argmax_i x[j* V/n + i], j* = the first j whose row maximum is the largest. (bf16, V = 262,144,
-    2 threads: 85 us against 154 for ``max(-1)``; ``argmax`` took 835.)"""
-    rows = torch.get_num_threads()
-    if rows < 2 or logits.shape[-1] % rows:
-        return logits.max(-1, keepdim=True).indices
-    values, indices = logits.reshape(rows, -1).max(-1)  # [rows]: each row's first maximum
-    row = values.max(0).indices  # the first row with the overall maximum
-    return (indices[row] + row * (logits.shape[-1] // rows)).view(1, 1)
+    return _median_seconds(draft, repeats)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -774,6 +865,7 @@ def generate_with_drafter(drafter, target, *args, **kwargs):
     prepares everything and calls ``speculative_decode`` as its ``custom_generate``. An unattached drafter is bound
     to ``target`` for the call only (its shared input embedding), and left as it was."""
     refuse_broken_contract()
+    kwargs = _by_name(type(target).generate, target, args, kwargs)
     kwargs.pop("assistant_model", None)
     for option in _OTHER_ASSISTANTS:
         if kwargs.get(option) is not None:
@@ -789,7 +881,16 @@ def generate_with_drafter(drafter, target, *args, **kwargs):
                                   drafter=drafter, streamer=streamer, **model_kwargs)
 
     with _bound(drafter, target):
-        return type(target).generate(target, *args, streamer=streamer, custom_generate=loop, **kwargs)
+        return type(target).generate(target, streamer=streamer, custom_generate=loop, **kwargs)
+
+
+def _by_name(function, target, args, kwargs) -> dict:
+    """A call's arguments all by name (positional ones bound to ``function``'s parameters, ``**kwargs`` merged)."""
+    if not args:
+        return dict(kwargs)
+    arguments = inspect.signature(function).bind(target, *args, **kwargs).arguments
+    arguments.pop(next(iter(arguments)))  # the target itself
+    return {**{k: v for k, v in arguments.items() if k != "kwargs"}, **arguments.get("kwargs", {})}
 
 
 def _stop_strings_as_criterion(target, kwargs: dict) -> None:
@@ -891,7 +992,7 @@ def attach(drafter, target):
     def generate(*args, **kwargs):
         class_generate = type(target).generate
         try:
-            arguments = inspect.signature(class_generate).bind(target, *args, **kwargs).arguments
+            arguments = _by_name(class_generate, target, args, kwargs)
         except TypeError:  # let the class's generate name the problem
             arguments = kwargs
         if arguments.get("assistant_model") is drafter and arguments.get("custom_generate") is None:
@@ -904,7 +1005,7 @@ def attach(drafter, target):
     drafter._attached.module = target
     if drafter.embed_tokens is None:
         drafter.use_target_embeddings(target.get_input_embeddings())
-    drafter.optimize_for_cpu()
+    optimize_for_cpu(drafter)
     return drafter
 
 
@@ -918,7 +1019,7 @@ def detach(drafter):
     drafter._attached.module = None
     if drafter.embed_tokens is None:
         drafter.use_target_embeddings(None)
-    drafter.unpack_for_cpu()
+    restore(drafter)
     return drafter
 
 

@@ -167,10 +167,10 @@ class SlimSpecAttention(nn.Module):
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
         d_in, bias = 2 * config.hidden_size, config.attention_bias
-        self.q_proj = SlimSpecLinear(d_in, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = SlimSpecLinear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = SlimSpecLinear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = SlimSpecLinear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.q_proj = nn.Linear(d_in, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(d_in, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Optional[SlimSpecCache],
                 attn_mask: Optional[torch.Tensor] = None):
@@ -208,9 +208,9 @@ class SlimSpecMLP(nn.Module):
 
     def __init__(self, config: SlimSpecConfig):
         super().__init__()
-        self.gate_proj = SlimSpecLinear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = SlimSpecLinear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = SlimSpecLinear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.act = _ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,250 +240,13 @@ class SlimSpecDecoderLayer(nn.Module):
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
-# CPU kernels for the head's single-row products. At batch 1 a head is a matrix-vector product, memory bound:
-# what it costs is how fast the kernel streams the weight. Measured with ``slimspec-bench head`` (torch 2.13,
-# 2 threads, 2-core EPYC with AVX-512 BF16), oneDNN's linear against a weight *pre-packed* for it
-# (``torch.ops.mkldnn._reorder_linear_weight``) beats both plain ``F.linear`` and ATen's own bf16 gemv for every
-# head shape in fp32 and bf16 (e.g. Gemma 3 270M's bf16 [262144, 640] head: 4.9 ms packed, 7.2 ATen gemv,
-# 10.9 ``F.linear``). Packing is an explicit step, ``SlimSpecDrafter.optimize_for_cpu()`` (``attach`` applies it):
-# it keeps a packed copy of each head weight next to the parameter (state dict, training and ``save_pretrained``
-# untouched). The rule in ``head_linear`` is fixed, so the same inputs always take the same kernel and give the
-# same drafts, and nothing process-wide is switched. A packed copy is used only while it is fresh (same storage,
-# same in-place version as the parameter it was made from); otherwise, and on GPUs, ``F.linear`` runs.
-class _PackedWeight:
-    """A oneDNN-packed copy of a [N, K] CPU weight (or of its ``segment_view``), and the identity of the parameter
-    it was packed from."""
-
-    __slots__ = ("tensor", "source", "segments")
-
-    def __init__(self, tensor: torch.Tensor, weight: torch.Tensor, segments: int = 1):
-        self.tensor = tensor
-        self.source = _weight_identity(weight)
-        self.segments = segments
-
-    def is_fresh_for(self, weight: torch.Tensor) -> bool:
-        return self.source == _weight_identity(weight)
-
-    def linear(self, x: torch.Tensor) -> torch.Tensor:
-        """x [1, K] -> x @ weight.T [1, N]."""
-        if self.segments == 1:
-            return _packed_linear(x, self.tensor)
-        return _packed_linear(segment_rows(x, self.segments), self.tensor).view(1, -1)
-
-
-def _weight_identity(weight: torch.Tensor) -> tuple:
-    return weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape), tuple(weight.stride())
-
-
-# Smaller weights stay on F.linear: oneDNN's call costs ~16 us, F.linear's ~4 us for the d/8 down factor [80, 640]
-# (51,200 entries); from the drafter body's [256, 1280] k/v projections (327,680) up, packed is faster (bf16:
-# 14 against 21 us; [2048, 640] 27 against 54 us).
-PACK_MIN_ELEMENTS = 1 << 18
-
-
-# A factor with a short inner dimension (the up factor [V, r], r = d/8) streams slowly through oneDNN's single-row
-# product: for r = 80 bf16 it took 1.32 ms where a [32768, 640] weight of the same bytes took 0.83. Viewed as
-# ``g`` segments side by side, [V / g, g r], and multiplied by ``g`` rows that each hold x in one segment (zeros
-# elsewhere), the same bytes stream as a wider product; row j of the result is logits [j V/g, (j + 1) V/g), so
-# reshaping it gives the logits in order, with no copy. Measured (bf16, interleaved medians; 2-core EPYC with
-# AVX-512 BF16, torch 2.13), g = 1 / 4: r = 40: 0.96 / 0.47 ms; r = 64: 0.52 / 0.37; r = 80: 1.32 / 0.96;
-# r = 128: 1.10 / 0.93; r = 180 or 256: equal within 3%; fp32 r = 80 or 128: g = 4 is 15-30% slower. Hence the
-# fixed rule in ``segments_for``.
-SEGMENTS, SEGMENT_MAX_WIDTH = 4, 512
-
-
-def segments_for(weight: torch.Tensor) -> int:
-    """How many segments a packed single-row product over ``weight`` [N, K] uses: ``SEGMENTS`` for bf16 weights
-    with SEGMENTS K <= SEGMENT_MAX_WIDTH and N divisible by SEGMENTS, else 1 (the plain product)."""
-    n, k = weight.shape
-    fits = weight.dtype == torch.bfloat16 and SEGMENTS * k <= SEGMENT_MAX_WIDTH and n % SEGMENTS == 0
-    return SEGMENTS if fits else 1
-
-
-def segment_view(weight: torch.Tensor, segments: int) -> torch.Tensor:
-    """[N, K] -> [N / g, g K] (g = segments), row i = weight rows i, N/g + i, ..., (g - 1) N/g + i side by side."""
-    n, k = weight.shape
-    return weight.view(segments, n // segments, k).transpose(0, 1).reshape(n // segments, segments * k)
-
-
-def segment_rows(x: torch.Tensor, segments: int) -> torch.Tensor:
-    """x [1, K] -> [g, g K], block diagonal: row j holds x in columns [j K, (j + 1) K), zeros elsewhere, so that
-    ``segment_rows(x, g) @ segment_view(W, g).T`` is ``(x @ W.T)`` as [g, N / g]."""
-    return torch.block_diag(*([x] * segments))
-
-
-def pack_for_cpu(weight: torch.Tensor, min_elements: Optional[int] = None,
-                 segments: int = 1) -> Optional[_PackedWeight]:
-    """Pack a CPU fp32/bf16 weight [N, K] (as ``segment_view(weight, segments)`` when segments > 1) for oneDNN
-    single-row products; None where this torch build cannot, or where the weight is too small for packing to pay
-    (under ``min_elements`` entries, default ``PACK_MIN_ELEMENTS``)."""
-    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16) or weight.dim() != 2:
-        return None
-    if segments < 1 or weight.shape[0] % segments:
-        raise ValueError(f"segments must be >= 1 and divide the weight's {weight.shape[0]} rows, got {segments}")
-    if weight.numel() < (PACK_MIN_ELEMENTS if min_elements is None else min_elements):
-        return None
-    mkldnn_ops = torch.ops.mkldnn
-    if not torch.backends.mkldnn.is_available() or not hasattr(mkldnn_ops, "_reorder_linear_weight"):
-        return None
-    if weight.dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return None
-    with torch.no_grad():
-        try:
-            source = weight.detach() if segments == 1 else segment_view(weight.detach(), segments)
-            packed = _PackedWeight(mkldnn_ops._reorder_linear_weight(source, 1), weight, segments)
-            probe = torch.linspace(-1, 1, weight.shape[1], dtype=weight.dtype).view(1, -1)
-            ok = torch.allclose(packed.linear(probe).float(), F.linear(probe, weight).float(),
-                                rtol=2e-2, atol=1e-2 * float(weight.abs().sum(1).max()) + 1e-6)
-        except (RuntimeError, AttributeError):
-            return None
-    return packed if ok else None
-
-
-def _packed_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-
-
-def head_linear(x: torch.Tensor, weight: torch.Tensor, packed: Optional[_PackedWeight] = None) -> torch.Tensor:
-    """``x @ weight.T`` for x: [N, K], weight: [M, K]. Single-row calls without autograd use ``packed`` when it is
-    a fresh copy of ``weight`` (see ``pack_for_cpu``); everything else is ``F.linear``."""
-    if (
-        packed is not None
-        and x.shape[0] == 1
-        and x.dtype == weight.dtype
-        and x.device.type == "cpu"
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and packed.is_fresh_for(weight)
-    ):
-        return packed.linear(x)
-    return F.linear(x, weight)
-
-
-# The target's verification pass on CPU. Its linears see K + 1 rows per pass and one row per plain decoding step; both
-# are memory bound at these sizes, and oneDNN against pre-packed weights streams them faster than ``F.linear``
-# (Gemma 3 270M, bf16, 2-core EPYC with AVX-512 BF16: a pass over 1 / 7 new tokens took 29.0 / 32.3 ms as loaded and
-# 21.4 / 24.3 ms with every linear packed; the tied [262144, 640] head alone 11-13 ms -> 7-9 ms). Opt-in and
-# reversible: ``optimize_target_for_cpu(target)`` gives each CPU fp32/bf16 ``nn.Linear`` an instance ``forward`` that
-# uses a packed copy of its weight (a second copy of the weights in memory) while nothing needs gradients and the
-# weight is unchanged, and the module's own forward otherwise; ``restore_target(target)`` removes them.
-class _PackedLinearForward:
-    """``forward`` of one ``nn.Linear`` through a oneDNN-packed copy of its weight: x [..., K] -> [..., N]."""
-
-    def __init__(self, module: nn.Linear, packed: _PackedWeight):
-        self.module, self.packed = module, packed
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.module
-        if (
-            x.device.type == "cpu"
-            and x.dtype == m.weight.dtype
-            and not (torch.is_grad_enabled() and (x.requires_grad or m.weight.requires_grad))
-            and self.packed.is_fresh_for(m.weight)
-        ):
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self.packed.tensor, m.bias, "none",
-                                                   [], "")
-            return y.reshape(*x.shape[:-1], y.shape[-1])
-        return type(m).forward(m, x)
-
-
-def optimize_target_for_cpu(target: nn.Module, min_elements: int = 0) -> int:
-    """Pack the CPU fp32/bf16 ``nn.Linear`` weights of ``target`` (at least ``min_elements`` entries) for oneDNN, so
-    that its decoding steps and verification passes run faster on a CPU; returns how many linears were packed (0
-    on GPUs and where this torch build cannot pack). The outputs are the target's own up to the kernels' rounding
-    (fp32: ~1e-6 relative; greedy decoding can differ only at near-ties). Undo with ``restore_target``; call again
-    after changing the target's weights, dtype or device."""
-    restore_target(target)
-    packed = 0
-    for module in target.modules():
-        if type(module) is not nn.Linear:
-            continue
-        weight = pack_for_cpu(module.weight, min_elements=min_elements)
-        if weight is not None:
-            module.forward = _PackedLinearForward(module, weight)
-            packed += 1
-    return packed
-
-
-def restore_target(target: nn.Module) -> None:
-    """Undo ``optimize_target_for_cpu``: every linear of ``target`` runs its own ``forward`` again."""
-    for module in target.modules():
-        if isinstance(module.__dict__.get("forward"), _PackedLinearForward):
-            del module.forward
-
-
-class _Packs:
-    """Packed copies of a module's weights by parameter name: unregistered, never saved; a copied or pickled module
-    starts without them (opaque oneDNN tensors neither copy nor pickle), and ``optimize_for_cpu`` packs it anew."""
-
-    def __init__(self):
-        self.by_name = {}
-
-    def get(self, name: str) -> Optional[_PackedWeight]:
-        return self.by_name.get(name)
-
-    def __deepcopy__(self, memo):
-        return _Packs()
-
-    def __reduce__(self):
-        return (_Packs, ())
-
-
-class _Packable(nn.Module):
-    """Shared by the heads and the body's linears: ``pack_for_cpu`` / ``unpack`` of their weight matrices."""
-
-    def _packable_weights(self) -> dict:
-        raise NotImplementedError
-
-    def pack_for_cpu(self) -> bool:
-        """Make oneDNN-packed copies of the module's weights for single-row CPU calls; True if any was packed."""
-        packs = _Packs()
-        for name, weight in self._packable_weights().items():
-            packed = pack_for_cpu(weight, segments=segments_for(weight))
-            if packed is not None:
-                packs.by_name[name] = packed
-        self._packs = packs
-        return bool(packs.by_name)
-
-    def unpack(self) -> None:
-        self._packs = _Packs()
-
-    def _packed(self, name: str) -> Optional[_PackedWeight]:
-        packs = self.__dict__.get("_packs")
-        return packs.get(name) if packs is not None else None
-
-
-class SlimSpecLinear(_Packable, nn.Linear):
-    """``nn.Linear`` (same parameters and state-dict keys) whose single-row CPU calls take the kernel choices above
-    once packed: the drafter's body, where one decoding step is a handful of matrix-vector products. A linear with
-    a bias is never packed."""
-
-    def _packable_weights(self) -> dict:
-        return {"weight": self.weight} if self.bias is None else {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [..., in] -> [..., out]. Inputs are flattened to 2-D so [1, in] and [1, 1, in] take the same kernel."""
-        if self.bias is not None:
-            return F.linear(x, self.weight, self.bias)
-        flat = x.reshape(-1, x.shape[-1])
-        y = head_linear(flat, self.weight, self._packed("weight"))
-        return y.view(*x.shape[:-1], y.shape[-1])
-
-
-class SlimSpecDenseHead(SlimSpecLinear):
-    """Dense LM head ``Linear(d, V_d, bias=False)`` (key ``lm_head.weight``) with the kernel choices above, so
-    that dense-vs-low-rank comparisons measure the head's size, not a slower kernel."""
-
-    def __init__(self, hidden_size: int, vocab_size: int):
-        super().__init__(hidden_size, vocab_size, bias=False)
-
-
-class SlimSpecLowRankHead(_Packable):
+class SlimSpecLowRankHead(nn.Module):
     """The SlimSpec head: ``logits = up(down(h))``, down: d -> r, up: r -> V_d; no bias, norm or activation between.
 
     State-dict keys are ``down.weight`` [r, d] and ``up.weight`` [V_d, r] (``nn.Linear`` convention), so
     ``up.weight @ down.weight`` is the equivalent dense head. Batch 1 is memory bound: the ideal speedup over the
-    dense head is the byte ratio V_d d / (r (V_d + d)), about 8x at r = d/8; see ``head_linear`` for the kernel
-    choices that get close to it on CPU.
+    dense head is the byte ratio V_d d / (r (V_d + d)), about 8x at r = d/8 (``kernels_slimspec`` has the CPU
+    kernels that get close to it).
     """
 
     def __init__(self, hidden_size: int, rank: int, vocab_size: int):
@@ -491,15 +254,9 @@ class SlimSpecLowRankHead(_Packable):
         self.down = nn.Linear(hidden_size, rank, bias=False)
         self.up = nn.Linear(rank, vocab_size, bias=False)
 
-    def _packable_weights(self) -> dict:
-        return {"down": self.down.weight, "up": self.up.weight}
-
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """hidden_states: [..., d] -> logits [..., V_d]."""
-        x = hidden_states.reshape(-1, hidden_states.shape[-1])
-        z = head_linear(x, self.down.weight, self._packed("down"))  # [N, r]
-        logits = head_linear(z, self.up.weight, self._packed("up"))  # [N, V_d]
-        return logits.view(*hidden_states.shape[:-1], logits.shape[-1])
+        return self.up(self.down(hidden_states))
 
     def dense_weight(self) -> torch.Tensor:
         """The equivalent dense head ``W = up @ down``: [V_d, d] (computed in fp32, cast back)."""
@@ -592,12 +349,12 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         super().__init__(config)
         d = config.hidden_size
         self.embed_tokens = None if config.share_target_embeddings else nn.Embedding(config.vocab_size, d)
-        self.fc = SlimSpecLinear(3 * config.target_hidden_size, d, bias=False)
+        self.fc = nn.Linear(3 * config.target_hidden_size, d, bias=False)
         self.midlayer = SlimSpecDecoderLayer(config)
         self.norm = SlimSpecRMSNorm(d, eps=config.rms_norm_eps)
         V_d = config.head_vocab_size
         self.lm_head = (
-            SlimSpecDenseHead(d, V_d) if config.head_rank is None else SlimSpecLowRankHead(d, config.head_rank, V_d)
+            nn.Linear(d, V_d, bias=False) if config.head_rank is None else SlimSpecLowRankHead(d, config.head_rank, V_d)
         )
         if config.draft_vocab_size is not None:
             self.register_buffer("d2t", torch.zeros(V_d, dtype=torch.long))
@@ -645,29 +402,11 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         here too."""
         return _generation().generate_with_drafter(self, target, *args, **kwargs)
 
-    def optimize_for_cpu(self) -> bool:
-        """Pack the LM head's and the body's weights for oneDNN single-row products on CPU (``pack_for_cpu``);
-        ``attach`` calls it, ``detach`` undoes it (``unpack_for_cpu``).
-
-        Values, ``state_dict``, ``save_pretrained`` and training are unaffected; a packed copy is used only while
-        the weight it came from is unchanged (call again after changing weights, dtype or device). Returns whether
-        anything was packed (False on GPUs and on torch builds without oneDNN)."""
-        return any([module.pack_for_cpu() for module in self.modules() if isinstance(module, _Packable)])
-
-    def unpack_for_cpu(self) -> None:
-        """Drop the packed copies ``optimize_for_cpu`` made."""
-        for module in self.modules():
-            if isinstance(module, _Packable):
-                module.unpack()
-
-    def optimize_target_for_cpu(self, target, min_elements: int = 0) -> int:
-        """Opt-in: pack the target's linears for oneDNN (``optimize_target_for_cpu``), so that plain decoding and
-        verification passes run faster on a CPU; returns how many were packed. Undo with ``restore_target``."""
-        return optimize_target_for_cpu(target, min_elements)
-
-    def restore_target(self, target) -> None:
-        """Undo ``optimize_target_for_cpu`` on ``target``."""
-        restore_target(target)
+    def calibrate(self, target, **kwargs):
+        """Measure, once, what decoding ``target`` with this drafter costs on this machine: whether packing the
+        target's linears for oneDNN makes its passes faster (applied only if so), and the costs the "cost" schedule
+        chooses draft lengths from. See ``generation_slimspec.calibrate``."""
+        return _generation().calibrate(self, target, **kwargs)
 
     def generate(self, *args, **kwargs):
         """A drafter does not generate on its own; transformers' stock assistant path lands here when the
