@@ -169,3 +169,15 @@ def test_the_shipped_drafter_carries_the_current_hub_files():
     assert (folder / "custom_generate" / "generate.py").read_text() == CUSTOM_GENERATE_SOURCE, \
         f"{folder}/custom_generate/generate.py is missing or stale: save the drafter again"
     assert (folder / "model.safetensors").stat().st_size <= 64 * 2**20
+
+
+@pytest.mark.parametrize("filename", ["generation_slimspec.py", "kernels_slimspec.py"])
+def test_decoding_and_kernels_reach_transformers_only_inside_functions(filename):
+    """modeling_slimspec imports these at load time, so a module-level transformers import here would let a change
+    in transformers' generation code break loading, converting and training drafters."""
+    tree = ast.parse((REPO / filename).read_text())
+    for node in tree.body:
+        for inner in ast.walk(node) if isinstance(node, (ast.Import, ast.ImportFrom, ast.Try, ast.If)) else ():
+            names = [a.name for a in inner.names] if isinstance(inner, ast.Import) else (
+                [inner.module or ""] if isinstance(inner, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "transformers" for n in names), f"{filename}: module-level {names}"

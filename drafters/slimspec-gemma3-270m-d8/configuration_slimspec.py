@@ -183,6 +183,29 @@ def _check_draft_vocab(draft_vocab_size, vocab_size: int) -> None:
         )
 
 
+def check_vocab_maps(d2t, t2d, vocab_size: int, draft_vocab_size: int) -> None:
+    """Raise ValueError naming what is wrong with a truncated vocabulary's maps: ``d2t`` [V_d] is an OFFSET table
+    (target id = draft id + d2t[draft id]) into [0, V), ``t2d`` [V] bool marks exactly those target ids."""
+    import torch
+
+    V, V_d = vocab_size, draft_vocab_size
+    if tuple(d2t.shape) != (V_d,) or tuple(t2d.shape) != (V,):
+        raise ValueError(f"d2t must be [{V_d}] and t2d [{V}], got {tuple(d2t.shape)} and {tuple(t2d.shape)}.")
+    target_ids = torch.arange(V_d, device=d2t.device) + d2t.long()
+    bad = (target_ids < 0) | (target_ids >= V)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"d2t is an offset table (target = draft + d2t[draft]) but draft id {i} maps to "
+                         f"{int(target_ids[i])}, outside [0, {V}): the maps are corrupt or d2t holds absolute ids "
+                         f"instead of offsets.")
+    count = int(t2d.sum())
+    if count != V_d:
+        raise ValueError(f"t2d marks {count} target tokens but draft_vocab_size is {V_d}"
+                         + (" (vocab maps were never set or are missing from the checkpoint)." if count == 0 else "."))
+    if target_ids.unique().numel() != V_d or not bool(t2d[target_ids].all()):
+        raise ValueError("d2t and t2d disagree: the draft ids do not map one-to-one onto the tokens t2d marks.")
+
+
 class SlimSpecConfig(PretrainedConfig):
     r"""Configuration of a SlimSpec drafter: an EAGLE-3 drafter whose LM head may be low-rank.
 

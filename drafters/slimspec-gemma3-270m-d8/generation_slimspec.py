@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import ast
 import inspect
+import pathlib
 import textwrap
+import threading
 import time
 import warnings
 import weakref
@@ -1021,6 +1023,81 @@ def detach(drafter):
         drafter.use_target_embeddings(None)
     restore(drafter)
     return drafter
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The drafter's decoding API (a mixin of SlimSpecDrafter)
+# ----------------------------------------------------------------------------------------------------------------------
+_NOT_ATTACHED = (
+    "this SlimSpec drafter is not attached to the model you called generate() on: call drafter.attach(target) "
+    "before target.generate(..., assistant_model=drafter), or pass custom_generate=<the drafter's folder or Hub id> "
+    "and trust_remote_code=True to that generate call."
+)
+
+
+class _PerThread(threading.local):
+    """Per-thread call records (unregistered, never saved; a copied or pickled drafter starts without them)."""
+
+    stats = None
+
+    def __deepcopy__(self, memo):
+        return _PerThread()
+
+    def __reduce__(self):
+        return (_PerThread, ())
+
+
+class SlimSpecGenerationMixin:
+    """What a drafter does for decoding, beside its forward: ``attach``/``detach``, ``calibrate``,
+    ``speculative_generate`` and the statistics of this thread's last call. Everything here reaches transformers
+    only inside functions, so loading a drafter never depends on transformers' generation code."""
+
+    def attach(self, target):
+        """Bind to ``target`` so that ``target.generate(**inputs, assistant_model=drafter)`` drafts with this model
+        (``attach`` above); returns the drafter. The target is held without being registered: ``parameters()``,
+        ``state_dict()``, ``save_pretrained`` and ``.to()`` of the drafter never include or move it."""
+        return attach(self, target)
+
+    def detach(self):
+        """Undo ``attach``: the target is back to exactly its original attributes."""
+        return detach(self)
+
+    @property
+    def attached_target(self):
+        return self._attached.module
+
+    def calibrate(self, target, **kwargs) -> "Calibration":
+        """``calibrate(drafter, target, ...)`` above: whether packing the target pays here, and the costs."""
+        return calibrate(self, target, **kwargs)
+
+    def speculative_generate(self, target, *args, **kwargs):
+        """``target.generate(*args, **kwargs)`` decoded with this drafter, attached or not (``generate_with_drafter``);
+        the drafter folder's ``custom_generate/generate.py`` calls it."""
+        return generate_with_drafter(self, target, *args, **kwargs)
+
+    @property
+    def last_generate_stats(self):
+        """``SlimSpecGenerateStats`` of this thread's last ``generate`` call with this drafter (None before one):
+        two threads sharing a drafter each read their own."""
+        return self.__dict__.setdefault("_calls", _PerThread()).stats
+
+    @last_generate_stats.setter
+    def last_generate_stats(self, stats) -> None:
+        self.__dict__.setdefault("_calls", _PerThread()).stats = stats
+
+    def save_custom_generate(self, folder) -> None:
+        """Write the ``custom_generate/generate.py`` recipe into a drafter folder (``save_pretrained`` calls it)."""
+        recipe = pathlib.Path(folder) / "custom_generate" / "generate.py"
+        recipe.parent.mkdir(parents=True, exist_ok=True)
+        recipe.write_text(CUSTOM_GENERATE_SOURCE)
+
+    def generate(self, *args, **kwargs):
+        """A drafter does not generate on its own; transformers' stock assistant path lands here when the drafter
+        was passed as ``assistant_model`` without ``attach`` or ``custom_generate``."""
+        raise RuntimeError(_NOT_ATTACHED)
+
+    def _supports_logits_to_keep(self):  # the first thing transformers' stock assistant path asks an assistant
+        raise RuntimeError(_NOT_ATTACHED)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

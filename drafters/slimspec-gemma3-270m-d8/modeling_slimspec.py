@@ -25,10 +25,7 @@ The EAGLE-3 equations (SafeAILab/EAGLE ``cnets.py``, SpecForge ``llama3_eagle.py
 from __future__ import annotations
 
 import math
-import sys
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -36,27 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel
 
-try:  # Hub case: this file lives in a dynamic module package next to the config file.
-    from .configuration_slimspec import SlimSpecConfig
+try:  # Hub case: this file lives in a dynamic module package next to the other Hub files.
+    from .configuration_slimspec import SlimSpecConfig, check_vocab_maps
+    from .generation_slimspec import SlimSpecGenerationMixin
 except ImportError:  # Installed case: the Hub files are top-level modules.
-    from configuration_slimspec import SlimSpecConfig
+    from configuration_slimspec import SlimSpecConfig, check_vocab_maps
+    from generation_slimspec import SlimSpecGenerationMixin
 
-
-def _generation():
-    """The decoding module (``generation_slimspec``), imported on first use: loading, converting and training a
-    drafter never import transformers' generation code."""
-    try:  # Hub case (this import form also tells transformers to copy the file beside this one)
-        from .generation_slimspec import speculative_decode
-    except ImportError:  # Installed case
-        from generation_slimspec import speculative_decode
-    return sys.modules[speculative_decode.__module__]
-
-
-_NOT_ATTACHED = (
-    "this SlimSpec drafter is not attached to the model you called generate() on: call drafter.attach(target) "
-    "before target.generate(..., assistant_model=drafter), or pass custom_generate=<the drafter's folder or Hub id> "
-    "and trust_remote_code=True to that generate call."
-)
 
 # Drafting defaults, saved as generation_config.json next to the weights (transformers' assistant options).
 DEFAULT_DRAFTING = dict(num_assistant_tokens=5, num_assistant_tokens_schedule="constant",
@@ -271,11 +254,9 @@ class SlimSpecOutput:
     last_hidden_state: [B, T, d] pre-norm output g, fed back as ``hidden_states`` in the next drafting step.
     past_key_values: the drafter's ``SlimSpecCache`` (when ``use_cache``).
 
-    A plain dataclass, deliberately not a ``transformers`` ``ModelOutput``: transformers rewrites the field names
-    of its own output classes between releases (5.24 turns ``past_key_values=`` into ``cache=`` in every
-    ``ModelOutput.__init__``), and a drafter published with this file must keep working after such a rename.
-    Nothing in transformers consumes the drafter's outputs (the candidate generator below reads them), so the
-    names here are ours alone. ``out["logits"]``, ``out[0]`` and ``to_tuple()`` behave as on a ``ModelOutput``.
+    A plain dataclass, not a ``ModelOutput``: transformers renames the fields of its own output classes between
+    releases (5.24: ``past_key_values=`` -> ``cache=``); only SlimSpec's loop reads these, so the names are ours.
+    ``out["logits"]``, ``out[0]`` and ``to_tuple()`` behave as on a ``ModelOutput``.
     """
 
     logits: Optional[torch.Tensor] = None
@@ -293,18 +274,6 @@ class SlimSpecOutput:
 # ----------------------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------------------
-class _PerThread(threading.local):
-    """Per-thread call records (unregistered, never saved; a copied or pickled drafter starts without them)."""
-
-    stats = None
-
-    def __deepcopy__(self, memo):
-        return _PerThread()
-
-    def __reduce__(self):
-        return (_PerThread, ())
-
-
 class _Unregistered:
     """Holds a module without registering it as a submodule (no parameters(), state_dict(), .to() leakage)."""
 
@@ -337,7 +306,7 @@ class SlimSpecPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.t2d)
 
 
-class SlimSpecDrafter(SlimSpecPreTrainedModel):
+class SlimSpecDrafter(SlimSpecGenerationMixin, SlimSpecPreTrainedModel):
     """EAGLE-3 drafter with a dense or low-rank (SlimSpec) LM head.
 
     Submodules (EAGLE-3 names, so checkpoints map 1:1): ``embed_tokens`` (only if the drafter owns its
@@ -366,55 +335,7 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         self._attached = _Unregistered(None)
         self._inv_freq = None
         self.generation_config = GenerationConfig(**DEFAULT_DRAFTING)
-        self._calls = _PerThread()  # each thread's last generate call
         self.post_init()
-
-    # ------------------------------------------------------------------ assisted generation
-    def attach(self, target) -> "SlimSpecDrafter":
-        """Bind to ``target`` so that ``target.generate(**inputs, assistant_model=drafter)`` drafts with this model.
-
-        The target is held without being registered: ``parameters()``, ``state_dict()``, ``save_pretrained`` and
-        ``.to()`` of the drafter never include or move it. Raises if the target does not fit the config."""
-        return _generation().attach(self, target)
-
-    def detach(self) -> "SlimSpecDrafter":
-        """Undo ``attach``; the target is back to exactly its original attributes."""
-        return _generation().detach(self)
-
-    @property
-    def attached_target(self):
-        return self._attached.module
-
-    @property
-    def last_generate_stats(self):
-        """``SlimSpecGenerateStats`` of this thread's last ``generate`` call with this drafter (None before one):
-        two threads sharing a drafter each read their own."""
-        return self._calls.stats
-
-    @last_generate_stats.setter
-    def last_generate_stats(self, stats) -> None:
-        self._calls.stats = stats
-
-    def speculative_generate(self, target, *args, **kwargs):
-        """``target.generate(*args, **kwargs)`` decoded speculatively with this drafter, attached or not (an
-        unattached drafter is bound to ``target`` for the call only). The drafter folder's
-        ``custom_generate/generate.py`` calls this; ``attach`` routes ``target.generate(assistant_model=drafter)``
-        here too."""
-        return _generation().generate_with_drafter(self, target, *args, **kwargs)
-
-    def calibrate(self, target, **kwargs):
-        """Measure, once, what decoding ``target`` with this drafter costs on this machine: whether packing the
-        target's linears for oneDNN makes its passes faster (applied only if so), and the costs the "cost" schedule
-        chooses draft lengths from. See ``generation_slimspec.calibrate``."""
-        return _generation().calibrate(self, target, **kwargs)
-
-    def generate(self, *args, **kwargs):
-        """A drafter does not generate on its own; transformers' stock assistant path lands here when the
-        drafter was passed as ``assistant_model`` without ``attach``."""
-        raise RuntimeError(_NOT_ATTACHED)
-
-    def _supports_logits_to_keep(self):  # the first thing transformers' stock assistant path asks an assistant
-        raise RuntimeError(_NOT_ATTACHED)
 
     # ------------------------------------------------------------------ embeddings
     def get_input_embeddings(self):
@@ -463,29 +384,10 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         self.check_vocab_maps()
 
     def check_vocab_maps(self) -> None:
-        """Validate the truncated-vocab maps: target id = draft id + d2t[draft id] (an OFFSET table)."""
-        if self.d2t is None:
-            return
-        V, V_d = self.config.vocab_size, self.config.draft_vocab_size
-        if tuple(self.d2t.shape) != (V_d,) or tuple(self.t2d.shape) != (V,):
-            raise ValueError(
-                f"d2t must be [{V_d}] and t2d [{V}], got {tuple(self.d2t.shape)} and {tuple(self.t2d.shape)}.")
-        target_ids = torch.arange(V_d, device=self.d2t.device) + self.d2t.long()
-        bad = (target_ids < 0) | (target_ids >= V)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
-            raise ValueError(
-                f"d2t is an offset table (target = draft + d2t[draft]) but draft id {i} maps to {int(target_ids[i])}, "
-                f"outside [0, {V}): the maps are corrupt or d2t holds absolute ids instead of offsets."
-            )
-        count = int(self.t2d.sum())
-        if count != V_d:
-            raise ValueError(
-                f"t2d marks {count} target tokens but draft_vocab_size is {V_d}"
-                + (" (vocab maps were never set or are missing from the checkpoint)." if count == 0 else ".")
-            )
-        if target_ids.unique().numel() != V_d or not bool(self.t2d[target_ids].all()):
-            raise ValueError("d2t and t2d disagree: the draft ids do not map one-to-one onto the tokens t2d marks.")
+        """Validate the truncated-vocab maps (``check_vocab_maps`` in the config file): target id = draft id +
+        d2t[draft id] (an OFFSET table), one-to-one onto the tokens t2d marks."""
+        if self.d2t is not None:
+            check_vocab_maps(self.d2t, self.t2d, self.config.vocab_size, self.config.draft_vocab_size)
 
     def draft_to_target_ids(self, draft_ids: torch.LongTensor) -> torch.LongTensor:
         """Draft-vocab ids -> target ids (identity for a full-vocabulary head)."""
@@ -554,11 +456,8 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         if target_hidden_states is not None:
             hidden_states = self.fuse(target_hidden_states)
         elif hidden_states.shape[-1] != self.config.hidden_size:
-            raise ValueError(
-                f"hidden_states has last dim {hidden_states.shape[-1]}, expected hidden_size="
-                f"{self.config.hidden_size}; "
-                f"pass raw target states as target_hidden_states."
-            )
+            raise ValueError(f"hidden_states has last dim {hidden_states.shape[-1]}, expected hidden_size="
+                             f"{self.config.hidden_size}; pass raw target states as target_hidden_states.")
         hidden_states = hidden_states.to(self.fc.weight.dtype)
         if inputs_embeds is None:
             if input_ids is None:
@@ -586,9 +485,7 @@ class SlimSpecDrafter(SlimSpecPreTrainedModel):
         (the recipe for ``target.generate(..., custom_generate=folder, trust_remote_code=True)``)."""
         result = super().save_pretrained(save_directory, *args, **kwargs)
         self.generation_config.save_pretrained(save_directory)
-        recipe = Path(save_directory) / "custom_generate" / "generate.py"
-        recipe.parent.mkdir(exist_ok=True)
-        recipe.write_text(_generation().CUSTOM_GENERATE_SOURCE)
+        self.save_custom_generate(save_directory)
         return result
 
     @classmethod
