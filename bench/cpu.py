@@ -39,7 +39,6 @@ from slimspec.runner import Method, Tally, lookup_setting, run_methods
 from .e2e import load_drafters
 from .perf_model import infer_roles
 
-DEFAULT_DRAFTER = Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"
 TARGETS = {True: dict(overall=1.3, category=1.0, strict=True), False: dict(overall=1.0, category=0.97, strict=False)}
 HYBRID_TARGETS = dict(overall=1.1, category=0.97)  # against the better of prompt lookup and SlimSpec alone
 METHODS = ("plain", "lookup", "slimspec", "hybrid")  # run_categories' own, with "hybrid T,N,M" for --also-hybrid;
@@ -51,7 +50,7 @@ MEMBER_TARGETS = [("tau(d/8) >= 0.97x tau(dense)", "subject", "dense", "tau", 0.
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="gemma3-270m", help="embedded name or model folder (default gemma3-270m)")
-    p.add_argument("--drafter", default=str(DEFAULT_DRAFTER), help="SlimSpec drafter folder (default: the shipped)")
+    p.add_argument("--drafter", default=None, help="SlimSpec drafter folder (default: the shipped one)")
     p.add_argument("--per-category", type=int, default=8, help="held-out prompts per category")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--lookup-tokens", type=int, default=10, help="prompt lookup's num tokens (alone)")
@@ -64,6 +63,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
     p.add_argument("--members-k", type=int, default=5, help="the reference drafters' draft length")
     p.add_argument("--out", default="reports/cpu")
+
+
+def shipped_folder(target_name: str) -> str:
+    """The shipped drafter for ``target_name`` (a benchmark's default), or SystemExit saying where to get it."""
+    from slimspec.shipped import shipped_drafter, where_to_get
+
+    folder = shipped_drafter(target_name)
+    if folder is None:
+        raise SystemExit(f"slimspec-bench: {where_to_get(target_name)} (--drafter FOLDER)")
+    return str(folder)
 
 
 def plain_configs(target_name: str) -> dict:
@@ -281,6 +290,7 @@ def main(args) -> int:
 
     from slimspec.machine import describe_line, fastest_setup, native_bf16_matmuls
 
+    args.drafter = args.drafter or shipped_folder(args.target)
     machine, native = describe_line(), native_bf16_matmuls()
     print(f"machine: {machine}", flush=True)
     targets = plain_configs(args.target)

@@ -30,7 +30,7 @@ from pathlib import Path
 from slimspec import HUB_CODE
 from slimspec.runner import Method, run_methods
 
-from .cpu import DEFAULT_DRAFTER
+from .cpu import shipped_folder
 from .timers import CallTimer
 
 
@@ -38,7 +38,7 @@ from .timers import CallTimer
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--against", required=True, metavar="REV", help="the git revision whose Hub files to compare")
     p.add_argument("--target", default="gemma3-270m", help="embedded name or model folder (default gemma3-270m)")
-    p.add_argument("--drafter", default=str(DEFAULT_DRAFTER), help="SlimSpec drafter folder (default: the shipped)")
+    p.add_argument("--drafter", default=None, help="SlimSpec drafter folder (default: the shipped one)")
     p.add_argument("--per-category", type=int, default=2, help="held-out prompts per category")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--k", type=int, default=5, help="the constant draft length of the 'alone' rows")
@@ -131,6 +131,7 @@ def main(args) -> int:
     from slimspec.machine import describe_line, resolve_dtype
     from slimspec.targets import load_target
 
+    args.drafter = args.drafter or shipped_folder(args.target)
     dtype = resolve_dtype(args.dtype)
     target, tokenizer = load_target(args.target, dtype=dtype)
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,22 @@ def head_size_change(dense: int, head: int, count=lambda n: f"{n:,}") -> str:
             f"save nothing; --rank dense keeps the head dense)")
 
 
+EXPORTS = {"eagle": "SafeAILab / SpecForge layout", "speculators": "vLLM speculators"}
+
+
+def export_text(config, repo_id: str) -> str:
+    """The card's export commands: only the formats this drafter can be written in, and why the others cannot."""
+    from .formats import export_support
+
+    support = export_support(config, has_embedding=not config.share_target_embeddings)
+    lines = [f"slimspec-convert {repo_id} drafter-{fmt} --export {fmt}    # {EXPORTS.get(fmt, fmt)}"
+             for fmt, refusal in support.items() if refusal is None]
+    text = ("```bash\n" + "\n".join(lines) + "\n```") if lines else "No dense export format can express this drafter."
+    refused = [f"- `--export {fmt}` is not available for this drafter: {refusal}" for fmt, refusal in support.items()
+               if refusal is not None]
+    return text + ("\n\n" + "\n".join(refused) if refused else "")
+
+
 def build_card(*, config, info: dict, repo_id: str | None = None, license: str | None = None):
     """A ``huggingface_hub.ModelCard`` describing a SlimSpec drafter folder.
 
@@ -82,6 +98,7 @@ def build_card(*, config, info: dict, repo_id: str | None = None, license: str |
         head_params_text=head_params_text,
         total_params_text=_count(info.get("total_params", 0)),
         num_assistant_tokens=info.get("num_assistant_tokens", 5),
+        export_text=export_text(config, repo_id or "PATH/TO/THIS/FOLDER"),
         quality_text=quality_text,
         conversion_notes=(f"## {info.get('notes_title', 'Conversion notes')}\n\n" + "\n".join(f"- {n}" for n in notes))
         if notes else "",

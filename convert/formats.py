@@ -339,6 +339,20 @@ def _card_license(folder: Path):
 # module is not a plain lookup), and the target's ``architectures``. It returns (config.json dict, tensors) that the
 # peer's own loader reads back into the same drafter, or raises ConversionError when the peer cannot represent it.
 # ----------------------------------------------------------------------------------------------------------------------
+def export_support(config, has_embedding: bool) -> dict:
+    """{format: None where ``--export format`` works for a drafter with this config, else the reason it is refused}
+    (the writers' own checks, run on the config alone)."""
+    state = {"embed_tokens.weight": None} if has_embedding else {}
+    support = {}
+    for fmt, writer in WRITERS.items():
+        try:
+            writer(config, dict(state))
+            support[fmt] = None
+        except ConversionError as refusal:
+            support[fmt] = str(refusal)
+    return support
+
+
 def to_eagle(config, state: dict, target_architectures=None) -> tuple:
     """SlimSpec -> SafeAILab EAGLE (``eagle/model/cnets.py``, EAGLE-3 ``Model``), whose loader:
 

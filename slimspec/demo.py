@@ -1,7 +1,8 @@
 """The README's main job (``slimspec-demo``): the whole story on the embedded Gemma 3 270M.
 
 1. take the SlimSpec d/8 reference drafter that ships with the project (``drafters/``), else the one in the cache,
-   else build it (data + training; it says how long up front and shows progress; an interrupted build resumes),
+   else, with ``--build`` only, build it (data + training; it says how long up front and shows progress; an
+   interrupted build resumes); without one it says where to get it,
 2. publish it to a local Hub-layout folder with its model card,
 3. reload it the way a user would: ``AutoModel.from_pretrained(folder, trust_remote_code=True)``,
 4. generate with ``target.generate(..., assistant_model=drafter)`` next to plain ``generate`` on held-out prompts,
@@ -22,6 +23,7 @@ import torch
 
 from slimspec import DRAFTER_FILES
 from slimspec.runner import Method, encode, run_methods
+from slimspec.shipped import shipped_drafter, where_to_get
 
 
 
@@ -43,14 +45,14 @@ def publish_local(folder: Path, out: Path, overwrite: bool = True) -> Path:
     return out
 
 
-SHIPPED = {"gemma3-270m": Path(__file__).resolve().parents[1] / "drafters" / "slimspec-gemma3-270m-d8"}
+def build_or_load(target_name: str, build: bool = False, progress: bool = True) -> Path:
+    """The shipped drafter, else the cached one, else (only with ``build``) a new build; FileNotFoundError saying
+    where to get it otherwise: a build takes hours on a CPU and never starts unasked."""
+    from slimspec.train.recipe import Recipe, data_responses_left, is_built, member_folder
+    from slimspec.train.reference import build_member
 
-
-def build_or_load(target_name: str, progress: bool = True) -> Path:
-    from slimspec.train.reference import Recipe, build_member, data_responses_left, is_built, member_folder
-
-    shipped = SHIPPED.get(target_name)
-    if shipped is not None and all((shipped / f).exists() for f in DRAFTER_FILES):
+    shipped = shipped_drafter(target_name)
+    if shipped is not None:
         print(f"[1/4] SlimSpec d/8 drafter for {target_name}: shipped with the project, {shipped}", flush=True)
         return shipped
     recipe = Recipe()
@@ -58,6 +60,9 @@ def build_or_load(target_name: str, progress: bool = True) -> Path:
     if is_built(folder):
         print(f"[1/4] SlimSpec d/8 drafter for {target_name}: cached at {folder}", flush=True)
         return folder
+    if not build:
+        raise FileNotFoundError(where_to_get(target_name) + f" Or build it here, once, with slimspec-demo --build "
+                                f"(hours on a CPU; resumable), cached at {folder}.")
     print(f"[1/4] no shipped or cached SlimSpec d/8 drafter for {target_name}: building it now, once "
           f"({data_responses_left(target_name, recipe)} responses to generate, then {recipe.max_steps} training "
           f"steps; the progress bars show the time left; interrupt and rerun to resume)", flush=True)
@@ -98,6 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                    help="target dtype (auto: whichever of bf16 and fp32 decodes fastest here, measured)")
+    p.add_argument("--build", action="store_true",
+                   help="build the drafter here when none is shipped or cached (hours on a CPU; resumable)")
     args = p.parse_args(argv)
 
     from transformers import AutoModel
@@ -108,7 +115,7 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     try:
-        folder = build_or_load(args.target)
+        folder = build_or_load(args.target, args.build)
         out = publish_local(folder, Path(args.publish_dir).resolve())
         print(f"[2/4] published to {out} (Hub layout: weights, config, code, model card)", flush=True)
         dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}

@@ -406,3 +406,21 @@ def test_exports_refuse_what_the_peer_would_misread(tmp_path, case, export, matc
     with pytest.raises(ConversionError, match=match):
         convert_drafter(source=str(slim), output=str(tmp_path / "out"), export=export, **FAST)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_card_recommends_only_the_exports_that_run(tmp_path):
+    """A Gemma-like drafter (head_dim 256 != hidden / heads) cannot be written for SafeAILab EAGLE: its card shows
+    the speculators command and says why not eagle; the shipped drafter's card says the same."""
+    from conftest import REPO, tiny_config
+    from slimspec.convert.card import export_text
+
+    odd = tiny_config(head_dim=16, num_attention_heads=4, hidden_size=32, target_hidden_size=32,
+                      share_target_embeddings=False, target_name_or_path="someone/target")
+    text = export_text(odd, "me/drafter")
+    assert "--export speculators" in text and "drafter-eagle" not in text
+    assert "`--export eagle` is not available for this drafter: SafeAILab EAGLE derives head_dim" in text
+    plain = export_text(tiny_config(hidden_size=32, target_hidden_size=32, share_target_embeddings=False,
+                                    target_name_or_path="someone/target"), "me/drafter")
+    assert "drafter-eagle --export eagle" in plain and "not available" not in plain
+    card = (REPO / "drafters" / "slimspec-gemma3-270m-d8" / "README.md").read_text()
+    assert "drafter-eagle --export eagle" not in card and "`--export eagle` is not available" in card

@@ -47,7 +47,8 @@ def test_greedy_identity_with_a_half_precision_drafter_on_cuda(dtype):
 @pytest.mark.parametrize("bf16", [False, True])
 def test_training_steps_on_cuda(tmp_path, bf16):
     from slimspec.train.data import generate_data, generate_text_data
-    from slimspec.train.fit import FitConfig, fit
+    from slimspec.train.fit import fit
+    from slimspec.train.fit_config import FitConfig
     from test_train import PROMPTS, tiny_tokenizer
 
     target = tiny_target().to("cuda")

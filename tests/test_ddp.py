@@ -25,7 +25,7 @@ CONFIG = dict(head_rank="d/8", draft_vocab=20, ttt_steps=2, window=16, seed=3, m
 
 
 def _config(batch_size, **extra):
-    from slimspec.train.fit import FitConfig
+    from slimspec.train.fit_config import FitConfig
 
     return FitConfig(batch_size=batch_size, **{**CONFIG, **extra})
 
@@ -142,7 +142,8 @@ def test_a_batch_without_trained_positions_still_reaches_every_parameter(tmp_pat
     """A rank whose batch has nothing to train on must still backpropagate into every trainable parameter (zero
     gradients), or DDP's gradient all-reduces of the ranks fall out of step."""
     from slimspec.train.data import DistillationData, collate, generate_data
-    from slimspec.train.fit import TrainStep, build_drafter
+    from slimspec.train.fit import TrainStep
+    from slimspec.train.step import build_drafter
     from test_generate import tiny_target
     from test_train import PROMPTS, tiny_tokenizer
 

@@ -52,7 +52,7 @@ def test_publish_refuses_an_incomplete_folder(saved, tmp_path):
 def test_data_responses_left_counts_what_a_resumed_build_still_needs(tmp_path, monkeypatch):
     import json
 
-    from slimspec.train.reference import Recipe, data_folder, data_responses_left
+    from slimspec.train.recipe import Recipe, data_folder, data_responses_left
 
     monkeypatch.setenv("SLIMSPEC_CACHE", str(tmp_path))
     recipe = Recipe(prompt_limit=5, sampled=True)
@@ -64,3 +64,20 @@ def test_data_responses_left_counts_what_a_resumed_build_still_needs(tmp_path, m
     assert data_responses_left("t", recipe) == 6  # an interrupted build
     meta.write_text(json.dumps(dict(shards=[dict(sequences=4), dict(sequences=6)])))
     assert data_responses_left("t", recipe) == 0
+
+
+def test_the_shipped_drafter_is_found_or_its_absence_explained(tmp_path, monkeypatch):
+    from conftest import REPO
+    from slimspec import shipped
+
+    assert shipped.shipped_drafter("gemma3-270m") == REPO / "drafters" / "slimspec-gemma3-270m-d8"  # this checkout
+    monkeypatch.setattr(shipped, "__file__", str(tmp_path / "site-packages" / "slimspec" / "shipped.py"))
+    monkeypatch.chdir(tmp_path)  # a regular install, run elsewhere: nothing to find
+    assert shipped.shipped_drafter("gemma3-270m") is None and shipped.shipped_drafter("other") is None
+    monkeypatch.setenv("SLIMSPEC_DRAFTERS", str(REPO / "drafters"))
+    assert shipped.shipped_drafter("gemma3-270m") == REPO / "drafters" / "slimspec-gemma3-270m-d8"
+    monkeypatch.delenv("SLIMSPEC_DRAFTERS")
+    monkeypatch.setenv("SLIMSPEC_CACHE", str(tmp_path / "cache"))  # nothing cached either: no silent build
+    with pytest.raises(FileNotFoundError, match=r"SLIMSPEC_DRAFTERS.*slimspec-demo --build"):
+        demo.build_or_load("gemma3-270m")
+    assert not (tmp_path / "cache").exists()

@@ -173,7 +173,7 @@ def test_ship_writes_the_folder_that_ships(gemma, tmp_path):
     from configuration_slimspec import SlimSpecConfig
     from modeling_slimspec import SlimSpecDrafter
     from slimspec.heldout import CATEGORIES
-    from slimspec.train.reference import ship
+    from slimspec.train.ship import ship
 
     model, _, _ = gemma
     torch.manual_seed(0)

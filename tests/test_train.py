@@ -10,7 +10,9 @@ from transformers import PreTrainedTokenizerFast
 from modeling_slimspec import SlimSpecCache
 from slimspec.train import losses
 from slimspec.train.data import DistillationData, collate, generate_data
-from slimspec.train.fit import FitConfig, batch_loss, build_drafter, fit, target_support
+from slimspec.train.fit import fit
+from slimspec.train.fit_config import FitConfig
+from slimspec.train.step import batch_loss, build_drafter, target_support
 from slimspec.train.ttt import ttt_mask, ttt_unroll
 from test_generate import tiny_target
 
@@ -348,7 +350,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
 def test_feature_scale_is_folded_into_fc_on_save(tiny_data, tmp_path):
     """Training sees feats * scale; the saved drafter computes the same outputs from the raw features."""
     from modeling_slimspec import SlimSpecDrafter
-    from slimspec.train.fit import feature_scale, save_drafter
+    from slimspec.train.step import feature_scale, save_drafter
 
     target, folder, _ = tiny_data
     ds = DistillationData(folder)
@@ -371,7 +373,8 @@ def test_feature_scale_is_folded_into_fc_on_save(tiny_data, tmp_path):
 
 
 def test_learning_curve_budget_rule():
-    from slimspec.train.reference import choose_budget, curve_steps
+    from slimspec.train.recipe import curve_steps
+    from slimspec.train.reference import choose_budget
 
     assert curve_steps(320) == [40, 80, 160, 320]
     pts = [dict(steps=40, tau=1.5), dict(steps=80, tau=1.7), dict(steps=160, tau=1.74), dict(steps=320, tau=1.9)]
@@ -384,7 +387,7 @@ def test_learning_curve_budget_rule():
 def test_healing_lowers_the_kl_to_the_dense_head(tiny_data, tmp_path):
     """dense drafter -> factorized at d/16 -> healed (head only, distilled from the dense head): KL drops."""
     from slimspec.convert import convert_drafter
-    from slimspec.train.fit import load_teacher_head
+    from slimspec.train.step import load_teacher_head
 
     target, folder, _ = tiny_data
     dense_dir, slim_dir, healed_dir = tmp_path / "dense", tmp_path / "slim", tmp_path / "healed"
@@ -439,7 +442,7 @@ def test_a_further_stage_starts_from_the_saved_drafter_exactly(tiny_data, tmp_pa
     learning rate the stage writes back the drafter it started from."""
     from safetensors.torch import load_file
 
-    from slimspec.train.fit import FitConfig, feature_scale, fit
+    from slimspec.train.step import feature_scale
 
     target, folder, _ = tiny_data
     common = dict(head_rank="d/8", ttt_steps=2, batch_size=2, window=16, save_every=100)
@@ -463,7 +466,7 @@ def test_ship_replaces_a_shipped_drafter_only_when_tau_rises_5_percent(tmp_path)
     is refused before anything is evaluated."""
     import json
 
-    from slimspec.train.reference import replace_refusal, ship
+    from slimspec.train.ship import replace_refusal, ship
 
     out = tmp_path / "shipped"
     assert replace_refusal(out, dict(tau=1.0, max_k=6, per_category_prompts=None)) is None  # nothing there yet
@@ -483,7 +486,7 @@ def test_a_staged_build_lists_every_stage(tmp_path):
     ``init_from`` for folders shipped before stages were recorded, else their own list."""
     import json
 
-    from slimspec.train.reference import earlier_stages
+    from slimspec.train.ship import earlier_stages
 
     def shipped(name, steps, tau, **extra):
         folder = tmp_path / name
@@ -513,7 +516,7 @@ def test_ship_prompt_lookup_option_is_checked_when_parsed(capsys):
 
 
 def test_a_resumed_builds_card_says_which_steps_its_wall_time_covers():
-    from slimspec.train.reference import _resumed
+    from slimspec.train.ship import _resumed
 
     assert _resumed(dict(steps=7200, wall_from_step=1080)) == (
         " for steps 1081-7200, after resuming from a checkpoint")
@@ -523,8 +526,8 @@ def test_a_resumed_builds_card_says_which_steps_its_wall_time_covers():
 def test_reference_members_can_train_for_their_own_steps(tmp_path, monkeypatch):
     """--member-steps: a member trains with the recipe at its own step count (the same cache folder as a build
     with that max_steps), bad specs are refused naming the fix, and the report shows each member's steps."""
-    from slimspec.train.reference import (MEMBERS, Recipe, format_report, member_folder, member_recipe,
-                                          parse_member_steps)
+    from slimspec.train.recipe import MEMBERS, Recipe, member_folder, member_recipe, parse_member_steps
+    from slimspec.train.reference import format_report
 
     monkeypatch.setenv("SLIMSPEC_CACHE", str(tmp_path))
     names = list(MEMBERS)
@@ -549,7 +552,7 @@ def test_reference_members_can_train_for_their_own_steps(tmp_path, monkeypatch):
 
 
 def test_median_step_seconds_ignores_setup_and_pauses():
-    from slimspec.train.fit import median_step_seconds
+    from slimspec.train.step import median_step_seconds
 
     history = [dict(seconds=s) for s in (30.0, 0.8, 0.9, 455.0, 0.85)]  # setup step, then a build paused once
     assert median_step_seconds(history) == 0.9 and median_step_seconds([]) is None

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from slimspec.runner import lookup_setting
 
+from .fit_config import FitConfig
+from .losses import LOSSES
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimspec-train", description=__doc__,
@@ -48,26 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--target", default="gemma3-270m")
         f.add_argument("--data", required=True)
         f.add_argument("--out", required=True)
-        f.add_argument("--max-steps", type=int, default=1000 if name == "fit" else 300)
-        f.add_argument("--batch-size", type=int, default=4)
-        f.add_argument("--window", type=int, default=256)
-        f.add_argument("--ttt-steps", type=int, default=3)
-        f.add_argument("--lr", type=float, default=4e-4)
-        f.add_argument("--loss", default="kl", choices=["kl", "ce", "lk", "lk_log"])
-        f.add_argument("--candidates", type=int, default=0,
+        f.add_argument("--max-steps", type=int, default=FitConfig.max_steps if name == "fit" else 300)
+        f.add_argument("--batch-size", type=int, default=FitConfig.batch_size)
+        f.add_argument("--window", type=int, default=FitConfig.window)
+        f.add_argument("--ttt-steps", type=int, default=FitConfig.ttt_steps)
+        f.add_argument("--lr", type=float, default=FitConfig.lr)
+        f.add_argument("--loss", default=FitConfig.loss, choices=sorted(LOSSES))
+        f.add_argument("--candidates", type=int, default=FitConfig.candidates,
                        help="normalize the training softmax over the batch's target top-k ids + this many most "
                             "frequent tokens (0: the full vocabulary; inference always scores the full vocabulary)")
-        f.add_argument("--seed", type=int, default=0)
-        f.add_argument("--save-every", type=int, default=200)
+        f.add_argument("--seed", type=int, default=FitConfig.seed)
+        f.add_argument("--save-every", type=int, default=FitConfig.save_every)
         f.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                        help="bf16: autocast for the drafter, fp32 master weights (auto: bf16 where this CPU has "
                             "native bf16 matmuls, else fp32)")
-        f.add_argument("--loss-on", default="response", choices=["response", "all"],
+        f.add_argument("--loss-on", default=FitConfig.loss_on, choices=["response", "all"],
                        help="train on response positions only, or on prompt positions too")
         if name == "fit":
-            f.add_argument("--head-rank", default="d/8", help="int, d/N (d/8, d/16) or dense")
+            f.add_argument("--head-rank", default=FitConfig.head_rank, help="int, d/N (d/8, d/16) or dense")
             f.add_argument("--draft-vocab", type=int, default=None, help="truncated draft vocabulary size")
-            f.add_argument("--head-init", default="target", choices=["target", "random"])
+            f.add_argument("--head-init", default=FitConfig.head_init, choices=["target", "random"])
         else:
             f.add_argument("--drafter", required=True, help="the converted SlimSpec drafter to heal")
             f.add_argument("--teacher", default=None, help="dense drafter folder to distill from (default: the target)")
@@ -103,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ship(args) -> int:
-    from .reference import Recipe, member_folder, ship
+    from .recipe import Recipe, member_folder
+    from .ship import ship
 
     source = Path(args.source) if args.source else member_folder(args.target, "slimspec-d8", Recipe())
     report = ship(source, Path(args.out), target_name=args.target, max_k=args.max_k, per_category=args.per_category,
@@ -119,7 +123,8 @@ def _ship(args) -> int:
 def _reference(args) -> int:
     from dataclasses import replace
 
-    from .reference import MEMBERS, Recipe, build_reference_set, learning_curve, parse_member_steps
+    from .recipe import MEMBERS, Recipe, parse_member_steps
+    from .reference import build_reference_set, learning_curve
 
     recipe = Recipe().override(args.recipe)
     recipe = recipe if args.max_steps is None else replace(recipe, max_steps=args.max_steps)
@@ -187,7 +192,8 @@ def main(argv=None) -> int:
             print(f"{meta['tokens']:,} tokens in {len(meta['shards'])} shards, {meta['tokens_per_s']:.0f} tokens/s; "
                   f"the stored top-{args.topk} hold {meta['topk_mass']:.3f} of the target's probability mass")
             return 0
-        from .fit import FitConfig, fit, positions_per_s
+        from .fit import fit
+        from .step import positions_per_s
 
         common = dict(max_steps=args.max_steps, batch_size=args.batch_size, window=args.window,
                       ttt_steps=args.ttt_steps, lr=args.lr, loss=args.loss, seed=args.seed, save_every=args.save_every,

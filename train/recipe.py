@@ -1,0 +1,164 @@
+"""The reference build as data: the members (``MEMBERS``), the shared recipe (``Recipe``), and where each build
+step caches its output. ``slimspec-train reference`` and ``slimspec-train ship`` read these; nothing here runs a
+build.
+
+Everything is cached under ``<cache>/reference/<target>/`` (``cache`` = ~/.cache/slimspec or $SLIMSPEC_CACHE),
+keyed by configuration: ``data-<key>`` holds the self-distillation data (keyed by the data settings), ``text-<key>``
+the teacher-forced text, and ``<member>-<key>`` a Hub-ready drafter (keyed by the whole recipe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
+
+from .fit_config import FitConfig
+
+# The members: FitConfig fields of each, plus where a member comes from ("convert_from": converted from another
+# member and healed), whether it keeps learning-curve snapshots ("curve") and whether a recipe's init_from continues
+# it ("stages": a further build stage of the shipped drafter).
+MEMBERS = {
+    "dense": dict(head_rank=None),
+    "truncated-32k": dict(head_rank=None, draft_vocab=32000),
+    "slimspec-d8": dict(head_rank="d/8", curve=True, stages=True),
+    "slimspec-d16": dict(head_rank="d/16"),
+    "converted-d8-healed": dict(convert_from="dense", rank="d/8"),
+}
+BUILD_KEYS = ("convert_from", "rank", "curve", "stages")  # member keys that are not FitConfig fields
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Data and training settings shared by every member (the cache key)."""
+
+    prompts: str = "builtin"  # the built-in train split (HumanEval prompts + Python-docs prose)
+    prompt_limit: int | None = 640  # only the first N of the 909 (data generation is ~2 s per response here)
+    max_new_tokens: int = 128
+    sampled: bool = False
+    topk: int = 64
+    text: str | None = "stdlib,docs,packages,humaneval"  # teacher-forced text data mixed in (None: responses only)
+    text_limit: int | None = 120  # the first N texts of the interleaved sources (~3k tokens each)
+    text_window: int = 512
+    candidates: int = 16384  # candidate softmax for training: batch top-k ids + this many frequent tokens (0: full)
+    max_steps: int = 1200  # the budget: max_steps x batch_size x window positions at most (~780 per step here)
+    batch_size: int = 4
+    window: int = 256
+    ttt_steps: int = 3
+    lr: float = 4e-4
+    loss: str = "kl"
+    loss_on: str = FitConfig.loss_on
+    precision: str = "auto"  # bf16 autocast where this CPU has native bf16 matmuls, else fp32
+    heal_steps: int = 50
+    seed: int = 0
+    init_from: str | None = None  # SlimSpec d/8 only: continue from this drafter folder (a further build stage)
+
+    def data_settings(self) -> dict:
+        return dict(prompts=self.prompts, prompt_limit=self.prompt_limit, max_new_tokens=self.max_new_tokens,
+                    sampled=self.sampled, topk=self.topk)
+
+    def text_settings(self) -> dict:
+        return dict(text=self.text, text_limit=self.text_limit, window=self.text_window, topk=self.topk)
+
+    def positions(self) -> int:
+        return self.max_steps * self.batch_size * self.window
+
+    def override(self, spec: str | None) -> "Recipe":
+        """This recipe with fields set from "name=value,name=value" (``--recipe`` on the command line); "none" sets
+        an optional field to None. A bigger machine builds a bigger reference: more data, larger batches."""
+        if not spec:
+            return self
+        fields = {f.name: f for f in dataclass_fields(self)}
+        changes = {}
+        for item in re.split(r",(?=\s*[A-Za-z_-]+=)", spec):  # a value may hold commas (text=stdlib,docs)
+            name, sep, value = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in fields:
+                raise ValueError(f"--recipe {item!r}: use name=value with a name from {sorted(fields)}")
+            default = getattr(Recipe, name)
+            if value.lower() == "none":
+                changes[name] = None
+            elif isinstance(default, bool):
+                changes[name] = value.lower() in ("1", "true", "yes")
+            elif isinstance(default, (int, float)):
+                changes[name] = type(default)(value)
+            else:
+                changes[name] = value
+        return replace(self, **changes)
+
+
+def _key(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def reference_root(target_name: str) -> Path:
+    from slimspec.targets import cache_root
+
+    return cache_root() / "reference" / target_name
+
+
+def data_folder(target_name: str, recipe: Recipe) -> Path:
+    return reference_root(target_name) / f"data-{_key(recipe.data_settings())}"
+
+
+def text_folder(target_name: str, recipe: Recipe) -> Path:
+    return reference_root(target_name) / f"text-{_key(recipe.text_settings())}"
+
+
+def member_folder(target_name: str, name: str, recipe: Recipe) -> Path:
+    return reference_root(target_name) / f"{name}-{_key(dict(asdict(recipe), member=name))}"
+
+
+def is_built(folder: Path) -> bool:
+    return (folder / "model.safetensors").exists() and (folder / "training.json").exists()
+
+
+def data_prompts(recipe: Recipe) -> list:
+    """The train prompts the reference data is generated from."""
+    from slimspec.prompts import builtin_prompts
+
+    if recipe.prompts != "builtin":
+        raise ValueError(f"reference data uses the built-in prompts, got {recipe.prompts!r}")
+    prompts = builtin_prompts("train")
+    return prompts[: recipe.prompt_limit] if recipe.prompt_limit else prompts
+
+
+def data_responses_left(target_name: str, recipe: Recipe) -> int:
+    """How many target responses the reference data still needs (0: complete)."""
+    meta = data_folder(target_name, recipe) / "meta.json"
+    done = sum(s["sequences"] for s in json.loads(meta.read_text())["shards"]) if meta.exists() else 0
+    return len(data_prompts(recipe)) * (2 if recipe.sampled else 1) - done
+
+
+def parse_member_steps(spec: str | None, names: list) -> dict:
+    """"truncated-32k=580,dense=330" -> {name: steps}: members trained for their own number of steps instead of
+    the recipe's, e.g. the steps that cost them the CPU time d/8's budget costs (an equal-time comparison)."""
+    steps = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in names or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--member-steps {item!r}: use NAME=STEPS with NAME one of {names} and STEPS >= 1")
+        steps[name] = int(value)
+    return steps
+
+
+def member_recipe(recipe: Recipe, name: str, steps: dict | None) -> Recipe:
+    """The recipe one member trains with: ``recipe``, with its own step count where ``steps`` gives one."""
+    return replace(recipe, max_steps=steps[name]) if steps and name in steps else recipe
+
+
+def curve_steps(max_steps: int, points: int = 4) -> list:
+    """Doubling budgets ending at max_steps: e.g. 600 -> [75, 150, 300, 600]."""
+    return sorted({max(1, max_steps >> i) for i in range(points)})
+
+
+def build_command(recipe_changes: dict) -> str:
+    """The command that builds the reference d/8 with these recipe fields changed from the defaults."""
+    changes = ",".join(f"{k}={'none' if v is None else v}" for k, v in recipe_changes.items())
+    return "slimspec-train reference --only slimspec-d8" + (f" --recipe {changes}" if changes else "")
