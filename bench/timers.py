@@ -73,7 +73,8 @@ class CallTimes:
 
 def _proposer_class(drafter):
     """The proposer class of the drafter's own decoding module (the installed one, or its Hub copy)."""
-    return sys.modules[type(drafter).__module__]._generation().SlimSpecProposer
+    mixin = next(c for c in type(drafter).__mro__ if c.__name__ == "SlimSpecGenerationMixin")
+    return sys.modules[mixin.__module__].SlimSpecProposer
 
 
 def _seconds(timers: list, *names: str) -> float:

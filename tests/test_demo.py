@@ -26,7 +26,7 @@ def test_publish_reload_and_compare(saved, tmp_path):
     drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True).eval().attach(target)
     r = demo.compare(target, tiny_tokenizer(), drafter, PROMPTS[:3], max_new_tokens=8)
     drafter.detach()
-    assert r["identical"] == 3 and r["tokens"] > 0 and r["tau"] >= 1.0  # fp32 greedy: exactly the target's output
+    assert r["identical"] == 3 and r["tokens"] == 24  # fp32 greedy: exactly the target's output
     assert "hybrid_seconds" not in r  # no prompt lookup in the drafter's settings: no hybrid row
     drafter.generation_config.prompt_lookup_num_tokens = 4  # a drafter shipped with the hybrid on
     r = demo.compare(target, tiny_tokenizer(), drafter.attach(target), PROMPTS[:3], max_new_tokens=8)
@@ -34,6 +34,17 @@ def test_publish_reload_and_compare(saved, tmp_path):
     assert r["hybrid_identical"] == 3 and r["hybrid_seconds"] > 0 and r["identical"] == 3
     with pytest.raises(FileExistsError, match="--overwrite"):
         demo.publish_local(folder, out, overwrite=False)
+
+
+def test_compare_counts_tau_from_the_passes_it_made():
+    """An oracle drafter (it always proposes the target's token): 8 new tokens = the prefill's 1, then 5 accepted
+    drafts + 1 bonus, then 1 draft + 0 (the budget): tau = 7 / 2 passes = 3.5 on every prompt."""
+    from test_generate import oracle_pair
+
+    target, drafter = oracle_pair()
+    r = demo.compare(target, tiny_tokenizer(50), drafter.attach(target), PROMPTS[:3], max_new_tokens=8)
+    drafter.detach()
+    assert r["identical"] == 3 and r["tau"] == 3.5 and r["acceptance"] == [1.0] * 5
 
 
 def test_publish_refuses_an_incomplete_folder(saved, tmp_path):

@@ -183,7 +183,8 @@ def test_ship_writes_the_folder_that_ships(gemma, tmp_path):
     report = ship(source, tmp_path / "shipped", per_category=1, max_new_tokens=6, max_k=3, prompt_lookup=(10, 3, 2),
                   progress=False)
     out = tmp_path / "shipped"
-    assert set(report["per_category"]) == set(CATEGORIES) and report["tau"] >= 1.0
+    assert set(report["per_category"]) == set(CATEGORIES)
+    assert 1.0 <= report["tau"] < 1.2  # an untrained drafter: nearly every draft rejected
     assert 0 <= report["chosen_draft_length"] <= 3 and set(report["sweep"]) == {2, 3}
     config = json.loads((out / "generation_config.json").read_text())
     assert config["num_assistant_tokens_schedule"] == "cost" and len(config["slimspec_acceptance"]) == 3
