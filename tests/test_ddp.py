@@ -153,8 +153,8 @@ def test_a_batch_without_trained_positions_still_reaches_every_parameter(tmp_pat
     data = DistillationData(tmp_path, window=16)
     drafter, columns = build_drafter(target, _config(2), data)
     batch = collate([data[0], data[1]])
-    batch["loss_mask"][:] = False
-    loss, agreement = TrainStep(drafter, _config(2, candidates=0), columns)(batch)
+    batch["loss_mask"][:] = False  # no response position: nothing to train on under loss_on="response"
+    loss, agreement = TrainStep(drafter, _config(2, candidates=0, loss_on="response"), columns)(batch)
     assert loss.item() == 0.0 and all(a != a for a in agreement)  # nan: no position
     loss.backward()
     trainable = [p for p in drafter.parameters() if p.requires_grad]
