@@ -291,8 +291,7 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
 
     1. with ``prepare`` (``prepare_target``): one plain decoding pass of ``target`` as loaded and with its linears
        packed for oneDNN (``kernels_slimspec.optimize_for_cpu``); the target is left in the faster setup. Packing
-       made a Gemma 3 270M pass faster on an EPYC with AVX-512 BF16 and 1.5x slower on a Xeon with AMX
-       (docs/cpu-kernels.md), so it is measured, never assumed;
+       is faster on some CPUs and slower on others (docs/cpu-kernels.md), so it is measured, never assumed;
     2. the "cost" schedule's costs in that setup: a target pass over 1..max_k + 1 new tokens (max_k: the drafter's
        ``num_assistant_tokens``) and one drafter step (medians of ``repeats``).
 
