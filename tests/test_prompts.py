@@ -1,19 +1,58 @@
-"""The held-out prompt set is balanced and disjoint from every offline training source."""
+"""The held-out prompt sets are balanced and disjoint from every training source: the offline texts, the built-in
+prompts and the composed prompts."""
 
-from slimspec.heldout import CATEGORIES, HELD_OUT, held_out_prompts
+import re
+
+import pytest
+
+from slimspec.compose import GENRES, composed_by_genre, composed_prompts, composition
+from slimspec.heldout import CATEGORIES, HELD_OUT_SETS, held_out_prompts
 from slimspec.prompts import builtin_prompts, offline_texts
 
 
-def test_held_out_set_is_balanced():
-    assert set(CATEGORIES) == {"prose", "code", "math", "lists", "dialogue", "other"}
-    assert all(len(HELD_OUT[c]) >= 8 for c in CATEGORIES)
-    prompts = held_out_prompts()
-    assert len(prompts) == sum(map(len, HELD_OUT.values())) and len({p for _, p in prompts}) == len(prompts)
-    assert [c for c, _ in held_out_prompts(1)] == list(CATEGORIES)
+@pytest.mark.parametrize("name", sorted(HELD_OUT_SETS))
+def test_held_out_sets_are_balanced(name):
+    prompts = HELD_OUT_SETS[name]
+    assert tuple(prompts) == CATEGORIES == ("prose", "code", "math", "lists", "dialogue", "other")
+    assert all(len(prompts[c]) >= 8 for c in CATEGORIES)
+    listed = held_out_prompts(held_out=name)
+    assert len(listed) == sum(map(len, prompts.values())) and len({p for _, p in listed}) == len(listed)
+    assert [c for c, _ in held_out_prompts(1, held_out=name)] == list(CATEGORIES)
 
 
-def test_held_out_prompts_never_appear_in_training_sources():
+def test_the_two_held_out_sets_share_nothing():
+    a, b = ({p for _, p in held_out_prompts(held_out=n)} for n in ("a", "b"))
+    assert not a & b and not word_runs(a) & word_runs(b)
+
+
+@pytest.mark.parametrize("name", sorted(HELD_OUT_SETS))
+def test_held_out_prompts_never_appear_in_training_sources(name):
     training = offline_texts(split="train") + builtin_prompts("train")
     corpus = "\n".join(training)
-    leaked = [p for _, p in held_out_prompts() if p.strip()[:60] in corpus]
+    leaked = [p for _, p in held_out_prompts(held_out=name) if p.strip()[:60] in corpus]
     assert leaked == []
+
+
+def word_runs(texts, n: int = 6) -> set:
+    runs = set()
+    for text in texts:
+        words = text.lower().split()
+        runs |= {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    return runs
+
+
+@pytest.mark.parametrize("name", sorted(HELD_OUT_SETS))
+def test_composed_prompts_share_no_run_of_six_words_with_a_held_out_prompt(name):
+    held = word_runs(p for _, p in held_out_prompts(held_out=name))
+    shared = held & word_runs(composed_prompts())
+    assert shared == set(), sorted(shared)[:5]
+
+
+def test_composed_prompts_cover_every_genre_in_turn():
+    by_genre = composed_by_genre()
+    assert set(by_genre) == set(GENRES) and all(len(v) >= 16 for v in by_genre.values())
+    first = composed_prompts(len(GENRES))
+    assert composition(first) == {genre: 1 for genre in GENRES}  # one of each genre before any repeats
+    everything = composed_prompts()
+    assert len(set(everything)) == len(everything) == sum(map(len, by_genre.values()))
+    assert not [p for p in everything if re.search(r"\{[a-z_]+\}", p)]  # every slot filled

@@ -557,3 +557,19 @@ def test_median_step_seconds_ignores_setup_and_pauses():
     history = [dict(seconds=s) for s in (30.0, 0.8, 0.9, 455.0, 0.85)]  # setup step, then a build paused once
     assert median_step_seconds(history) == 0.9 and median_step_seconds([]) is None
     assert median_step_seconds([dict(seconds=2.0)]) == 2.0
+
+
+def test_held_out_evaluation_reports_both_sets_per_category():
+    """``slimspec-train heldout``'s measurement: tau per category of each set, the set's pass-weighted total, and the
+    mean of the sets (the number the 5% shipping rule reads); an oracle drafter accepts every draft."""
+    from slimspec.heldout import CATEGORIES
+    from slimspec.train.evaluate import evaluate_held_out, held_out_table
+    from test_generate import oracle_pair
+
+    target, drafter = oracle_pair()
+    result = evaluate_held_out(target, tiny_tokenizer(50), drafter, per_category=1, num_assistant_tokens=3,
+                               max_new_tokens=9, progress=False)
+    for name in ("a", "b"):
+        assert set(result[name]) == {*CATEGORIES, "all"} and result[name]["all"]["prompts"] == 6
+        assert all(result[name][c]["tau"] == 4.0 for c in CATEGORIES)  # 9 tokens: prefill 1, then 2 passes of 4
+    assert result["mean"] == 4.0 and "| b | 4.00 |" in held_out_table(result)

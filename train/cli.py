@@ -6,6 +6,7 @@
     slimspec-train heal --target T --data DATA --drafter IN --out OUT [--teacher DENSE] [--max-steps N] [--lora-rank R]
     slimspec-train reference [--only slimspec-d8]   build, cache and evaluate the reference drafters
     slimspec-train ship [--source DRAFTER]          evaluate per category, write drafters/slimspec-gemma3-270m-d8
+    slimspec-train heldout [--drafter DRAFTER]      tau per category on both held-out sets (fp32, alone, K = 5)
 
 T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
 sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -102,7 +104,45 @@ def build_parser() -> argparse.ArgumentParser:
                         "[,min_matching_ngram_size] (e.g. 10,3,2)")
     s.add_argument("--force", action="store_true",
                    help="replace --out even if the new drafter does not raise its recorded tau by 5%%")
+    h = sub.add_parser("heldout", help="tau per category on both held-out sets (the drafter alone, constant K)")
+    h.add_argument("--target", default="gemma3-270m", help="embedded target name")
+    h.add_argument("--drafter", default=None, help="drafter folder (default: the shipped one)")
+    h.add_argument("--per-category", type=int, default=None, help="prompts per category (default: all)")
+    h.add_argument("--k", type=int, default=5, help="constant draft length")
+    h.add_argument("--max-new-tokens", type=int, default=48)
+    h.add_argument("--dtype", default="fp32", choices=["bf16", "fp32"], help="target dtype (default fp32)")
+    h.add_argument("--out", default="reports/heldout", help="where the table and its JSON go")
     return p
+
+
+def _heldout(args) -> int:
+    from modeling_slimspec import SlimSpecDrafter
+    from slimspec.machine import describe_line, resolve_dtype
+    from slimspec.shipped import shipped_drafter, where_to_get
+    from slimspec.targets import load_target
+
+    from .evaluate import evaluate_held_out, held_out_table
+
+    folder = args.drafter or shipped_drafter(args.target)
+    if folder is None:
+        raise SystemExit(f"slimspec-train heldout: {where_to_get(args.target)} (--drafter FOLDER)")
+    target, tokenizer = load_target(args.target, dtype=resolve_dtype(args.dtype))
+    drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype).eval()
+    result = evaluate_held_out(target, tokenizer, drafter, per_category=args.per_category, num_assistant_tokens=args.k,
+                               max_new_tokens=args.max_new_tokens)
+    command = (f"slimspec-train heldout --drafter {os.path.relpath(folder)} --k {args.k} --max-new-tokens {args.max_new_tokens} "
+               f"--dtype {args.dtype}" + (f" --per-category {args.per_category}" if args.per_category else ""))
+    text = (f"# Held-out tau: {Path(folder).name}\n\nGreedy, the drafter alone (prompt lookup off), constant K = "
+            f"{args.k}, {args.max_new_tokens} new tokens, {args.dtype} target, on {describe_line()}.\n\n"
+            f"Command: `{command}`\n\n{held_out_table(result)}\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / Path(folder).name
+    (out / f"{stem.name}.md").write_text(text)
+    (out / f"{stem.name}.json").write_text(json.dumps(dict(result, command=command, machine=describe_line()),
+                                                      indent=2, default=str))
+    print(text)
+    return 0
 
 
 def _ship(args) -> int:
@@ -182,6 +222,8 @@ def main(argv=None) -> int:
             return _reference(args)
         if args.command == "ship":
             return _ship(args)
+        if args.command == "heldout":
+            return _heldout(args)
         from slimspec.machine import resolve_dtype, training_device
 
         device = training_device()

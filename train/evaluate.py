@@ -28,3 +28,38 @@ def evaluate_drafter(target, tokenizer, drafter, *, prompts: int | list = 16, nu
     return dict(tau=s.tau, per_position_acceptance=s.per_position_acceptance(), passes=s.target_passes,
                 new_tokens=s.new_tokens, prompts=len(prompts), num_assistant_tokens=num_assistant_tokens,
                 max_new_tokens=max_new_tokens, stats=s)
+
+
+def evaluate_held_out(target, tokenizer, drafter, *, sets=("a", "b"), per_category: int | None = None,
+                      num_assistant_tokens: int = 5, max_new_tokens: int = 48, progress: bool = True) -> dict:
+    """tau per category on each held-out set (``slimspec.heldout.HELD_OUT_SETS``), the drafter alone (prompt lookup
+    off) at a constant K -> {set: {category: {"tau", "prompts"}, "all": {...}}, "mean": mean of the sets' tau}."""
+    from slimspec.heldout import CATEGORIES, HELD_OUT_SETS
+
+    out = {}
+    for name in sets:
+        rows, runs = {}, []
+        for category in CATEGORIES:
+            prompts = HELD_OUT_SETS[name][category][:per_category]
+            r = evaluate_drafter(target, tokenizer, drafter, prompts=prompts, num_assistant_tokens=num_assistant_tokens,
+                                 max_new_tokens=max_new_tokens, progress=progress)
+            rows[category] = dict(tau=r["tau"], prompts=len(prompts))
+            runs.append(r["stats"])
+        merged = type(runs[0]).merge(runs)
+        rows["all"] = dict(tau=merged.tau, prompts=sum(r["prompts"] for r in rows.values()),
+                           acceptance=merged.per_position_acceptance())
+        out[name] = rows
+    out["mean"] = sum(out[name]["all"]["tau"] for name in sets) / len(sets)
+    return out
+
+
+def held_out_table(result: dict, sets=("a", "b")) -> str:
+    """The per-category tau of ``evaluate_held_out`` as a markdown table, one row per set."""
+    from slimspec.heldout import CATEGORIES
+
+    lines = ["| set | " + " | ".join(CATEGORIES) + " | all |", "|---|" + "---|" * (len(CATEGORIES) + 1)]
+    for name in sets:
+        rows = result[name]
+        lines.append(f"| {name} | " + " | ".join(f"{rows[c]['tau']:.2f}" for c in CATEGORIES)
+                     + f" | **{rows['all']['tau']:.2f}** |")
+    return "\n".join(lines) + f"\n\nmean of the sets: **{result['mean']:.2f}**"

@@ -117,12 +117,20 @@ def is_built(folder: Path) -> bool:
 
 
 def data_prompts(recipe: Recipe) -> list:
-    """The train prompts the reference data is generated from."""
+    """The train prompts the reference data is generated from: ``recipe.prompts`` names one source or several
+    joined by "+" ("builtin": HumanEval and Python-docs prose, the train split; "composed": ``slimspec.compose``,
+    openings of stories, recipes, letters, news, dialogues, lists and more), interleaved one of each in turn, the
+    first ``prompt_limit`` of them."""
+    from slimspec.compose import composed_prompts
     from slimspec.prompts import builtin_prompts
 
-    if recipe.prompts != "builtin":
-        raise ValueError(f"reference data uses the built-in prompts, got {recipe.prompts!r}")
-    prompts = builtin_prompts("train")
+    sources = {"builtin": lambda: builtin_prompts("train"), "composed": composed_prompts}
+    names = recipe.prompts.split("+")
+    unknown = [n for n in names if n not in sources]
+    if unknown:
+        raise ValueError(f"reference data prompts {unknown}: use {' or '.join(sources)}, or both joined by '+'")
+    lists = [sources[n]() for n in names]
+    prompts = [p for i in range(max(map(len, lists))) for ps in lists if i < len(ps) for p in ps[i : i + 1]]
     return prompts[: recipe.prompt_limit] if recipe.prompt_limit else prompts
 
 
