@@ -36,6 +36,8 @@ from transformers import GenerationConfig, PreTrainedModel
 try:  # Hub case: this file lives in a dynamic module package next to the other Hub files.
     from .configuration_slimspec import SlimSpecConfig, check_vocab_maps
     from .generation_slimspec import SlimSpecGenerationMixin
+    from .kernels_slimspec import PackedLinear  # noqa: F401  (named here because older transformers releases, 5.8
+    #                                             among them, copy only this file's own relative imports)
 except ImportError:  # Installed case: the Hub files are top-level modules.
     from configuration_slimspec import SlimSpecConfig, check_vocab_maps
     from generation_slimspec import SlimSpecGenerationMixin
