@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--k", type=int, default=5, help="the constant draft length of the 'alone' rows")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--previous-first", action="store_true",
+                   help="run REV's drafter before this checkout's on each prompt (to see what the order costs)")
     p.add_argument("--out", default="reports/loop")
 
 
@@ -112,7 +114,8 @@ def report(rows: dict, machine: str, args) -> str:
              f"{args.prompts} held-out prompts ({args.per_category} per category), {args.max_new_tokens} new tokens, "
              f"greedy, transformers {args.transformers}.", "",
              f"Command: `slimspec-bench loop --against {args.against} --per-category {args.per_category} "
-             f"--max-new-tokens {args.max_new_tokens} --dtype {args.dtype}`", "",
+             f"--max-new-tokens {args.max_new_tokens} --dtype {args.dtype}"
+             f"{' --previous-first' if args.previous_first else ''}`", "",
              "| method | tokens/s | x plain | tau | identical | target passes | target ms/pass | "
              "outside target and drafter, ms/pass |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -139,6 +142,8 @@ def main(args) -> int:
         drafters = {"this loop": AutoModel.from_pretrained(args.drafter, trust_remote_code=True, dtype=dtype),
                     f"{args.against} (transformers' assisted loop)": previous.from_pretrained(args.drafter,
                                                                                               dtype=dtype)}
+        if args.previous_first:
+            drafters = dict(reversed(list(drafters.items())))
         prompts = [p for _, p in held_out_prompts(args.per_category)]
         rows = compare(target, tokenizer, {k: d.eval() for k, d in drafters.items()}, prompts, args.max_new_tokens,
                        args.k)
@@ -147,7 +152,8 @@ def main(args) -> int:
     text = report(rows, describe_line(), args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"against-{args.against}-{args.dtype_name}-transformers-{transformers.__version__}"
+    order = "-previous-first" if args.previous_first else ""
+    stem = f"against-{args.against}-{args.dtype_name}-transformers-{transformers.__version__}{order}"
     (out / f"{stem}.md").write_text(text)
     (out / f"{stem}.json").write_text(json.dumps(dict(machine=describe_line(), rows=rows), indent=2))
     print(text)
