@@ -25,12 +25,17 @@ CHARACTERS = ["young baker", "retired sailor", "curious robot", "lonely dragon",
 PLACES = ["small mountain village", "busy harbour town", "kingdom beneath the sea", "quiet farm", "city of glass",
           "snowy forest", "desert oasis", "floating island", "crowded market", "abandoned castle"]
 DISHES = ["lentil soup", "apple pie", "vegetable curry", "pancakes", "lemon chicken", "tomato pasta",
-          "chocolate cookies", "fried rice", "potato salad", "banana muffins", "fish tacos", "mushroom risotto"]
+          "chocolate cookies", "fried rice", "potato salad", "banana muffins", "fish tacos", "mushroom risotto",
+          "carrot cake", "chickpea stew", "garlic bread", "pumpkin soup", "beef stew", "spinach omelette",
+          "oatmeal cookies", "greek salad"]
 PRODUCTS = ["wireless earbuds", "a standing desk", "a coffee grinder", "running shoes", "a robot vacuum",
-            "a hiking backpack", "an e-reader", "a blender", "a camping tent", "a mechanical keyboard"]
+            "a hiking backpack", "an e-reader", "a blender", "a camping tent", "a mechanical keyboard",
+            "a rice cooker", "a smart watch", "an electric kettle", "a yoga mat", "a desk lamp"]
 TASKS = ["plant tomatoes", "write a good cover letter", "start running", "learn to juggle", "fix a leaking tap",
          "save money each month", "train a puppy", "make a budget spreadsheet", "brew coffee at home",
-         "prepare for a job interview", "clean a laptop keyboard", "build a birdhouse"]
+         "prepare for a job interview", "clean a laptop keyboard", "build a birdhouse", "repaint a door",
+         "grow herbs on a windowsill", "learn a new language", "organize a small kitchen", "sharpen a knife",
+         "change a bicycle tyre", "write a short speech", "back up a phone"]
 CITIES = ["Lisbon", "Nairobi", "Osaka", "Toronto", "Lima", "Oslo", "Melbourne", "Cairo", "Denver", "Seoul"]
 EVENTS = ["a new library will open next spring", "the river reached its highest level in fifty years",
           "the city will plant ten thousand trees", "a local team won the national championship",
@@ -48,8 +53,17 @@ FUNCTIONS = [("count_vowels", "text", "Return how many vowels are in text."),
              ("word_frequencies", "text", "Return a dict mapping each word in text to its count."),
              ("median", "values", "Return the median of a non-empty list of numbers."),
              ("chunk", "items, size", "Split items into lists of at most size elements."),
-             ("capitalize_words", "sentence", "Capitalize the first letter of every word.")]
-NUMBERS = [(12, 4), (45, 3), (120, 8), (7, 9), (250, 5), (36, 6), (18, 12), (90, 15)]
+             ("capitalize_words", "sentence", "Capitalize the first letter of every word."),
+             ("average", "numbers", "Return the mean of a list of numbers."),
+             ("remove_duplicates", "items", "Return items without duplicates, keeping the first occurrence."),
+             ("count_lines", "path", "Return the number of lines in the file at path."),
+             ("is_anagram", "a, b", "True if a and b contain the same letters."),
+             ("merge_dicts", "first, second", "Return a new dict with the keys of both; second wins on conflicts."),
+             ("to_snake_case", "name", "Convert a CamelCase name to snake_case."),
+             ("running_total", "values", "Return the cumulative sums of values."),
+             ("safe_divide", "a, b", "Return a / b, or None when b is zero.")]
+NUMBERS = [(12, 4), (45, 3), (120, 8), (7, 9), (250, 5), (36, 6), (18, 12), (90, 15), (64, 16), (35, 7),
+           (144, 12), (81, 9), (300, 25), (56, 8), (27, 3), (200, 40)]
 
 GENRES = {
     "story": [("Long ago, in a {place}, there lived a {character} who", "place", "character"),
@@ -70,7 +84,9 @@ GENRES = {
     "news": [("{city}, {day} - Officials said today that {event}.", "city", "event"),
              ("Residents of {city} learned this week that {event}. The", "city", "event")],
     "review": [("Review of {product}: after three weeks of daily use,", "product"),
-               ("I was not sure about {product} at first, but", "product")],
+               ("I was not sure about {product} at first, but", "product"),
+               ("Three stars for {product}. The good part:", "product"),
+               ("Would I buy {product} again? Honestly,", "product")],
     "abstract": [("Abstract. We study {topic} and show that", "topic"),
                  ("Abstract: This report reviews what is known about {topic}, with a focus on", "topic")],
     "dialogue": [("{a}: {question_title}\n{b}:", "people", "question"),
@@ -80,9 +96,12 @@ GENRES = {
     "math": [("Problem: A shop sells pens at {x} cents each. How much do {y} pens cost?\nSolution:", "numbers"),
              ("Problem: {x} apples are shared equally among {y} children. How many does each get?\nAnswer:",
               "numbers"),
-             ("Compute {x} x {y} step by step:", "numbers")],
+             ("Compute {x} x {y} step by step:", "numbers"),
+             ("A train travels {x} km in {y} hours. Its average speed is", "numbers"),
+             ("What is {x} divided by {y}? Show your work.\n", "numbers")],
     "code": [("def {name}({args}):\n    \"\"\"{doc}\"\"\"\n", "function"),
-             ("# {doc}\ndef {name}({args}):\n", "function")],
+             ("# {doc}\ndef {name}({args}):\n", "function"),
+             ("import unittest\n\n\nclass Test{name_title}(unittest.TestCase):\n    def test_{name}(self):\n", "function")],
 }
 FILLERS = {"place": PLACES, "character": CHARACTERS, "dish": DISHES, "topic": TOPICS, "task": TASKS,
            "city": CITIES, "event": EVENTS, "product": PRODUCTS, "people": PEOPLE, "question": QUESTIONS,
@@ -97,6 +116,7 @@ def _fill(template: str, slots: tuple, values: tuple) -> str:
             fields["a"], fields["b"] = value
         elif slot == "function":
             fields["name"], fields["args"], fields["doc"] = value
+            fields["name_title"] = "".join(part.title() for part in value[0].split("_"))
         elif slot == "numbers":
             fields["x"], fields["y"] = value
         else:

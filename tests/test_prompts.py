@@ -56,3 +56,18 @@ def test_composed_prompts_cover_every_genre_in_turn():
     everything = composed_prompts()
     assert len(set(everything)) == len(everything) == sum(map(len, by_genre.values()))
     assert not [p for p in everything if re.search(r"\{[a-z_]+\}", p)]  # every slot filled
+
+
+def test_composed_data_is_keyed_by_its_prompts(monkeypatch):
+    """The built-in data's cache key is as it was; composed data's key follows the composed prompts, so editing the
+    templates can never resume old shards with new prompts."""
+    from slimspec import compose
+    from slimspec.train.recipe import Recipe, _key
+
+    builtin = Recipe()
+    assert _key(builtin.data_settings()) == _key(dict(prompts="builtin", prompt_limit=640, max_new_tokens=128,
+                                                      sampled=False, topk=64))
+    composed = Recipe(prompts="builtin+composed", prompt_limit=None)
+    before = _key(composed.data_settings())
+    monkeypatch.setattr(compose, "composed_prompts", lambda limit=None: ["An edited template"])
+    assert _key(composed.data_settings()) != before and _key(builtin.data_settings()) == _key(Recipe().data_settings())

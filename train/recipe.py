@@ -57,8 +57,14 @@ class Recipe:
     init_from: str | None = None  # SlimSpec d/8 only: continue from this drafter folder (a further build stage)
 
     def data_settings(self) -> dict:
-        return dict(prompts=self.prompts, prompt_limit=self.prompt_limit, max_new_tokens=self.max_new_tokens,
-                    sampled=self.sampled, topk=self.topk)
+        """What the self-distillation data depends on (its cache key). Composed prompts change with the code that
+        writes them, so beyond the built-in ones the key holds a digest of the prompts themselves: edited
+        templates make new data, never a mix of old and new shards."""
+        settings = dict(prompts=self.prompts, prompt_limit=self.prompt_limit, max_new_tokens=self.max_new_tokens,
+                        sampled=self.sampled, topk=self.topk)
+        if self.prompts != "builtin":
+            settings["prompts_digest"] = _key({"prompts": data_prompts(self)})
+        return settings
 
     def text_settings(self) -> dict:
         return dict(text=self.text, text_limit=self.text_limit, window=self.text_window, topk=self.topk)
