@@ -71,13 +71,13 @@ def resolve_dtype(name: str, device=None) -> torch.dtype:
 def fastest_setup(targets: dict) -> tuple:
     """The fastest plain setup among ``targets`` ({name: (target, tokenizer)}, e.g. the same model in bf16 and
     fp32), each as loaded or with its linears packed, timed by ``generation_slimspec.prepare_target`` (what
-    ``drafter.calibrate`` does first) -> (best name, {"<name>, <setup>": ms per plain decoding pass}). Every target
-    is left in its own faster setup."""
+    ``drafter.calibrate`` does first), the targets in turn twice, each setup's fastest round kept -> (best name,
+    {"<name>, <setup>": ms per plain decoding pass}). Every target is left in its own faster setup."""
     from generation_slimspec import prepare_target
 
-    passes, best_ms = {}, {}
-    for name, (target, _) in targets.items():
-        pass_ms = prepare_target(target)
-        passes.update({f"{name}, {setup}": ms for setup, ms in pass_ms.items()})
-        best_ms[name] = min(pass_ms.values())
-    return min(best_ms, key=best_ms.get), passes
+    measured = {}
+    for _ in range(2):  # the targets in turn, twice: a slow moment of the machine does not decide the dtype
+        for name, (target, _) in targets.items():
+            measured[name] = prepare_target(target, rounds=1, earlier=measured.get(name))
+    passes = {f"{name}, {setup}": ms for name, pass_ms in measured.items() for setup, ms in pass_ms.items()}
+    return min(measured, key=lambda name: min(measured[name].values())), passes
