@@ -185,6 +185,7 @@ def test_ship_writes_the_folder_that_ships(gemma, tmp_path):
     out = tmp_path / "shipped"
     assert set(report["per_category"]) == set(CATEGORIES)
     assert 1.0 <= report["tau"] < 1.2  # an untrained drafter: nearly every draft rejected
+    assert set(report["held_out"]) == {"a", "b", "mean"} and 1.0 <= report["held_out"]["mean"] < 1.2
     assert 0 <= report["chosen_draft_length"] <= 3 and set(report["sweep"]) == {2, 3}
     config = json.loads((out / "generation_config.json").read_text())
     assert config["num_assistant_tokens_schedule"] == "cost" and len(config["slimspec_acceptance"]) == 3
@@ -193,6 +194,7 @@ def test_ship_writes_the_folder_that_ships(gemma, tmp_path):
     assert (out / "model.safetensors").stat().st_size < 64 * 2**20  # bf16: fits the repository's budget
     card = (out / "README.md").read_text()
     assert "| dialogue |" in card and "How it was built" in card and "data/" in card
+    assert "Held-out tau on both sets" in card and "| b |" in card
     assert "the last 2 to 3 tokens occurred earlier" in card  # the card states the hybrid setting
     reloaded = SlimSpecDrafter.from_pretrained(str(out))
     assert reloaded.dtype == torch.bfloat16 and reloaded.generation_config.num_assistant_tokens_schedule == "cost"

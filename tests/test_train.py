@@ -475,6 +475,13 @@ def test_ship_replaces_a_shipped_drafter_only_when_tau_rises_5_percent(tmp_path)
     assert "needs 2.100" in replace_refusal(out, dict(tau=2.09, max_k=6, per_category_prompts=None))
     assert replace_refusal(out, dict(tau=2.10, max_k=6, per_category_prompts=None)) is None
     assert "evaluated differently" in replace_refusal(out, dict(tau=3.0, max_k=5, per_category_prompts=None))
+    # with both held-out sets measured, their mean decides: recorded, or measured now for a folder without it
+    held = lambda mean: dict(tau=9.0, max_k=6, per_category_prompts=None, held_out=dict(mean=mean))  # noqa: E731
+    assert replace_refusal(out, dict(held(3.0), previous_held_out=dict(mean=2.0))) is None
+    assert "needs 2.100" in replace_refusal(out, dict(held(2.09), previous_held_out=dict(mean=2.0)))
+    (out / "evaluation.json").write_text(json.dumps(dict(tau=2.0, max_k=6, held_out=dict(mean=2.5))))
+    assert "mean of sets a and b) 2.600 does not raise" in replace_refusal(out, held(2.6))
+    assert replace_refusal(out, held(2.625)) is None
     other = tmp_path / "other"
     other.mkdir()
     with pytest.raises(FileExistsError, match="not written by ship"):
@@ -573,3 +580,11 @@ def test_held_out_evaluation_reports_both_sets_per_category():
         assert set(result[name]) == {*CATEGORIES, "all"} and result[name]["all"]["prompts"] == 6
         assert all(result[name][c]["tau"] == 4.0 for c in CATEGORIES)  # 9 tokens: prefill 1, then 2 passes of 4
     assert result["mean"] == 4.0 and "| b | 4.00 |" in held_out_table(result)
+
+
+def test_the_card_states_the_composed_data_by_genre():
+    from slimspec.train.ship import composed_text
+
+    assert composed_text({}) == ""  # the default recipe: built-in prompts only
+    text = composed_text(dict(prompts="builtin+composed", prompt_limit=None))
+    assert text.startswith("; composed prompts by genre: story 360, fairy tale 240") and "code 48" in text

@@ -17,7 +17,7 @@ from slimspec.heldout import CATEGORIES, HELD_OUT
 from slimspec.machine import describe_line, fast_dtype
 from slimspec.targets import HUB_IDS
 
-from .evaluate import evaluate_drafter
+from .evaluate import evaluate_drafter, evaluate_held_out, held_out_table
 from .recipe import build_command
 from .reference import evaluation_target
 
@@ -30,11 +30,24 @@ def shipped_evaluation(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+HELD_OUT_PROTOCOL = dict(num_assistant_tokens=5, max_new_tokens=48)  # with an fp32 target and the drafter alone
+
+
 def replace_refusal(out: Path, report: dict) -> str | None:
     """Why ``report``'s drafter must not replace the one shipped at ``out`` (None: it may): it must raise held-out
-    tau by ``SHIP_GAIN`` on the same evaluation (the same longest draft and prompts per category)."""
+    tau by ``SHIP_GAIN`` on the same evaluation: the mean of the two held-out sets' tau (``report["held_out"]``)
+    against the shipped drafter's, recorded in its evaluation.json or measured by ``ship`` now
+    (``report["previous_held_out"]``); where neither has it, the first set's tau at the same longest draft and
+    prompts per category."""
     previous = shipped_evaluation(out)
     if previous is None:
+        return None
+    before = (previous.get("held_out") or report.get("previous_held_out") or {}).get("mean")
+    if report.get("held_out") and before is not None:
+        after = report["held_out"]["mean"]
+        if after < (1 + SHIP_GAIN) * before:
+            return (f"held-out tau (the mean of sets a and b) {after:.3f} does not raise the shipped drafter's "
+                    f"{before:.3f} by {SHIP_GAIN:.0%} (needs {(1 + SHIP_GAIN) * before:.3f}); {out} is left as it was")
         return None
     same = (previous.get("max_k"), previous.get("per_category_prompts")) == (report["max_k"],
                                                                             report["per_category_prompts"])
@@ -46,6 +59,16 @@ def replace_refusal(out: Path, report: dict) -> str | None:
         return (f"tau {report['tau']:.3f} does not raise the shipped drafter's {previous['tau']:.3f} by "
                 f"{SHIP_GAIN:.0%} (needs {(1 + SHIP_GAIN) * previous['tau']:.3f}); {out} is left as it was")
     return None
+
+
+def held_out_tau(target_name: str, folders: dict, per_category: int | None, progress: bool) -> dict:
+    """{name: ``evaluate_held_out`` result} for drafter folders, both held-out sets, ``HELD_OUT_PROTOCOL`` with an
+    fp32 target (the protocol the independent set is measured with)."""
+    target, tokenizer = evaluation_target(target_name, torch.float32)
+    return {name: evaluate_held_out(target, tokenizer, SlimSpecDrafter.from_pretrained(str(folder),
+                                                                                      dtype=torch.float32).eval(),
+                                    per_category=per_category, progress=progress, **HELD_OUT_PROTOCOL)
+            for name, folder in folders.items()}
 
 
 def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: int = 6, per_category: int | None = None,
@@ -99,6 +122,11 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
                   wall_from_step=training.get("wall_from_step", 0),
                   trained_on=training.get("machine", "this machine"), recipe=training.get("recipe", {}))
     report["stages"] = earlier_stages(report["recipe"].get("init_from")) + [stage_summary(report)]
+    previous = shipped_evaluation(out)
+    folders = {"held_out": source}
+    if previous is not None and "held_out" not in previous and (Path(out) / "model.safetensors").exists():
+        folders["previous_held_out"] = out  # the shipped drafter, measured the same way now
+    report.update(held_out_tau(target_name, folders, per_category, progress))
     refusal = None if force else replace_refusal(out, report)
     if refusal:
         return dict(report, shipped=False, refusal=refusal)
@@ -163,6 +191,20 @@ def _resumed(report: dict) -> str:
     return f" for steps {start + 1}-{report['steps']}, after resuming from a checkpoint" if start else ""
 
 
+def composed_text(recipe_changes: dict) -> str:
+    """"; composed prompts by genre: story 360, ..." where the recipe trained on composed prompts, else ""."""
+    from slimspec.compose import composition
+
+    from .recipe import Recipe, data_prompts
+
+    recipe = Recipe(**recipe_changes)
+    if "composed" not in recipe.prompts.split("+"):
+        return ""
+    counts = composition(data_prompts(recipe))
+    counts.pop("other", None)  # the built-in prompts
+    return "; composed prompts by genre: " + ", ".join(f"{g} {n}" for g, n in sorted(counts.items(), key=lambda x: -x[1]))
+
+
 def _ship_card(drafter, folder: Path, report: dict) -> None:
     rows = ["| category | tau (K = %d) | acceptance per position |" % report["max_k"], "|---|---|---|"]
     for c, r in report["per_category"].items():
@@ -175,12 +217,15 @@ def _ship_card(drafter, folder: Path, report: dict) -> None:
                f"\n\nDraft length by the cost model on that machine (plain decoding "
                f"{report['plain_tokens_per_s']:.1f} tokens/s): {sweep}; the \"cost\" schedule chose K = "
                f"{report['chosen_draft_length']} there and chooses again on each machine it runs on.")
+    if report.get("held_out"):
+        quality += ("\n\nHeld-out tau on both sets (set b written apart from set a, in another style; fp32 target, "
+                    "the drafter alone, K = 5, 48 new tokens):\n\n" + held_out_table(report["held_out"]))
     if report.get("prompt_lookup"):
         tokens, ngram, min_ngram = report["prompt_lookup"]
         quality += (f"\n\nHybrid drafting is on (`generation_config.json`): where the last {min_ngram} to {ngram} "
                     f"tokens occurred earlier in the context, the next block is the up to {tokens} tokens that "
                     f"followed them (prompt lookup), else the drafter's own; the table above is the drafter alone.")
-    notes = [f"data: {report['data']}",
+    notes = [f"data: {report['data']}" + composed_text(report["recipe"]),
              f"budget: {report['steps']} steps, {report['trained_positions']:,} trained positions, "
              f"{report['train_minutes']:.1f} min of training steps ({report['wall_minutes']:.1f} min wall"
              f"{_resumed(report)}) on "
