@@ -312,15 +312,17 @@ def prepare_target(target, context: int = 64, repeats: int = 5, rounds: int = 2,
     for ``rounds`` rounds, and leave it in the faster setup -> {"as loaded": ms, "packed": ms} ("packed" missing
     where nothing can be packed). Each setup's time is its fastest round's median (a busy moment only adds time);
     ``earlier``: times from an earlier call to take the minimum with."""
+    def timed(setup):
+        ms = 1e3 * _target_pass_seconds(target, [1], context, repeats)[0]
+        pass_ms[setup] = min(ms, pass_ms.get(setup, ms))
+
     pass_ms = dict(earlier or {})
     for _ in range(rounds):
         restore(target)
-        setups = {"as loaded": True, "packed": bool(optimize_for_cpu(target, min_elements=0))}
-        for setup in ("packed", "as loaded") if setups["packed"] else ("as loaded",):
-            if setup == "as loaded":
-                restore(target)
-            ms = 1e3 * _target_pass_seconds(target, [1], context, repeats)[0]
-            pass_ms[setup] = min(ms, pass_ms.get(setup, ms))
+        if optimize_for_cpu(target, min_elements=0):
+            timed("packed")
+            restore(target)
+        timed("as loaded")
     if pass_ms.get("packed", float("inf")) < pass_ms["as loaded"]:
         optimize_for_cpu(target, min_elements=0)
     else:
@@ -1006,7 +1008,7 @@ def attach(drafter, target):
         except TypeError:  # let the class's generate name the problem
             arguments = kwargs
         if arguments.get("assistant_model") is drafter and arguments.get("custom_generate") is None:
-            return generate_with_drafter(drafter, target, *args, **kwargs)
+            return generate_with_drafter(drafter, target, **arguments)  # already by name
         return class_generate(target, *args, **kwargs)
 
     generate.__slimspec__ = drafter

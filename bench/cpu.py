@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from slimspec.runner import Method, Tally, lookup_setting, run_methods
+from slimspec.shipped import shipped_or_exit
 
 from .e2e import load_drafters
 from .perf_model import infer_roles
@@ -63,16 +64,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
     p.add_argument("--members-k", type=int, default=5, help="the reference drafters' draft length")
     p.add_argument("--out", default="reports/cpu")
-
-
-def shipped_folder(target_name: str) -> str:
-    """The shipped drafter for ``target_name`` (a benchmark's default), or SystemExit saying where to get it."""
-    from slimspec.shipped import shipped_drafter, where_to_get
-
-    folder = shipped_drafter(target_name)
-    if folder is None:
-        raise SystemExit(f"slimspec-bench: {where_to_get(target_name)} (--drafter FOLDER)")
-    return str(folder)
 
 
 def plain_configs(target_name: str) -> dict:
@@ -290,7 +281,7 @@ def main(args) -> int:
 
     from slimspec.machine import describe_line, fastest_setup, native_bf16_matmuls
 
-    args.drafter = args.drafter or shipped_folder(args.target)
+    args.drafter = args.drafter or str(shipped_or_exit(args.target, "slimspec-bench"))
     machine, native = describe_line(), native_bf16_matmuls()
     print(f"machine: {machine}", flush=True)
     targets = plain_configs(args.target)

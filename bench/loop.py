@@ -29,8 +29,8 @@ from pathlib import Path
 
 from slimspec import HUB_CODE
 from slimspec.runner import Method, run_methods
+from slimspec.shipped import shipped_or_exit
 
-from .cpu import shipped_folder
 from .timers import CallTimer
 
 
@@ -134,7 +134,7 @@ def main(args) -> int:
     from slimspec.machine import describe_line, resolve_dtype
     from slimspec.targets import load_target
 
-    args.drafter = args.drafter or shipped_folder(args.target)
+    args.drafter = args.drafter or str(shipped_or_exit(args.target, "slimspec-bench"))
     dtype = resolve_dtype(args.dtype)
     target, tokenizer = load_target(args.target, dtype=dtype)
     with tempfile.TemporaryDirectory() as tmp:

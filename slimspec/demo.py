@@ -19,8 +19,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import torch
-
 from slimspec import DRAFTER_FILES
 from slimspec.runner import Method, encode, run_methods
 from slimspec.shipped import shipped_drafter, where_to_get
@@ -110,7 +108,7 @@ def main(argv=None) -> int:
     from transformers import AutoModel
 
     from slimspec.heldout import held_out_prompts
-    from slimspec.machine import describe_line, fastest_setup
+    from slimspec.machine import describe_line, fastest_setup, resolve_dtype
     from slimspec.targets import load_target
 
     t_start = time.perf_counter()
@@ -118,13 +116,12 @@ def main(argv=None) -> int:
         folder = build_or_load(args.target, args.build)
         out = publish_local(folder, Path(args.publish_dir).resolve())
         print(f"[2/4] published to {out} (Hub layout: weights, config, code, model card)", flush=True)
-        dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
-        names = list(dtypes) if args.dtype == "auto" else [args.dtype]
-        candidates = {name: load_target(args.target, dtype=dtypes[name]) for name in names}
+        names = ["bf16", "fp32"] if args.dtype == "auto" else [args.dtype]
+        candidates = {name: load_target(args.target, dtype=resolve_dtype(name)) for name in names}
         best, passes = fastest_setup(candidates)  # each candidate left in its faster setup
         target, tokenizer = candidates.pop(best)
         candidates.clear()
-        drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype=dtypes[best]).eval()
+        drafter = AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype=resolve_dtype(best)).eval()
         print(f"[3/4] reloaded with AutoModel.from_pretrained(..., trust_remote_code=True): "
               f"{type(drafter).__name__}, head rank {drafter.config.head_rank}, K = "
               f"{drafter.generation_config.num_assistant_tokens}", flush=True)

@@ -32,6 +32,14 @@ def shipped_drafter(target_name: str):
     return None
 
 
+def shipped_or_exit(target_name: str, prog: str) -> Path:
+    """``shipped_drafter`` for a command's default drafter, or SystemExit naming ``prog`` and where to get one."""
+    folder = shipped_drafter(target_name)
+    if folder is None:
+        raise SystemExit(f"{prog}: {where_to_get(target_name)} (--drafter FOLDER)")
+    return folder
+
+
 def where_to_get(target_name: str) -> str:
     """What to do when ``shipped_drafter`` found nothing, as a sentence."""
     name = SHIPPED.get(target_name, "<drafter>")

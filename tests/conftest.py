@@ -45,7 +45,7 @@ def tiny_drafter():
 
 @pytest.fixture
 def pack_tiny_heads(monkeypatch):
-    """Let tiny test heads take the oneDNN-packed kernel path, which real heads take (see ``pack_for_cpu``)."""
+    """Let tiny test heads take the oneDNN-packed kernel path, which real heads take (see ``kernels_slimspec.pack_weight``)."""
     import kernels_slimspec
 
     monkeypatch.setattr(kernels_slimspec, "PACK_MIN_ELEMENTS", 0)

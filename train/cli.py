@@ -22,6 +22,7 @@ from pathlib import Path
 
 from slimspec.runner import lookup_setting
 
+from .evaluate import HELD_OUT_PROTOCOL
 from .fit_config import FitConfig
 from .losses import LOSSES
 
@@ -108,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--target", default="gemma3-270m", help="embedded target name")
     h.add_argument("--drafter", default=None, help="drafter folder (default: the shipped one)")
     h.add_argument("--per-category", type=int, default=None, help="prompts per category (default: all)")
-    h.add_argument("--k", type=int, default=5, help="constant draft length")
-    h.add_argument("--max-new-tokens", type=int, default=48)
+    h.add_argument("--k", type=int, default=HELD_OUT_PROTOCOL["num_assistant_tokens"], help="constant draft length")
+    h.add_argument("--max-new-tokens", type=int, default=HELD_OUT_PROTOCOL["max_new_tokens"])
     h.add_argument("--dtype", default="fp32", choices=["bf16", "fp32"], help="target dtype (default fp32)")
     h.add_argument("--out", default="reports/heldout", help="where the table and its JSON go")
     return p
@@ -118,14 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _heldout(args) -> int:
     from modeling_slimspec import SlimSpecDrafter
     from slimspec.machine import describe_line, resolve_dtype
-    from slimspec.shipped import shipped_drafter, where_to_get
+    from slimspec.shipped import shipped_or_exit
     from slimspec.targets import load_target
 
     from .evaluate import evaluate_held_out, held_out_table
 
-    folder = args.drafter or shipped_drafter(args.target)
-    if folder is None:
-        raise SystemExit(f"slimspec-train heldout: {where_to_get(args.target)} (--drafter FOLDER)")
+    folder = args.drafter or shipped_or_exit(args.target, "slimspec-train heldout")
     target, tokenizer = load_target(args.target, dtype=resolve_dtype(args.dtype))
     drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype).eval()
     result = evaluate_held_out(target, tokenizer, drafter, per_category=args.per_category, num_assistant_tokens=args.k,

@@ -30,8 +30,13 @@ def evaluate_drafter(target, tokenizer, drafter, *, prompts: int | list = 16, nu
                 max_new_tokens=max_new_tokens, stats=s)
 
 
+# How both held-out sets are measured (with an fp32 target): the independent set's protocol.
+HELD_OUT_PROTOCOL = dict(num_assistant_tokens=5, max_new_tokens=48)
+
+
 def evaluate_held_out(target, tokenizer, drafter, *, sets=("a", "b"), per_category: int | None = None,
-                      num_assistant_tokens: int = 5, max_new_tokens: int = 48, progress: bool = True) -> dict:
+                      num_assistant_tokens: int = HELD_OUT_PROTOCOL["num_assistant_tokens"],
+                      max_new_tokens: int = HELD_OUT_PROTOCOL["max_new_tokens"], progress: bool = True) -> dict:
     """tau per category on each held-out set (``slimspec.heldout.HELD_OUT_SETS``), the drafter alone (prompt lookup
     off) at a constant K -> {set: {category: {"tau", "prompts"}, "all": {...}}, "mean": mean of the sets' tau}."""
     from slimspec.heldout import CATEGORIES, HELD_OUT_SETS

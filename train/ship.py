@@ -17,7 +17,7 @@ from slimspec.heldout import CATEGORIES, HELD_OUT
 from slimspec.machine import describe_line, fast_dtype
 from slimspec.targets import HUB_IDS
 
-from .evaluate import evaluate_drafter, evaluate_held_out, held_out_table
+from .evaluate import HELD_OUT_PROTOCOL, evaluate_drafter, evaluate_held_out, held_out_table
 from .recipe import build_command
 from .reference import evaluation_target
 
@@ -28,9 +28,6 @@ def shipped_evaluation(folder: Path) -> dict | None:
     """What ``ship`` measured when it wrote ``folder`` (its evaluation.json); None where there is none."""
     path = Path(folder) / "evaluation.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-HELD_OUT_PROTOCOL = dict(num_assistant_tokens=5, max_new_tokens=48)  # with an fp32 target and the drafter alone
 
 
 def replace_refusal(out: Path, report: dict) -> str | None:
