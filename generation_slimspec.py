@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import pathlib
 import textwrap
 import threading
@@ -86,7 +87,8 @@ class SlimSpecGenerateStats:
     drafted_per_pass: list = field(default_factory=list)  # drafts proposed in each verification pass
     accepted_per_pass: list = field(default_factory=list)  # drafts accepted in each verification pass
     chosen_draft_lengths: list = field(default_factory=list)  # the "cost" schedule's choices, in order
-    source_per_pass: list = field(default_factory=list)  # "drafter" | "lookup" | "none", per verification pass
+    source_per_pass: list = field(default_factory=list)  # "drafter" | "lookup" | "tree" | "none", per pass
+    tree_sources: list = field(default_factory=list)  # per tree pass: {"drafted": {source: n}, "accepted": {...}}
 
     def __add__(self, other: "SlimSpecGenerateStats") -> "SlimSpecGenerateStats":
         """Both calls as one: every field summed (numbers) or concatenated (lists). ``other`` is read by field
@@ -124,21 +126,24 @@ class SlimSpecGenerateStats:
         return [(d, a) for s, d, a in zip(self._sources(), self.drafted_per_pass, self.accepted_per_pass)
                 if s == "drafter"]
 
-    def _sum_by_source(self, values: list) -> dict:
-        """{source: sum of ``values`` (one per verification pass) over its passes}, for sources that drafted."""
-        out = {}
+    def _sum_by_source(self, values: list, part: str) -> dict:
+        """{source: sum of ``values`` (one per verification pass) over its passes}, for sources that drafted; a
+        tree pass adds its nodes' own sources (``tree_sources[i][part]``: "drafter", "lookup", or "both" for a
+        token both proposed)."""
+        out, trees = {}, iter(self.tree_sources)
         for source, drafted, value in zip(self._sources(), self.drafted_per_pass, values):
-            if drafted:
-                out[source] = out.get(source, 0) + value
+            counts = next(trees)[part] if source == "tree" else {source: value}
+            for name, count in counts.items() if drafted else ():
+                out[name] = out.get(name, 0) + count
         return out
 
     def drafted_by_source(self) -> dict:
-        """Drafts proposed per source: {"drafter": n, "lookup": m} (sources that proposed something)."""
-        return self._sum_by_source(self.drafted_per_pass)
+        """Drafts proposed per source: {"drafter": n, "lookup": m, "both": b} (sources that proposed something)."""
+        return self._sum_by_source(self.drafted_per_pass, "drafted")
 
     def accepted_by_source(self) -> dict:
-        """Accepted drafts per source that proposed them: {"drafter": n, "lookup": m}."""
-        return self._sum_by_source(self.accepted_per_pass)
+        """Accepted drafts per source that proposed them: {"drafter": n, "lookup": m, "both": b}."""
+        return self._sum_by_source(self.accepted_per_pass, "accepted")
 
     def accepted_share(self) -> dict:
         """Share of the accepted drafts each source proposed: {"drafter": 0.4, "lookup": 0.6} (0.0 each when
@@ -175,12 +180,13 @@ class DraftCosts:
     """What one decoding cycle costs on this machine, in seconds.
 
     target_pass[n - 1]: one target forward over n new tokens with a KV cache (n = 1 is a plain decoding step,
-    n = K + 1 verifies K drafts); draft: one drafter step (body, head and token choice); overhead: the adapter's
-    own work per cycle."""
+    n = K + 1 verifies K drafts, or a tree of K nodes); draft: one drafter step (body, head and token choice);
+    overhead: the adapter's own work per cycle."""
 
     target_pass: list
     draft: float
     overhead: float = 0.0
+    tree_level: float = 0.0  # one tree level: a drafter forward over tree_top_k frontier nodes and their choices
 
 
 def expected_tokens(acceptance: list, k: int) -> float:
@@ -206,6 +212,26 @@ def choose_draft_length(costs: DraftCosts, acceptance: list, max_k: int) -> int:
         if rate > best_rate:
             best_k, best_rate = k, rate
     return best_k
+
+
+def choose_tree_size(costs: DraftCosts, scores: list, calibration: float, depth: int) -> tuple:
+    """How many of a drafted tree's nodes to verify, from the measured costs (EAGLE-2's premise: the drafter's
+    cumulative probability of a node's path, exp(score), is about the chance the target accepts it; ``calibration``
+    is the observed ratio of accepted to predicted):
+
+        tokens(N) = 1 + calibration * sum of the N largest exp(score)
+        rate(N)   = tokens(N) / (target_pass[N] + draft + (depth - 1) * tree_level)   (drafting is spent)
+
+    -> (N in 0..len(scores) maximizing rate (ties: the smaller), its rate)."""
+    probabilities = sorted((math.exp(x) for x in scores), reverse=True)
+    spent = costs.draft + (depth - 1) * costs.tree_level
+    best_n, best_rate, tokens = 0, 1.0 / (costs.target_pass[0] + spent), 1.0
+    for n, p in enumerate(probabilities[: len(costs.target_pass) - 1], start=1):
+        tokens += calibration * p
+        rate = tokens / (costs.target_pass[n] + spent)
+        if rate > best_rate:
+            best_n, best_rate = n, rate
+    return best_n, best_rate
 
 
 class AcceptanceEstimate:
@@ -293,14 +319,24 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
        packed for oneDNN (``kernels_slimspec.optimize_for_cpu``); the target is left in the faster setup. Packing
        is faster on some CPUs and slower on others (docs/cpu-kernels.md), so it is measured, never assumed;
     2. the "cost" schedule's costs in that setup: a target pass over 1..max_k + 1 new tokens (max_k: the drafter's
-       ``num_assistant_tokens``) and one drafter step (medians of ``repeats``).
+       ``num_assistant_tokens``; with a draft tree, up to its node count, a few lengths measured and the rest
+       interpolated), one drafter step, and one tree level (medians of ``repeats``).
 
     The result is kept on the drafter for ``target`` (weakly) and used while ``setup_state`` is unchanged."""
-    max_k = int(max_k if max_k is not None else drafter.generation_config.num_assistant_tokens)
+    config = drafter.generation_config
+    max_k = int(max_k if max_k is not None else config.num_assistant_tokens)
+    total, _, top_k = tree_setting(config)
+    nodes = total + hybrid_setting(config)[0] if total else 0  # a tree and its lookup branch
     pass_ms = prepare_target(target, context, repeats) if prepare else {}
     target_pass = _target_pass_seconds(target, list(range(1, max_k + 2)), context, repeats)
+    if nodes + 1 > len(target_pass):  # longer passes at a few lengths, the rest interpolated
+        grid = sorted({n for n in (8, 12, 16, 24, 32, 48, 64, 96, 128) if len(target_pass) < n < nodes + 1}
+                      | {nodes + 1})
+        target_pass = interpolated(list(range(1, len(target_pass) + 1)) + grid,
+                                   target_pass + _target_pass_seconds(target, grid, context, repeats))
     pass_ms.setdefault("packed" if packed_count(target) else "as loaded", 1e3 * target_pass[0])
-    costs = DraftCosts(target_pass=target_pass, draft=_draft_seconds(drafter, context, repeats))
+    costs = DraftCosts(target_pass=target_pass, draft=_draft_seconds(drafter, context, repeats),
+                       tree_level=_draft_seconds(drafter, context, repeats, rows=top_k) if total else 0.0)
     calibration = Calibration(pass_ms=pass_ms, packed=bool(packed_count(target)), costs=costs,
                               state=setup_state(drafter, target))
     _calibrations(drafter).by_target[target] = calibration
@@ -330,11 +366,25 @@ def prepare_target(target, context: int = 64, repeats: int = 5, rounds: int = 2,
     return pass_ms
 
 
+def interpolated(lengths: list, seconds: list) -> list:
+    """Seconds for every length 1..max(lengths), linear between the measured ``lengths`` (ascending)."""
+    out = []
+    for n in range(1, lengths[-1] + 1):
+        hi = next(i for i, length in enumerate(lengths) if length >= n)
+        lo = max(hi - 1, 0)
+        span = lengths[hi] - lengths[lo]
+        w = (n - lengths[lo]) / span if span else 1.0
+        out.append(seconds[lo] + w * (seconds[hi] - seconds[lo]))
+    return out
+
+
 def measured_costs(drafter, target, max_k: int) -> DraftCosts:
     """The "cost" schedule's costs: from ``drafter.calibrate(target)`` when it measured this setup with drafts at
     least ``max_k`` long, else measured now (the target left as it is), with a warning saying so."""
     found = calibration_for(drafter, target)
-    if found is None or len(found.costs.target_pass) < max_k + 1:
+    total = tree_setting(drafter.generation_config)[0]
+    nodes = total + hybrid_setting(drafter.generation_config)[0] if total else 0
+    if found is None or len(found.costs.target_pass) < max(max_k, nodes) + 1 or (total and not found.costs.tree_level):
         warnings.warn("SlimSpec's 'cost' schedule is timing this machine now (a few seconds, once per target "
                       "setup); call drafter.calibrate(target) beforehand to measure it explicitly, and to let it "
                       "choose whether packing the target's linears pays here.", stacklevel=4)
@@ -370,8 +420,9 @@ def _target_pass_seconds(target, lengths: list, context: int, repeats: int) -> l
 
 
 @torch.inference_mode()
-def _draft_seconds(drafter, context: int, repeats: int) -> float:
-    """Median seconds of one drafter step (body, head and greedy token choice) after ``context`` positions."""
+def _draft_seconds(drafter, context: int, repeats: int, rows: int = 0) -> float:
+    """Median seconds of one drafter step (body, head and greedy token choice) after ``context`` positions; with
+    ``rows``, of one tree level instead: a forward over ``rows`` nodes and their top-``rows`` choices."""
     cfg = drafter.config
     ids = torch.randint(1, cfg.vocab_size, (1, context + 1), generator=torch.Generator().manual_seed(0))
     ids = ids.to(drafter.device)
@@ -385,7 +436,15 @@ def _draft_seconds(drafter, context: int, repeats: int) -> float:
         step = drafter(input_ids=ids[:, :1], hidden_states=g, past_key_values=draft_cache, logits_to_keep=1)
         first_argmax(step.logits[:, -1])
 
-    return _median_seconds(draft, repeats)
+    def level():
+        draft_cache.crop(context)
+        mask = torch.ones(rows, context + rows, dtype=torch.bool, device=drafter.device)
+        step = drafter(input_ids=ids[:, :rows], hidden_states=g.expand(1, rows, g.shape[-1]),
+                       past_key_values=draft_cache, position_ids=torch.full((rows,), context, device=drafter.device),
+                       attention_mask=mask, logits_to_keep=0)
+        top_choices(torch.log_softmax(step.logits[0].float(), dim=-1), rows)
+
+    return _median_seconds(level if rows else draft, repeats)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -424,6 +483,197 @@ def point_mass_logits(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     tokens [1, K] -> [1, K, vocab_size] float32, so speculative sampling accepts token x with prob min(1, p(x))."""
     logits = torch.full((1, tokens.shape[1], vocab_size), float("-inf"), device=tokens.device)
     return logits.scatter_(-1, tokens.unsqueeze(-1), 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tree drafting (EAGLE-2 dynamic trees): many guesses per position, verified in one target forward
+# ----------------------------------------------------------------------------------------------------------------------
+def tree_setting(config) -> tuple:
+    """A drafter generation_config's tree: (tree_total_tokens, tree_depth, tree_top_k); total 0 (or unset) = chain
+    drafting. Defaults where a tree is on: depth 6, top-k 4. ValueError naming the setting where they do not fit."""
+    total = getattr(config, "tree_total_tokens", None) or 0
+    depth = getattr(config, "tree_depth", None) or 6
+    top_k = getattr(config, "tree_top_k", None) or 4
+    for name, value in (("tree_total_tokens", total), ("tree_depth", depth), ("tree_top_k", top_k)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"the drafter's generation_config.{name} is {value!r}; it must be a whole number >= 0 "
+                             f"(tree_total_tokens 0 = chain drafting).")
+    if total and (depth < 1 or top_k < 1):
+        raise ValueError(f"a draft tree (tree_total_tokens={total}) needs tree_depth >= 1 and tree_top_k >= 1; got "
+                         f"tree_depth={depth}, tree_top_k={top_k}.")
+    return int(total), int(depth), int(top_k)
+
+
+@dataclass
+class DraftTree:
+    """Drafted tokens as a tree rooted at the context's last token; nodes are listed parents before children.
+
+    tokens[i]: target token id; parents[i]: the parent node (-1: the root); depths[i]: 1 for the first draft
+    after the root; scores[i]: the drafter's cumulative log-probability of the path to node i (0 for lookup
+    nodes: drawn with certainty); sources[i]: {"drafter"} | {"lookup"} | both."""
+
+    tokens: list = field(default_factory=list)
+    parents: list = field(default_factory=list)
+    depths: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    sources: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def add(self, token: int, parent: int, score: float, source: str) -> int:
+        self.tokens.append(int(token))
+        self.parents.append(parent)
+        self.depths.append(1 + (self.depths[parent] if parent >= 0 else 0))
+        self.scores.append(float(score))
+        self.sources.append({source})
+        return len(self.tokens) - 1
+
+    def path(self, node: int) -> list:
+        """The tokens from the root's first child down to ``node`` (none for the root, -1)."""
+        tokens = []
+        while node >= 0:
+            tokens.insert(0, self.tokens[node])
+            node = self.parents[node]
+        return tokens
+
+    def child(self, parent: int, token: int) -> int:
+        """The node under ``parent`` holding ``token``, or -1."""
+        for i, (p, t) in enumerate(zip(self.parents, self.tokens)):
+            if p == parent and t == token:
+                return i
+        return -1
+
+    def pruned(self, keep: int) -> "DraftTree":
+        """The ``keep`` most probable nodes (by score; ties: the earlier drafted), which is always a tree (a child
+        never scores above its parent and is drafted after it), in drafting order."""
+        ranked = sorted(range(len(self)), key=lambda i: (-self.scores[i], i))[:keep]
+        kept = sorted(ranked)
+        new = {old: j for j, old in enumerate(kept)}
+        return DraftTree([self.tokens[i] for i in kept], [new.get(self.parents[i], -1) for i in kept],
+                         [self.depths[i] for i in kept], [self.scores[i] for i in kept],
+                         [set(self.sources[i]) for i in kept])
+
+    def ancestry(self) -> torch.Tensor:
+        """[N + 1, N + 1] bool over the root (row/column 0) and the nodes (i + 1): True where column j is row i
+        itself or one of its ancestors."""
+        n = len(self)
+        seen = torch.eye(n + 1, dtype=torch.bool)
+        seen[1:, 0] = True
+        for i, parent in enumerate(self.parents):
+            if parent >= 0:
+                seen[i + 1] |= seen[parent + 1]
+        return seen
+
+
+def top_choices(log_p, k: int) -> tuple:
+    """The k largest entries of each row of log_p [F, V] -> (values [F, k], indices [F, k]), the first being the
+    row's first maximum, as ``argmax`` (and so the chain) picks it; ``topk`` alone may order ties otherwise."""
+    values, indices = log_p.topk(k, dim=-1)
+    for r, row in enumerate(indices.tolist()):
+        best = int(first_argmax(log_p[r : r + 1]))
+        if row[0] != best:
+            row.remove(best) if best in row else row.pop()
+            indices[r] = torch.tensor([best] + row)
+    return log_p.gather(-1, indices), indices
+
+
+def attention_windows(target) -> dict:
+    """{layer type: sliding window or None} of the target's decoder layers (``layer_types`` where the config has
+    them; else every layer slides where ``sliding_window`` is set). ValueError for what a tree mask cannot
+    express: chunked attention, or an attention implementation that takes no 4D mask."""
+    text = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
+    window = getattr(text, "sliding_window", None)
+    types = set(getattr(text, "layer_types", None) or ["sliding_attention" if window else "full_attention"])
+    if types - {"full_attention", "sliding_attention"}:
+        raise ValueError(f"tree drafting verifies with an attention mask over full or sliding-window layers; this "
+                         f"target has {sorted(types)}. Set the drafter's generation_config.tree_total_tokens = 0 "
+                         f"(chain drafting).")
+    implementation = getattr(text, "_attn_implementation", None) or "sdpa"
+    if implementation not in ("sdpa", "eager"):
+        raise ValueError(f"tree drafting passes the target a 4D attention mask, which its attention implementation "
+                         f"{implementation!r} does not take: use target.set_attn_implementation('sdpa'), or set the "
+                         f"drafter's generation_config.tree_total_tokens = 0 (chain drafting).")
+    return {kind: (window if kind == "sliding_attention" else None) for kind in sorted(types)}
+
+
+def tree_attention(tree: DraftTree, past: int, windows: dict, dtype, device) -> tuple:
+    """The verification forward's positions and masks for [root] + tree nodes after ``past`` cached positions:
+    position_ids [1, N + 1] = past + depth; mask [1, 1, N + 1, past + N + 1], 0 where a node may attend (the
+    context and its own ancestors, within a sliding layer's window), the dtype's lowest value elsewhere. One mask,
+    or {layer type: mask} where the target mixes layer types (the form transformers' models with several layer
+    types accept)."""
+    positions = past + torch.tensor([0] + tree.depths, device=device)
+    allowed = torch.cat([torch.ones(len(tree) + 1, past, dtype=torch.bool), tree.ancestry()], dim=1).to(device)
+    key_positions = torch.cat([torch.arange(past, device=device), positions])
+    lowest = torch.finfo(dtype).min
+    masks = {}
+    for kind, window in windows.items():
+        ok = allowed if window is None else allowed & (positions[:, None] - key_positions[None, :] < window)
+        masks[kind] = torch.zeros(ok.shape, dtype=dtype, device=device).masked_fill_(~ok, lowest)[None, None]
+    mask = next(iter(masks.values())) if len(masks) == 1 else masks
+    return positions[None], mask
+
+
+_MASKS_BY_LAYER_TYPE = {}  # target class -> whether its forward takes {layer type: 4D mask}
+
+
+def check_masks_by_layer_type(target, windows: dict) -> None:
+    """Raise ValueError where ``target`` (mixing layer types) does not take a {layer type: mask} attention mask:
+    tried once per target class with a one-token forward."""
+    kind = type(target)
+    if kind not in _MASKS_BY_LAYER_TYPE:
+        device, dtype = target.get_input_embeddings().weight.device, target.dtype
+        masks = {name: torch.zeros(1, 1, 1, 1, dtype=dtype, device=device) for name in windows}
+        try:
+            with torch.no_grad():
+                target(input_ids=torch.ones(1, 1, dtype=torch.long, device=device), attention_mask=masks,
+                       use_cache=False)
+            _MASKS_BY_LAYER_TYPE[kind] = True
+        except (TypeError, AttributeError, KeyError, ValueError, RuntimeError):
+            _MASKS_BY_LAYER_TYPE[kind] = False
+    if not _MASKS_BY_LAYER_TYPE[kind]:
+        raise ValueError(f"{kind.__name__} mixes {sorted(windows)} layers but its forward does not take one "
+                         f"attention mask per layer type, which a tree needs. Set the drafter's "
+                         f"generation_config.tree_total_tokens = 0 (chain drafting).")
+
+
+def keep_positions(cache, start: int, rows: list) -> None:
+    """Of the positions a forward appended to ``cache`` from ``start``, keep ``rows`` (ascending offsets from
+    ``start``), in order, and drop the rest: the accepted path of a verified tree. Rows that already form a prefix
+    only crop; otherwise each layer's ``keys``/``values`` (the public tensors of transformers' ``DynamicLayer``)
+    are gathered in place first."""
+    if rows != list(range(len(rows))):
+        layers = getattr(cache, "layers", None)
+        if layers is None or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
+            raise RuntimeError("this transformers release's DynamicCache has no per-layer keys/values tensors "
+                               "(cache.layers[i].keys): tree drafting cannot keep the accepted path. Set the "
+                               "drafter's generation_config.tree_total_tokens = 0.")
+        index = torch.tensor(rows, device=layers[0].keys.device) + start
+        for layer in layers:
+            for tensor in (layer.keys, layer.values):
+                tensor[..., start : start + len(rows), :] = tensor.index_select(-2, index)
+    drop_last(cache, cache.get_seq_length() - start - len(rows))
+
+
+def accept_tree_greedy(tree: DraftTree, logits, logits_processor, ids) -> tuple:
+    """Walk the tree along the target's own choices: from the root (logits row 0), y = argmax of the processed
+    row; descend to the child holding y (its row is node + 1) while there is one. logits [1, N + 1, V] ->
+    (path: the accepted nodes, tokens [1, n + 1] = their tokens then the target's own, scores [1, n + 1, V]: the
+    processed rows that chose them). Processors see each row's own prefix, as in plain decoding."""
+    node, path, tokens, rows = -1, [], [], []
+    while True:
+        row = logits[:, node + 1]
+        if logits_processor is not None:
+            row = logits_processor(torch.cat([ids, ids.new_tensor([tokens])], dim=-1), row)
+        rows.append(row)
+        choice = int(row.argmax(-1))
+        tokens.append(choice)
+        node = tree.child(node, choice)
+        if node < 0:
+            break
+        path.append(node)
+    return path, ids.new_tensor([tokens]), torch.stack(rows, dim=1)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -480,6 +730,12 @@ class SlimSpecProposer:
         self.num_assistant_tokens = int(draft_config.num_assistant_tokens)
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
         self.lookup_tokens, self.ngram_size, self.min_ngram_size = hybrid_setting(draft_config)  # tokens 0: off
+        self.tree_total, self.tree_depth, self.tree_top_k = tree_setting(draft_config)  # total 0: chain
+        if self.do_sample:  # sampling verifies a chain (the tree's rule is greedy; docs/tree-drafting.md)
+            self.tree_total = 0
+        self.windows = attention_windows(target) if self.tree_total else None
+        if self.windows is not None and len(self.windows) > 1:
+            check_masks_by_layer_type(target, self.windows)
         self.source = "none"  # who proposed the current block: "drafter" | "lookup" | "none"
         eos = generation_config.eos_token_id
         self.eos_ids = set() if eos is None else set([eos] if isinstance(eos, int) else [int(e) for e in eos])
@@ -488,6 +744,11 @@ class SlimSpecProposer:
         self.pending = []  # [1, n, 3d] target features of verified positions not yet ingested: [stable, seen)
         self.stats = SlimSpecGenerateStats(prompt_length=prompt_length)
         self.acceptance = None
+        # the "cost" schedule's view of trees: tokens per second observed on tree passes (priced by the measured
+        # costs), accepted vs predicted drafter nodes, the last tree's cost, chain passes since the last tree
+        self.tree_rate, self.tree_passes, self.tree_seen, self.tree_cost, self.chain_passes = None, [0, 0.0], \
+            [0.0, 0], None, 0
+        self.chain_in_tree = [0, 0.0]  # tokens and cost of each tree's most probable chain, on the tree passes
         if self.schedule == "cost":
             self._start_cost_schedule(target, draft_config)
 
@@ -500,10 +761,148 @@ class SlimSpecProposer:
         self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k)
         self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
         self.stats.chosen_draft_lengths.append(self.num_assistant_tokens)
-        if self.num_assistant_tokens == 0:
+        if self.num_assistant_tokens == 0 and not self.tree_total:  # a tree is tried before giving up
             self.requires_features = False
 
+    # -- the "cost" schedule's shape: chain or tree ----------------------------------------------------------------
+    TREE_PRIOR = 8.0  # predicted tokens the prior calibration of 1 weighs
+    TREE_RETRY = 8  # chain passes before the tree is tried again
+
+    def chain_rate(self) -> float:
+        """Expected tokens per second of the chain the "cost" schedule chose (K = 0: plain decoding)."""
+        k, costs = self.num_assistant_tokens, self.costs
+        if k == 0:
+            return 1.0 / costs.target_pass[0]
+        return expected_tokens(self.acceptance.rates(), k) / (costs.target_pass[k] + k * costs.draft
+                                                              + costs.overhead)
+
+    def tree_calibration(self) -> float:
+        """Accepted drafter nodes per predicted one (sum of exp(score)) over this call's tree passes, after a prior
+        of 1 worth TREE_PRIOR predicted tokens."""
+        predicted, accepted = self.tree_seen
+        return (self.TREE_PRIOR + accepted) / (self.TREE_PRIOR + predicted)
+
     # -- one pass -------------------------------------------------------------------------------------------------
+    def wants_tree(self) -> bool:
+        """Whether the next pass drafts a tree (else a chain, or nothing). The "cost" schedule drafts a tree while
+        its rate so far (tokens its passes produced over their measured cost) beats plain decoding and the chain
+        the schedule chose, priced the same way on the same passes (each tree's most probable chain of that
+        length: what the chain would have produced), and tries it again after TREE_RETRY chain passes; the other
+        schedules always draft the tree."""
+        if not self.tree_total or not self.requires_features:
+            return False
+        if self.acceptance is None or self.tree_rate is None:
+            return True
+        chain_seen = self.chain_in_tree[0] / self.chain_in_tree[1] if self.chain_in_tree[1] else 0.0
+        if self.tree_rate >= max(chain_seen, 1.0 / self.costs.target_pass[0]):
+            return True
+        self.chain_passes += 1
+        if self.chain_passes >= self.TREE_RETRY:
+            self.chain_passes = 0
+            return True
+        if self.num_assistant_tokens == 0 and self.tree_rate < 1.0 / self.costs.target_pass[0]:
+            self.requires_features = False  # neither pays: plain decoding from here on
+        return False
+
+    def propose_tree(self, input_ids) -> DraftTree:
+        """input_ids [1, cur_len] -> the pass's DraftTree: the drafter's (``_draft_tree``), at most
+        ``tree_total_tokens`` nodes and ``tree_depth`` deep, plus prompt lookup's continuation as one more branch
+        where the context has a match (hybrid tree). Never deeper than max_length allows."""
+        budget = self.max_length - input_ids.shape[1] - 1  # the target adds one token after the deepest node
+        tree = DraftTree()
+        if budget > 0:
+            depth = min(self.tree_depth, budget)
+            tree = self._draft_tree(input_ids, *self._ingest(input_ids), depth)
+            if self.acceptance is not None:  # the "cost" schedule: as many nodes as pay
+                size, _ = choose_tree_size(self.costs, tree.scores, self.tree_calibration(), depth)
+                tree = tree.pruned(size)
+                costs = self.costs
+                self.tree_cost = costs.target_pass[size] + costs.draft + (depth - 1) * costs.tree_level
+        if self.lookup_tokens and budget > 0:
+            self._add_lookup_branch(tree, input_ids, budget)
+        self.source = "tree"
+        return tree
+
+    @torch.no_grad()
+    def _draft_tree(self, input_ids, g, logits, depth: int) -> DraftTree:
+        """EAGLE-2's dynamic tree from the drafter's state after ingesting (g [1, 1, d], logits [1, V_d]):
+
+            level 1:    the top_k tokens of softmax(logits), score = log p (``_tree_choices``)
+            level l+1:  one drafter forward over the frontier (the top_k level-l nodes by score, eos excluded),
+                        each node attending to the context and its own ancestors; each gets top_k children,
+                        score = parent score + log p(child)
+            prune:      the tree_total_tokens best-scoring nodes of all levels (``DraftTree.pruned``)
+
+        The drafter's cache keeps the frontier nodes' keys (``_ingest`` crops them away next pass)."""
+        drafter, k = self.drafter, self.tree_top_k
+        tree = DraftTree()
+        frontier, parent_g = [], g  # frontier nodes and, per node, the drafter state it continues [1, F, d]
+        for level in range(1, depth + 1):
+            if level > 1:
+                start = self.cache.length
+                mask = torch.zeros(len(frontier), start + len(frontier), dtype=torch.bool)
+                mask[:, : self.stable] = True
+                for row, node in enumerate(frontier):
+                    mask[row, start + row] = True
+                    ancestor = tree.parents[node]
+                    while ancestor >= 0:
+                        mask[row, self.slots[ancestor]] = True
+                        ancestor = tree.parents[ancestor]
+                    self.slots[node] = start + row
+                step = drafter(input_ids=torch.tensor([[tree.tokens[i] for i in frontier]], device=drafter.device),
+                               hidden_states=parent_g, past_key_values=self.cache,
+                               position_ids=torch.full((len(frontier),), self.stable + level - 2,
+                                                       device=drafter.device),
+                               attention_mask=mask.to(drafter.device), logits_to_keep=0)
+                logits, states = step.logits[0], step.last_hidden_state
+            else:
+                self.slots = {}
+                states = g
+            log_p, tokens = self._tree_choices(input_ids, tree, frontier, logits)
+            base = [tree.scores[i] for i in frontier] or [0.0]
+            children = [(tree.add(token, frontier[r] if frontier else -1, base[r] + lp, "drafter"), r)
+                        for r, (row_tokens, row_lp) in enumerate(zip(tokens.tolist(), log_p.tolist()))
+                        for token, lp in zip(row_tokens, row_lp)]
+            expandable = [c for c in children if tree.tokens[c[0]] not in self.eos_ids]  # nothing follows an eos
+            best = sorted(expandable, key=lambda c: -tree.scores[c[0]])[:k]  # stable: ties keep drafting order
+            if not best:
+                break
+            frontier = [node for node, _ in best]
+            parent_g = states[:, [r for _, r in best]]
+            logits = None
+        return tree.pruned(self.tree_total)
+
+    def _tree_choices(self, input_ids, tree: DraftTree, frontier: list, logits) -> tuple:
+        """The top_k children of each frontier node (the root for none) from its draft logits [F, V_d] -> (log p
+        [F, k], target ids [F, k]). Where the target's logits processors reshape its choice (a repetition penalty,
+        a minimum length), each row is processed first with its own path as the prefix, as the chain's drafts
+        are."""
+        k = min(self.tree_top_k, logits.shape[-1])
+        if self.logits_processor is None:
+            log_p, draft_ids = top_choices(torch.log_softmax(logits.float(), dim=-1), k)
+            return log_p, self.drafter.draft_to_target_ids(draft_ids)
+        full = self.drafter.to_target_logits(logits).float().to(input_ids.device)
+        rows = [self.logits_processor(torch.cat([input_ids, input_ids.new_tensor([tree.path(node)]).view(1, -1)],
+                                                dim=-1), full[r : r + 1])
+                for r, node in enumerate(frontier or [-1])]
+        return top_choices(torch.log_softmax(torch.cat(rows), dim=-1), k)
+
+    def _add_lookup_branch(self, tree: DraftTree, input_ids, budget: int) -> None:
+        """Prompt lookup's continuation (``lookup_continuation``, ending at an eos) as a branch from the root: a
+        token the drafter also proposed at that place is shared (sources "drafter" and "lookup")."""
+        found = lookup_continuation(input_ids[0], self.ngram_size, min(self.lookup_tokens, budget),
+                                    min_ngram=self.min_ngram_size)
+        node = -1
+        for token in found.tolist():
+            child = tree.child(node, token)
+            if child >= 0:
+                tree.sources[child].add("lookup")
+            else:
+                child = tree.add(token, node, tree.scores[node] if node >= 0 else 0.0, "lookup")
+            node = child
+            if token in self.eos_ids:
+                break
+
     def propose(self, input_ids):
         """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], draft logits [1, K, V] when sampling, else
         None). The rule (class docstring): a lookup block if the context has a match, else the drafter's (ingesting
@@ -557,10 +956,10 @@ class SlimSpecProposer:
         """Positions whose target features are in hand: [0, stable) ingested, then the kept ones."""
         return self.stable + sum(features.shape[1] for features in self.pending)
 
-    def observe(self, input_ids, outputs) -> None:
+    def observe(self, input_ids, outputs, rows: Optional[list] = None) -> None:
         """Keep the target's features of the positions its last forward verified, [seen, cur_len - 1): that
         forward started at position ``seen`` (the previous pass's bonus token, or 0 for the prefill); its rows
-        after these are the rejected drafts'."""
+        after these are the rejected drafts' (a tree's accepted path: ``rows``, the root's and its nodes')."""
         if not self.requires_features:
             return
         hidden_states = target_hidden_states(outputs, self.num_states)
@@ -569,7 +968,8 @@ class SlimSpecProposer:
         if missing:
             raise RuntimeError(f"the target returned no hidden states at layers {missing}: SlimSpec needs "
                                f"outputs.hidden_states{self.layer_ids} (output_hidden_states=True).")
-        self.pending.append(torch.cat([hidden_states[i][:, :new] for i in self.layer_ids], dim=-1))
+        states = [hidden_states[i] if rows is None else hidden_states[i][:, rows] for i in self.layer_ids]
+        self.pending.append(torch.cat([h[:, :new] for h in states], dim=-1))
 
     @torch.no_grad()
     def _ingest(self, input_ids):
@@ -614,6 +1014,50 @@ class SlimSpecProposer:
         return token, (logits if self.do_sample else None), confident
 
     # -- after verification ---------------------------------------------------------------------------------------
+    def record_tree(self, tree: DraftTree, path: list, length: int) -> None:
+        """Record a tree pass: its nodes and the accepted ``path``, with the source of each (drafter, lookup, or
+        both where they proposed the same token at the same place)."""
+        def by_source(nodes):
+            counts = {}
+            for i in nodes:
+                name = "both" if len(tree.sources[i]) > 1 else next(iter(tree.sources[i]))
+                counts[name] = counts.get(name, 0) + 1
+            return counts
+
+        drafted = by_source(range(len(tree)))
+        accepted = {name: 0 for name in drafted}
+        accepted.update(by_source(path))
+        self.stats.tree_sources.append(dict(drafted=drafted, accepted=accepted))
+        if self.acceptance is not None and self.tree_cost is not None:
+            mine = [i for i in range(len(tree)) if "drafter" in tree.sources[i]]
+            self.tree_seen[0] += sum(math.exp(tree.scores[i]) for i in mine)
+            self.tree_seen[1] += sum("drafter" in tree.sources[i] for i in path)
+            self.tree_passes[0] += 1 + len(path)  # tokens this pass produced
+            self.tree_passes[1] += self.tree_cost  # and what it cost by the measured costs
+            self.tree_rate = self.tree_passes[0] / self.tree_passes[1]
+            self._observe_chain_in_tree(tree, path)
+        self.source = "tree"
+        self.record(len(tree), len(path), length)
+
+    def _observe_chain_in_tree(self, tree: DraftTree, path: list) -> None:
+        """What the chosen chain would have done in this tree pass, for the chain's acceptance estimate: the chain
+        is every node's first (most probable) child; its drafts were accepted as far as the path followed it."""
+        first_child, chain = {}, []
+        for i, parent in enumerate(tree.parents):
+            if "drafter" in tree.sources[i]:
+                first_child.setdefault(parent, i)
+        node = first_child.get(-1)
+        while node is not None and len(chain) < max(self.num_assistant_tokens, 1):
+            chain.append(node)
+            node = first_child.get(node)
+        accepted = next((j for j, node in enumerate(chain) if j >= len(path) or path[j] != node), len(chain))
+        if chain:
+            k, costs = len(chain), self.costs
+            self.chain_in_tree[0] += 1 + accepted
+            self.chain_in_tree[1] += costs.target_pass[k] + k * costs.draft + costs.overhead
+            self.acceptance.observe(len(chain), accepted)
+            self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
+
     def record(self, drafted: int, accepted: int, length: int) -> None:
         """Record a target pass (the first is the prefill) that verified ``drafted`` drafts and accepted
         ``accepted``, leaving the output ``length`` tokens long; after a drafter pass adapt K: the "cost" schedule
@@ -625,7 +1069,7 @@ class SlimSpecProposer:
         if stats.target_passes > 1:
             stats.drafted_per_pass.append(drafted)
             stats.accepted_per_pass.append(accepted)
-            stats.source_per_pass.append(self.source if drafted > 0 else "none")
+            stats.source_per_pass.append(self.source if drafted > 0 or self.source == "tree" else "none")
         drafter_pass = drafted > 0 and self.source == "drafter"  # lookup passes teach the schedules nothing
         if self.acceptance is not None and drafter_pass:
             self.acceptance.observe(drafted, accepted)
@@ -689,10 +1133,11 @@ class TargetForward:
         self.cache_name = "cache" if "cache" in parameters else "past_key_values"
         self.keeps_logits = "logits_to_keep" in parameters
 
-    def __call__(self, ids, cache, features: bool, keep: int):
+    def __call__(self, ids, cache, features: bool, keep: int, **tree):
         """ids [1, T] appended to ``cache`` -> (logits of the last ``keep`` positions [1, keep, V], the outputs when
-        ``features`` asked for the hidden states, else None)."""
-        kwargs = {self.cache_name: cache, "use_cache": True}
+        ``features`` asked for the hidden states, else None). ``tree``: position_ids and attention_mask of a tree
+        verification (``tree_attention``)."""
+        kwargs = {self.cache_name: cache, "use_cache": True, **tree}
         if self.keeps_logits:
             kwargs["logits_to_keep"] = keep
         if features:
@@ -772,6 +1217,10 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
         cache    -= the K - n rejected positions        (crop)
         ids      += tokens, up to a stopping criterion  (checked after every token, as plain decoding does)
 
+    With a draft tree (greedy, ``tree_total_tokens`` > 0): the drafts are a tree (``propose_tree``), verified in
+    one forward with a tree attention mask (``tree_attention``); the accepted path is the walk along the target's
+    own choices (``accept_tree_greedy``), and the cache keeps exactly that path (``keep_positions``).
+
     Returns the sequences [1, L + new] (or transformers' ``GenerateDecoderOnlyOutput`` with ``sequences`` and the
     requested ``scores``/``logits`` when ``return_dict_in_generate``). The call's statistics:
     ``drafter.last_generate_stats`` (per thread)."""
@@ -785,30 +1234,42 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
     all_scores, all_logits = [], []
     ids, stopped = input_ids, False
     while not stopped:
-        candidate, draft_logits = proposer.propose(ids) if cache.get_seq_length() else (ids, None)
-        start, K = ids.shape[1], candidate.shape[1] - ids.shape[1]
-        logits, outputs = forward(candidate[:, cache.get_seq_length():], cache, proposer.requires_features, K + 1)
-        if cache.get_seq_length() != candidate.shape[1]:
-            raise RuntimeError(f"the target's cache holds {cache.get_seq_length()} positions after a forward over "
-                               f"{candidate.shape[1]}: it does not keep its state in the DynamicCache it was given, "
-                               f"so rejected drafts cannot be rolled back. Decode this target without a drafter.")
-        logits = logits.float()
-        scores = processed_scores(processors, candidate, logits, start)
-        drafts = candidate[:, start:]
-        if generation_config.do_sample:
-            n, tokens = accept_sampled(drafts, draft_logits, scores)
-        else:
-            n, tokens = accept_greedy(drafts, scores)
-        drop_last(cache, K - n)
+        past, rows = cache.get_seq_length(), None
+        if past and proposer.wants_tree():  # a tree: [last token] + nodes, one forward with a tree mask
+            tree = proposer.propose_tree(ids)
+            positions, mask = tree_attention(tree, past, proposer.windows, model.dtype, ids.device)
+            block = torch.cat([ids[:, -1:], ids.new_tensor([tree.tokens]).view(1, -1)], dim=-1)
+            logits, outputs = forward(block, cache, True, len(tree) + 1, position_ids=positions,
+                                      attention_mask=mask)
+            check_cache_grew(cache, past + block.shape[1])
+            path, tokens, scores = accept_tree_greedy(tree, logits.float(), processors, ids)
+            rows = [0] + [node + 1 for node in path]
+            keep_positions(cache, past, rows)
+            logits = logits[:, rows]
+        else:  # a chain: [last token] + K drafts (the prompt at first)
+            candidate, draft_logits = proposer.propose(ids) if past else (ids, None)
+            start, K = ids.shape[1], candidate.shape[1] - ids.shape[1]
+            logits, outputs = forward(candidate[:, past:], cache, proposer.requires_features, K + 1)
+            check_cache_grew(cache, candidate.shape[1])
+            scores = processed_scores(processors, candidate, logits.float(), start)
+            drafts = candidate[:, start:]
+            if generation_config.do_sample:
+                n, tokens = accept_sampled(drafts, draft_logits, scores)
+            else:
+                n, tokens = accept_greedy(drafts, scores)
+            drop_last(cache, K - n)
         tokens, stopped = until_stop(stopping_criteria, ids, tokens.to(ids.device), scores)
         ids = torch.cat([ids, tokens], dim=-1)
-        proposer.record(K, n, ids.shape[1])
+        if rows is None:
+            proposer.record(K, n, ids.shape[1])
+        else:
+            proposer.record_tree(tree, path, ids.shape[1])
         all_scores += [scores[:, j] for j in range(tokens.shape[1])] if keep_scores else []
-        all_logits += [logits[:, j] for j in range(tokens.shape[1])] if keep_logits else []
+        all_logits += [logits[:, j].float() for j in range(tokens.shape[1])] if keep_logits else []
         if streamer is not None:
             streamer.put(tokens.cpu())
         if not stopped:
-            proposer.observe(ids, outputs)
+            proposer.observe(ids, outputs, rows)
     if streamer is not None:
         streamer.end()
     if not generation_config.return_dict_in_generate:
@@ -817,6 +1278,13 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
 
     return GenerateDecoderOnlyOutput(sequences=ids, scores=tuple(all_scores) if keep_scores else None,
                                      logits=tuple(all_logits) if keep_logits else None)
+
+
+def check_cache_grew(cache, length: int) -> None:
+    if cache.get_seq_length() != length:
+        raise RuntimeError(f"the target's cache holds {cache.get_seq_length()} positions after a forward over "
+                           f"{length}: it does not keep its state in the DynamicCache it was given, so rejected "
+                           f"drafts cannot be rolled back. Decode this target without a drafter.")
 
 
 def check_inputs(input_ids, generation_config, model_kwargs) -> None:
@@ -1127,7 +1595,8 @@ def loop_contract_problems(source: Optional[str] = None) -> list:
        ``generation_config=`` and the prepared model kwargs (``**``);
     3. a string ``custom_generate`` is loaded with ``load_custom_generate`` and called with ``model=`` and the
        ``generate`` arguments (``**``);
-    4. ``DynamicCache`` has ``crop`` and ``get_seq_length``."""
+    4. ``DynamicCache`` has ``crop`` and ``get_seq_length``, and keeps each layer's keys and values as
+       ``cache.layers[i].keys`` / ``.values`` (tree drafting gathers the accepted path there, ``keep_positions``)."""
     from transformers import DynamicCache, GenerationMixin
 
     if source is None:
@@ -1161,6 +1630,12 @@ def loop_contract_problems(source: Optional[str] = None) -> list:
                         "with model= and the generate arguments")
     problems += [f"DynamicCache has no {name}()" for name in ("crop", "get_seq_length")
                  if not callable(getattr(DynamicCache, name, None))]
+    cache, key = DynamicCache(), torch.zeros(1, 1, 2, 1)
+    cache.update(key, key, 0)
+    layer = (getattr(cache, "layers", None) or [None])[0]
+    if not all(isinstance(getattr(layer, name, None), torch.Tensor) and getattr(layer, name).shape == key.shape
+               for name in ("keys", "values")):
+        problems.append("DynamicCache does not keep a layer's keys/values as cache.layers[i].keys/.values")
     return problems
 
 

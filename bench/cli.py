@@ -8,6 +8,7 @@
     slimspec-bench cpu       SlimSpec against the fastest plain generate on this CPU, per held-out category
     slimspec-bench lookup    how many tokens prompt lookup would get accepted, by matched n-gram (offline)
     slimspec-bench loop      this checkout's decoding loop against an earlier revision's, per pass
+    slimspec-bench tree      chain, tree and hybrid tree per held-out category and on long contexts, this CPU
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cpu, e2e, generate, head, lookup, loop, svd
+from . import cpu, e2e, generate, head, lookup, loop, svd, tree
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     cpu.add_arguments(sub.add_parser("cpu", help="SlimSpec against the fastest plain generate on this CPU"))
     lookup.add_arguments(sub.add_parser("lookup", help="prompt lookup's accepted tokens by matched n-gram"))
     loop.add_arguments(sub.add_parser("loop", help="this decoding loop against an earlier revision's"))
+    tree.add_arguments(sub.add_parser("tree", help="chain, tree and hybrid tree per held-out category on this CPU"))
     return parser
 
 
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
         return lookup.main(args)
     if args.command == "loop":
         return loop.main(args)
+    if args.command == "tree":
+        return tree.main(args)
     return 2
 
 

@@ -31,7 +31,8 @@ class Method:
     (``drafter`` with its own draft length and schedule, and prompt lookup of ``k`` tokens from n-grams of
     ``min_ngram`` to ``ngram`` tokens in its generator: ``prompt_lookup_num_tokens`` / ``max_matching_ngram_size`` /
     ``min_matching_ngram_size`` on the drafter's generation_config for the call; ``k=None``: the drafter's own
-    prompt-lookup setting)."""
+    prompt-lookup setting). ``settings``: more generation_config values of the drafter for the call (a draft
+    tree's ``tree_total_tokens``, ``tree_depth``, ``tree_top_k``; the schedule)."""
 
     name: str
     kind: str
@@ -39,6 +40,7 @@ class Method:
     drafter: object = None
     ngram: int = 2
     min_ngram: int = 1
+    settings: dict = field(default_factory=dict)
 
     @property
     def uses_drafter(self) -> bool:
@@ -53,16 +55,16 @@ class Method:
 
     def drafter_settings(self):
         """A context manager giving the drafter this method's settings for the call (its own ones after it)."""
-        if self.kind == "hybrid":
-            if self.k is None:
-                return nullcontext(self.drafter)
-            return prompt_lookup(self.drafter, self.k, self.ngram, self.min_ngram)
-        if self.kind != "drafter":
-            return nullcontext(self.drafter)
-        alone = dict(prompt_lookup_num_tokens=0)  # the drafter alone, whatever its own prompt-lookup setting
-        if self.k is not None:
-            alone.update(num_assistant_tokens=self.k, num_assistant_tokens_schedule="constant")
-        return drafter_config(self.drafter, **alone)
+        values = {}
+        if self.kind == "hybrid" and self.k is not None:
+            values = dict(prompt_lookup_num_tokens=self.k, max_matching_ngram_size=self.ngram,
+                          min_matching_ngram_size=self.min_ngram)
+        elif self.kind == "drafter":
+            values = dict(prompt_lookup_num_tokens=0)  # the drafter alone, whatever its own prompt-lookup setting
+            if self.k is not None:
+                values.update(num_assistant_tokens=self.k, num_assistant_tokens_schedule="constant")
+        values.update(self.settings)
+        return drafter_config(self.drafter, **values) if values else nullcontext(self.drafter)
 
 
 @dataclass

@@ -135,16 +135,18 @@ def test_stats_of_several_calls_add_up_field_by_field():
     Stats = generation_slimspec.SlimSpecGenerateStats
     a = Stats(prompt_length=4, new_tokens=6, target_passes=3, drafted_per_pass=[3, 3], accepted_per_pass=[1, 2],
               chosen_draft_lengths=[3], source_per_pass=["drafter", "lookup"])
-    b = Stats(prompt_length=7, new_tokens=2, target_passes=2, drafted_per_pass=[2], accepted_per_pass=[0],
-              chosen_draft_lengths=[2, 0], source_per_pass=["drafter"])
+    tree = dict(drafted=dict(drafter=3, lookup=1), accepted=dict(drafter=1, lookup=1))
+    b = Stats(prompt_length=7, new_tokens=2, target_passes=3, drafted_per_pass=[2, 4], accepted_per_pass=[0, 2],
+              chosen_draft_lengths=[2, 0], source_per_pass=["drafter", "tree"], tree_sources=[tree])
     merged = Stats.merge([a, b])
-    assert merged == a + b == Stats(prompt_length=11, new_tokens=8, target_passes=5, drafted_per_pass=[3, 3, 2],
-                                    accepted_per_pass=[1, 2, 0], chosen_draft_lengths=[3, 2, 0],
-                                    source_per_pass=["drafter", "lookup", "drafter"])
-    assert merged.accepted_by_source() == dict(drafter=1, lookup=2) and merged.drafted_by_source()["drafter"] == 5
+    assert merged == a + b == Stats(prompt_length=11, new_tokens=8, target_passes=6, drafted_per_pass=[3, 3, 2, 4],
+                                    accepted_per_pass=[1, 2, 0, 2], chosen_draft_lengths=[3, 2, 0],
+                                    source_per_pass=["drafter", "lookup", "drafter", "tree"], tree_sources=[tree])
+    # a tree pass counts its nodes by their own source
+    assert merged.accepted_by_source() == dict(drafter=2, lookup=3) and merged.drafted_by_source()["drafter"] == 8
     assert all(getattr(merged, f.name) != getattr(Stats(), f.name) for f in fields(Stats))  # no field left behind
     assert a.drafted_per_pass == [3, 3] and Stats.merge([]) == Stats()  # the parts are unchanged
-    assert merged.tau == (3 + 3) / 3 and merged.acceptance_rate == 3 / 8
+    assert merged.tau == (5 + 4) / 4 and merged.acceptance_rate == 5 / 12
 
 
 def test_cost_schedule_learns_only_from_drafter_passes(target, monkeypatch):

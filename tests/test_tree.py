@@ -1,0 +1,292 @@
+"""Tree drafting (EAGLE-2 dynamic trees) on our loop: greedy token-identical to plain generate on plain (Llama)
+and sliding-window (Gemma 3) targets, trees that run into eos, max_new_tokens and stop strings, the drafter's tree
+scores equal to drafting each path as a chain, the accepted path kept in the target's cache, the hybrid tree's
+sources, the settings saved and validated, and sampling on the chain."""
+
+import pytest
+import torch
+from transformers import DynamicCache, Gemma3ForCausalLM, Gemma3TextConfig
+
+import generation_slimspec
+from generation_slimspec import DraftTree, keep_positions, tree_attention, tree_setting
+from test_generate import (drafter_for, oracle_pair, plain_and_assisted, prompts, repeating_prompts, tiny_target,
+                           with_lookup)
+from test_loop import word_tokenizer
+
+TREE = dict(tree_total_tokens=12, tree_depth=4, tree_top_k=3)
+
+
+def tiny_gemma3(vocab=8, window=6, seed=0):
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, vocab_size=vocab, sliding_window=window,
+                           layer_types=["sliding_attention"] * 2 + ["full_attention"] + ["sliding_attention"] * 3,
+                           max_position_embeddings=256, pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+def with_tree(drafter, **settings):
+    for name, value in {**TREE, **settings}.items():
+        setattr(drafter.generation_config, name, value)
+    return drafter
+
+
+@pytest.fixture
+def kept_rows(monkeypatch):
+    """Every accepted path's rows, as the loop hands them to keep_positions."""
+    seen, keep = [], generation_slimspec.keep_positions
+
+    def spy(cache, start, rows):
+        seen.append(list(rows))
+        return keep(cache, start, rows)
+
+    monkeypatch.setattr(generation_slimspec, "keep_positions", spy)
+    return seen
+
+
+# --- greedy: token-identical -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda: tiny_target(vocab=8), lambda: tiny_target(vocab=101), tiny_gemma3],
+                         ids=["llama-vocab8", "llama-vocab101", "gemma3-window6"])
+def test_tree_greedy_is_token_identical(make, kept_rows):
+    """A vocabulary of 8 makes a random drafter's top 3 often hold the target's token, and not always first: the
+    accepted paths then leave the block's prefix (the cache gathers them); Gemma 3's window of 6 is passed by far."""
+    target = make()
+    vocab = target.config.vocab_size
+    drafter = with_tree(drafter_for(target)).attach(target)
+    for i, ids in enumerate(prompts(6, vocab, seed=3) + [torch.randint(1, vocab, (1, 20))]):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=[9, 25][i % 2])
+        assert torch.equal(plain, assisted), (ids, plain, assisted)
+        stats = drafter.last_generate_stats
+        assert set(stats.source_per_pass) == {"tree"} and max(stats.drafted_per_pass) == TREE["tree_total_tokens"]
+    if vocab == 8:
+        assert any(rows != list(range(len(rows))) for rows in kept_rows)  # paths off the block's prefix
+        assert max(len(rows) for rows in kept_rows) >= 3  # and deeper than one node
+
+
+@pytest.mark.parametrize("total", [1, 4, 24])
+def test_trees_running_into_eos_and_max_length(total):
+    """The oracle target emits 1 x 7 then eos 0; its drafter proposes exactly that, so the tree's best path runs
+    into the eos and into max_new_tokens mid-tree."""
+    target, drafter = oracle_pair()
+    with_tree(drafter, tree_total_tokens=total, tree_depth=5, tree_top_k=2).attach(target)
+    ids = torch.tensor([[7, 8, 9]])
+    for max_new in (1, 4, 7, 8, 12, 30):
+        kw = dict(max_new_tokens=max_new, eos_token_id=0, min_new_tokens=7)
+        plain, assisted = plain_and_assisted(target, drafter, ids, **kw)
+        assert torch.equal(plain, assisted), (max_new, plain, assisted)
+    assert plain.shape[1] == 3 + 8 and plain[0, -1] == 0
+    assert drafter.last_generate_stats.tau > (1.5 if total > 1 else 1.3)
+
+
+def test_tree_stop_strings_end_where_the_target_alone_stops():
+    target, tokenizer = tiny_target(), word_tokenizer()
+    drafter = with_tree(drafter_for(target)).attach(target)
+    for ids in prompts(4, 101, seed=21):
+        words = tokenizer.convert_ids_to_tokens(target.generate(ids, do_sample=False, max_new_tokens=20)[0,
+                                                                                                          ids.shape[1]:])
+        kw = dict(max_new_tokens=20, stop_strings=[words[5][-1] + " " + words[6][:2]], tokenizer=tokenizer)
+        plain, assisted = plain_and_assisted(target, drafter, ids, **kw)
+        assert torch.equal(plain, assisted)
+        assert plain.shape[1] < ids.shape[1] + 20
+
+
+def test_tree_with_a_logits_processor_is_token_identical():
+    """A repetition penalty reshapes every row by its own prefix: the tree's rows must see their own paths."""
+    target = tiny_target(vocab=8)
+    drafter = with_tree(drafter_for(target)).attach(target)
+    for ids in prompts(5, 8, seed=9):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=20, repetition_penalty=1.5)
+        assert torch.equal(plain, assisted)
+
+
+# --- the parts -------------------------------------------------------------------------------------------------------
+def test_tree_scores_equal_drafting_each_path_as_a_chain(monkeypatch):
+    """Each node's score (cumulative log-probability) from the batched frontier forwards, with their tree mask and
+    positions, equals drafting its path one token at a time from the same state."""
+    target = tiny_target(vocab=101)
+    drafter = with_tree(drafter_for(target), tree_total_tokens=30).attach(target)  # every node drafted
+    checked, draft_tree = [], generation_slimspec.SlimSpecProposer._draft_tree
+
+    def recheck(self, input_ids, g, logits, depth):
+        tree = draft_tree(self, input_ids, g, logits, depth)
+        for node in range(len(tree)):
+            path = [node]
+            while tree.parents[path[0]] >= 0:
+                path.insert(0, tree.parents[path[0]])
+            self.cache.crop(self.stable)
+            state, row, score = g, logits, 0.0
+            for i, step in enumerate(path):
+                log_p = torch.log_softmax(row.float(), -1)[0]
+                draft = int((drafter.draft_to_target_ids(torch.arange(log_p.shape[0])) == tree.tokens[step])
+                            .nonzero()[0])
+                score += float(log_p[draft])
+                if i < len(path) - 1:
+                    out = drafter(input_ids=torch.tensor([[tree.tokens[step]]]), hidden_states=state,
+                                  past_key_values=self.cache, logits_to_keep=1)
+                    state, row = out.last_hidden_state, out.logits[:, -1]
+            assert score == pytest.approx(tree.scores[node], abs=1e-4), (node, path)
+            checked.append(len(path))
+        return tree
+
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "_draft_tree", recheck)
+    for ids in prompts(3, 101, seed=4):
+        target.generate(ids, do_sample=False, max_new_tokens=6, assistant_model=drafter)
+    assert max(checked) == TREE["tree_depth"]
+
+
+def test_tree_attention_masks_ancestors_and_windows():
+    """Root, two children of the root (a, b), a child of a (c): each attends to the context, its ancestors and
+    itself; in a sliding layer only keys less than the window behind its own position."""
+    tree = DraftTree()
+    a = tree.add(5, -1, -0.1, "drafter")
+    tree.add(6, -1, -0.2, "drafter")
+    tree.add(7, a, -0.3, "drafter")
+    positions, masks = tree_attention(tree, 4, {"full_attention": None, "sliding_attention": 3}, torch.float32,
+                                      torch.device("cpu"))
+    assert positions.tolist() == [[4, 5, 5, 6]]
+    full, sliding = (masks[k][0, 0] == 0 for k in ("full_attention", "sliding_attention"))
+    assert full.int().tolist() == [[1, 1, 1, 1, 1, 0, 0, 0],
+                                   [1, 1, 1, 1, 1, 1, 0, 0],
+                                   [1, 1, 1, 1, 1, 0, 1, 0],
+                                   [1, 1, 1, 1, 1, 1, 0, 1]]
+    assert sliding.int().tolist() == [[0, 0, 1, 1, 1, 0, 0, 0],
+                                      [0, 0, 0, 1, 1, 1, 0, 0],
+                                      [0, 0, 0, 1, 1, 0, 1, 0],
+                                      [0, 0, 0, 0, 1, 1, 0, 1]]
+
+
+def test_keep_positions_leaves_the_cache_of_the_path_alone():
+    """After a forward over a block, keeping rows [0, 2, 3] leaves the keys and values a forward over exactly those
+    tokens (at their positions) would have left."""
+    target = tiny_target()
+    ids = torch.randint(1, 101, (1, 9), generator=torch.Generator().manual_seed(0))
+    cache = DynamicCache()
+    target(input_ids=ids[:, :5], past_key_values=cache, use_cache=True)
+    target(input_ids=ids[:, 5:], past_key_values=cache, use_cache=True,
+           position_ids=torch.tensor([[5, 6, 6, 7]]),  # rows 1 and 2 are siblings, row 3 continues row 2
+           attention_mask=torch.tensor([[1] * 6 + [0] * 3, [1] * 7 + [0] * 2, [1] * 6 + [0, 1, 0], [1] * 6 + [0, 1, 1]])
+           .bool()[None, None].float().log())
+    keep_positions(cache, 5, [0, 2, 3])
+    alone = DynamicCache()
+    target(input_ids=torch.cat([ids[:, :6], ids[:, 7:9]], dim=-1), past_key_values=alone, use_cache=True)
+    assert cache.get_seq_length() == 8
+    for mine, theirs in zip(cache.layers, alone.layers):
+        torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
+
+
+def test_pruning_keeps_the_most_probable_nodes_as_a_tree():
+    tree = DraftTree()
+    a = tree.add(1, -1, -0.5, "drafter")
+    b = tree.add(2, -1, -1.0, "drafter")
+    tree.add(3, a, -0.5, "drafter")  # as probable as its parent: still after it
+    tree.add(4, b, -3.0, "drafter")
+    kept = tree.pruned(3)
+    assert kept.tokens == [1, 2, 3] and kept.parents == [-1, -1, 0] and kept.depths == [1, 1, 2]
+
+
+# --- hybrid tree -----------------------------------------------------------------------------------------------------
+def test_hybrid_tree_adds_the_lookup_branch_and_counts_sources():
+    """Repeating prompts give prompt lookup matches: its continuation is a branch beside the drafter's subtree (a
+    token both proposed is shared), verified in the same pass; the stats say where accepted tokens came from."""
+    target = tiny_target()
+    drafter = with_lookup(with_tree(drafter_for(target)), 6).attach(target)
+    runs = []
+    for ids in repeating_prompts(8, 101, seed=2):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=24)
+        assert torch.equal(plain, assisted)
+        runs.append(drafter.last_generate_stats)
+    stats = generation_slimspec.SlimSpecGenerateStats.merge(runs)
+    assert set(stats.source_per_pass) == {"tree"}
+    assert max(stats.drafted_per_pass) > TREE["tree_total_tokens"]  # the lookup branch came on top
+    accepted, drafted = stats.accepted_by_source(), stats.drafted_by_source()
+    assert accepted.get("lookup", 0) > 0 and "drafter" in drafted
+    assert sum(accepted.values()) == sum(stats.accepted_per_pass)
+    assert sum(drafted.values()) == sum(stats.drafted_per_pass)
+
+
+# --- settings --------------------------------------------------------------------------------------------------------
+def test_tree_settings_are_saved_reloaded_and_validated(tmp_path):
+    from transformers import AutoModel
+
+    target = tiny_target()
+    drafter = with_tree(drafter_for(target), tree_total_tokens=10, tree_depth=3, tree_top_k=2)
+    drafter.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
+    assert tree_setting(loaded.generation_config) == (10, 3, 2)
+    assert tree_setting(drafter_for(target).generation_config) == (0, 6, 4)  # off by default
+    for bad, named in ((dict(tree_total_tokens=-1), "tree_total_tokens"), (dict(tree_depth=2.5), "tree_depth"),
+                       (dict(tree_top_k="4"), "tree_top_k")):
+        with pytest.raises(ValueError, match=named):
+            with_tree(drafter_for(target), **bad).speculative_generate(target, torch.tensor([[1, 2]]), max_new_tokens=3)
+
+
+def test_targets_a_tree_mask_cannot_describe_are_refused_by_name():
+    from types import SimpleNamespace
+
+    chunked = SimpleNamespace(config=SimpleNamespace(layer_types=["chunked_attention", "full_attention"]))
+    with pytest.raises(ValueError, match="chunked_attention.*tree_total_tokens = 0"):
+        generation_slimspec.attention_windows(chunked)
+    target = tiny_target()
+    target.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="flash_attention_2.*sdpa"):
+        with_tree(drafter_for(target)).speculative_generate(target, torch.tensor([[1, 2]]), max_new_tokens=3)
+
+
+def test_sampling_verifies_a_chain():
+    """The tree's acceptance rule is greedy; with do_sample the loop drafts chains (docs/tree-drafting.md)."""
+    target = tiny_target()
+    drafter = with_tree(drafter_for(target)).attach(target)
+    torch.manual_seed(0)
+    target.generate(torch.tensor([[1, 2, 3]]), do_sample=True, max_new_tokens=12, assistant_model=drafter)
+    assert "tree" not in drafter.last_generate_stats.source_per_pass
+
+
+# --- the "cost" schedule chooses the shape ----------------------------------------------------------------------------
+def test_tree_size_follows_the_measured_verification_cost():
+    from generation_slimspec import DraftCosts, choose_tree_size
+
+    scores = [-0.1, -0.3, -0.5, -1.0, -2.0, -3.0, -4.0, -5.0]
+    flat = DraftCosts(target_pass=[0.1] * 9, draft=0.002, tree_level=0.003)
+    assert choose_tree_size(flat, scores, 1.0, 4)[0] == 8  # verifying more costs nothing: every node
+    steep = DraftCosts(target_pass=[0.1 + 0.02 * n for n in range(9)], draft=0.002, tree_level=0.003)
+    size, rate = choose_tree_size(steep, scores, 1.0, 4)
+    assert 0 < size < 8
+    tokens = 1 + sum(2.718281828 ** s for s in sorted(scores, reverse=True)[:size])
+    assert rate == pytest.approx(tokens / (steep.target_pass[size] + 0.002 + 3 * 0.003), rel=1e-6)
+    assert choose_tree_size(steep, scores, 0.05, 4)[0] == 0  # a drafter that is never right: plain decoding
+    prohibitive = DraftCosts(target_pass=[0.1] + [10.0] * 8, draft=0.002, tree_level=0.003)
+    assert choose_tree_size(prohibitive, scores, 1.0, 4)[0] == 0
+
+
+def test_interpolated_pass_costs():
+    from generation_slimspec import interpolated
+
+    assert interpolated([1, 2, 4, 8], [1.0, 2.0, 4.0, 6.0]) == pytest.approx([1, 2, 3, 4, 4.5, 5, 5.5, 6])
+
+
+@pytest.mark.parametrize("cheap", [True, False])
+def test_the_cost_schedule_drafts_a_tree_only_where_it_pays(monkeypatch, cheap):
+    """Measured costs where verifying 40 tokens costs what one does: the schedule drafts trees on most passes
+    (a chain only while the tree has produced no more than its own most probable chain would have). Where every
+    extra verified token costs a whole pass, it tries the tree once, and decodes plainly after that (the tree is
+    tried again at most every TREE_RETRY passes). Outputs stay identical either way."""
+    from generation_slimspec import DraftCosts
+
+    slope = 0.0 if cheap else 0.1
+    costs = DraftCosts(target_pass=[0.1 + slope * n for n in range(40)], draft=0.001, tree_level=0.001)
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    target = tiny_target(vocab=8)
+    drafter = with_tree(drafter_for(target), num_assistant_tokens_schedule="cost", num_assistant_tokens=4).attach(
+        target)
+    runs = []
+    for ids in prompts(6, 8, seed=5):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=30)
+        assert torch.equal(plain, assisted)
+        runs.append(drafter.last_generate_stats)
+    sources = [s for run in runs for s in run.source_per_pass]
+    if cheap:
+        assert sources.count("tree") > 0.6 * len(sources)
+    else:
+        retries = sum(len(run.source_per_pass) // generation_slimspec.SlimSpecProposer.TREE_RETRY + 1 for run in runs)
+        assert 0 < sources.count("tree") <= retries and sources.count("none") > 0.8 * len(sources)
