@@ -187,6 +187,32 @@ class DraftCosts:
     draft: float
     overhead: float = 0.0
     tree_level: float = 0.0  # one tree level: a drafter forward over tree_top_k frontier nodes and their choices
+    tree_record: "TreeRecord" = field(default_factory=lambda: TreeRecord())  # what tree passes produced here
+
+
+@dataclass
+class TreeRecord:
+    """What the "cost" schedule's tree passes produced on one target setup, priced by its measured costs: tokens
+    and cost of the trees, and of each tree's most probable chain (what the chain would have produced on the same
+    passes). Sums over the last ~``horizon`` passes (halved when they pass it), kept with the costs across calls."""
+
+    tree_tokens: int = 0
+    tree_cost: float = 0.0
+    chain_tokens: int = 0
+    chain_cost: float = 0.0
+    passes: int = 0
+    horizon: int = 256
+
+    def add(self, tree_tokens: int, tree_cost: float, chain_tokens: int, chain_cost: float) -> None:
+        if self.passes >= self.horizon:
+            self.tree_tokens, self.tree_cost = self.tree_tokens / 2, self.tree_cost / 2
+            self.chain_tokens, self.chain_cost, self.passes = self.chain_tokens / 2, self.chain_cost / 2, \
+                self.passes // 2
+        self.tree_tokens += tree_tokens
+        self.tree_cost += tree_cost
+        self.chain_tokens += chain_tokens
+        self.chain_cost += chain_cost
+        self.passes += 1
 
 
 def expected_tokens(acceptance: list, k: int) -> float:
@@ -442,7 +468,9 @@ def _draft_seconds(drafter, context: int, repeats: int, rows: int = 0) -> float:
         step = drafter(input_ids=ids[:, :rows], hidden_states=g.expand(1, rows, g.shape[-1]),
                        past_key_values=draft_cache, position_ids=torch.full((rows,), context, device=drafter.device),
                        attention_mask=mask, logits_to_keep=0)
-        top_choices(torch.log_softmax(step.logits[0].float(), dim=-1), rows)
+        scores = step.logits[0].float()
+        top_choices(scores, rows)
+        torch.logsumexp(scores, dim=-1)
 
     return _median_seconds(level if rows else draft, repeats)
 
@@ -566,16 +594,30 @@ class DraftTree:
         return seen
 
 
-def top_choices(log_p, k: int) -> tuple:
+def top_choices(log_p, k: int, chunks: int = 64) -> tuple:
     """The k largest entries of each row of log_p [F, V] -> (values [F, k], indices [F, k]), the first being the
-    row's first maximum, as ``argmax`` (and so the chain) picks it; ``topk`` alone may order ties otherwise."""
-    values, indices = log_p.topk(k, dim=-1)
-    for r, row in enumerate(indices.tolist()):
-        best = int(first_argmax(log_p[r : r + 1]))
-        if row[0] != best:
-            row.remove(best) if best in row else row.pop()
-            indices[r] = torch.tensor([best] + row)
-    return log_p.gather(-1, indices), indices
+    row's first maximum, as ``argmax`` (and so the chain) picks it.
+
+    Two stages (exact: the k largest of a row are among the k largest of the chunk each lies in): the top k of
+    each of ``chunks`` chunks, then the top k of those; about twice as fast as one ``topk`` over a large
+    vocabulary on one row. ``topk`` may order equal values otherwise than ``argmax``: rows whose first two
+    values tie are put in argmax's order."""
+    rows, vocab = log_p.shape
+    if vocab % chunks or vocab // chunks < k:
+        values, indices = log_p.topk(k, dim=-1)
+    else:
+        part_values, part_indices = log_p.view(rows, chunks, vocab // chunks).topk(k, dim=-1)
+        part_indices = part_indices + torch.arange(0, vocab, vocab // chunks, device=log_p.device).view(1, -1, 1)
+        values, best = part_values.view(rows, -1).topk(k, dim=-1)
+        indices = part_indices.view(rows, -1).gather(-1, best)
+    if k > 1 and bool((values[:, 0] == values[:, 1]).any()):
+        for r, row in enumerate(indices.tolist()):
+            first = int(first_argmax(log_p[r : r + 1]))
+            if row[0] != first:
+                row.remove(first) if first in row else row.pop()
+                indices[r] = torch.tensor([first] + row, device=indices.device)
+        values = log_p.gather(-1, indices)
+    return values, indices
 
 
 def attention_windows(target) -> dict:
@@ -744,11 +786,10 @@ class SlimSpecProposer:
         self.pending = []  # [1, n, 3d] target features of verified positions not yet ingested: [stable, seen)
         self.stats = SlimSpecGenerateStats(prompt_length=prompt_length)
         self.acceptance = None
-        # the "cost" schedule's view of trees: tokens per second observed on tree passes (priced by the measured
-        # costs), accepted vs predicted drafter nodes, the last tree's cost, chain passes since the last tree
-        self.tree_rate, self.tree_passes, self.tree_seen, self.tree_cost, self.chain_passes = None, [0, 0.0], \
-            [0.0, 0], None, 0
-        self.chain_in_tree = [0, 0.0]  # tokens and cost of each tree's most probable chain, on the tree passes
+        # the "cost" schedule's view of trees: what tree passes produced (``TreeRecord``), accepted vs predicted
+        # drafter nodes, the last tree's cost, chain passes since the last tree and before the next try
+        self.tree_record, self.tree_seen, self.tree_cost, self.chain_passes = TreeRecord(), [0.0, 0], None, 0
+        self.retry = self.TREE_RETRY
         if self.schedule == "cost":
             self._start_cost_schedule(target, draft_config)
 
@@ -758,6 +799,7 @@ class SlimSpecProposer:
         When no length pays, this generation decodes plainly: no drafts and no hidden states asked of the target."""
         self.max_k = self.num_assistant_tokens
         self.costs = measured_costs(self.drafter, target, self.max_k)
+        self.tree_record = self.costs.tree_record  # what earlier calls with these costs saw
         self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k)
         self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
         self.stats.chosen_draft_lengths.append(self.num_assistant_tokens)
@@ -766,7 +808,7 @@ class SlimSpecProposer:
 
     # -- the "cost" schedule's shape: chain or tree ----------------------------------------------------------------
     TREE_PRIOR = 8.0  # predicted tokens the prior calibration of 1 weighs
-    TREE_RETRY = 8  # chain passes before the tree is tried again
+    TREE_RETRY = 8  # chain passes before the tree is tried again (doubling while it keeps losing, up to 64)
 
     def chain_rate(self) -> float:
         """Expected tokens per second of the chain the "cost" schedule chose (K = 0: plain decoding)."""
@@ -787,20 +829,23 @@ class SlimSpecProposer:
         """Whether the next pass drafts a tree (else a chain, or nothing). The "cost" schedule drafts a tree while
         its rate so far (tokens its passes produced over their measured cost) beats plain decoding and the chain
         the schedule chose, priced the same way on the same passes (each tree's most probable chain of that
-        length: what the chain would have produced), and tries it again after TREE_RETRY chain passes; the other
-        schedules always draft the tree."""
+        length: what the chain would have produced), and tries it again after TREE_RETRY chain passes (twice as
+        many each time it still loses). What tree passes produced is kept with the measured costs, so later calls
+        on the same target setup start from it. The other schedules always draft the tree."""
         if not self.tree_total or not self.requires_features:
             return False
-        if self.acceptance is None or self.tree_rate is None:
+        record = self.tree_record
+        if self.acceptance is None or not record.tree_cost:
             return True
-        chain_seen = self.chain_in_tree[0] / self.chain_in_tree[1] if self.chain_in_tree[1] else 0.0
-        if self.tree_rate >= max(chain_seen, 1.0 / self.costs.target_pass[0]):
+        tree_rate = record.tree_tokens / record.tree_cost
+        if tree_rate >= max(record.chain_tokens / record.chain_cost, 1.0 / self.costs.target_pass[0]):
+            self.retry = self.TREE_RETRY
             return True
         self.chain_passes += 1
-        if self.chain_passes >= self.TREE_RETRY:
-            self.chain_passes = 0
+        if self.chain_passes >= self.retry:
+            self.chain_passes, self.retry = 0, min(2 * self.retry, 64)
             return True
-        if self.num_assistant_tokens == 0 and self.tree_rate < 1.0 / self.costs.target_pass[0]:
+        if self.num_assistant_tokens == 0 and tree_rate < 1.0 / self.costs.target_pass[0]:
             self.requires_features = False  # neither pays: plain decoding from here on
         return False
 
@@ -879,13 +924,15 @@ class SlimSpecProposer:
         are."""
         k = min(self.tree_top_k, logits.shape[-1])
         if self.logits_processor is None:
-            log_p, draft_ids = top_choices(torch.log_softmax(logits.float(), dim=-1), k)
-            return log_p, self.drafter.draft_to_target_ids(draft_ids)
-        full = self.drafter.to_target_logits(logits).float().to(input_ids.device)
-        rows = [self.logits_processor(torch.cat([input_ids, input_ids.new_tensor([tree.path(node)]).view(1, -1)],
-                                                dim=-1), full[r : r + 1])
-                for r, node in enumerate(frontier or [-1])]
-        return top_choices(torch.log_softmax(torch.cat(rows), dim=-1), k)
+            scores = logits.float()
+            values, draft_ids = top_choices(scores, k)
+            ids = self.drafter.draft_to_target_ids(draft_ids)
+        else:
+            full = self.drafter.to_target_logits(logits).float().to(input_ids.device)
+            scores = torch.cat([self.logits_processor(torch.cat([input_ids, input_ids.new_tensor(
+                [tree.path(node)]).view(1, -1)], dim=-1), full[r : r + 1]) for r, node in enumerate(frontier or [-1])])
+            values, ids = top_choices(scores, k)
+        return values - torch.logsumexp(scores, dim=-1, keepdim=True), ids  # log p of the choices
 
     def _add_lookup_branch(self, tree: DraftTree, input_ids, budget: int) -> None:
         """Prompt lookup's continuation (``lookup_continuation``, ending at an eos) as a branch from the root: a
@@ -1032,16 +1079,15 @@ class SlimSpecProposer:
             mine = [i for i in range(len(tree)) if "drafter" in tree.sources[i]]
             self.tree_seen[0] += sum(math.exp(tree.scores[i]) for i in mine)
             self.tree_seen[1] += sum("drafter" in tree.sources[i] for i in path)
-            self.tree_passes[0] += 1 + len(path)  # tokens this pass produced
-            self.tree_passes[1] += self.tree_cost  # and what it cost by the measured costs
-            self.tree_rate = self.tree_passes[0] / self.tree_passes[1]
-            self._observe_chain_in_tree(tree, path)
+            chain_tokens, chain_cost = self._observe_chain_in_tree(tree, path)
+            self.tree_record.add(1 + len(path), self.tree_cost, chain_tokens, chain_cost)
         self.source = "tree"
         self.record(len(tree), len(path), length)
 
     def _observe_chain_in_tree(self, tree: DraftTree, path: list) -> None:
         """What the chosen chain would have done in this tree pass, for the chain's acceptance estimate: the chain
-        is every node's first (most probable) child; its drafts were accepted as far as the path followed it."""
+        is every node's first (most probable) child; its drafts were accepted as far as the path followed it.
+        -> (tokens it would have produced, its measured cost)."""
         first_child, chain = {}, []
         for i, parent in enumerate(tree.parents):
             if "drafter" in tree.sources[i]:
@@ -1051,12 +1097,11 @@ class SlimSpecProposer:
             chain.append(node)
             node = first_child.get(node)
         accepted = next((j for j, node in enumerate(chain) if j >= len(path) or path[j] != node), len(chain))
+        k, costs = len(chain), self.costs
         if chain:
-            k, costs = len(chain), self.costs
-            self.chain_in_tree[0] += 1 + accepted
-            self.chain_in_tree[1] += costs.target_pass[k] + k * costs.draft + costs.overhead
-            self.acceptance.observe(len(chain), accepted)
+            self.acceptance.observe(k, accepted)
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
+        return 1 + accepted, costs.target_pass[k] + k * costs.draft + (costs.overhead if k else 0.0)
 
     def record(self, drafted: int, accepted: int, length: int) -> None:
         """Record a target pass (the first is the prefill) that verified ``drafted`` drafts and accepted
