@@ -800,7 +800,9 @@ class SlimSpecProposer:
         self.max_k = self.num_assistant_tokens
         self.costs = measured_costs(self.drafter, target, self.max_k)
         self.tree_record = self.costs.tree_record  # what earlier calls with these costs saw
-        self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k)
+        # the saved prior is greedy acceptance; sampling accepts less, so there it weighs 4 passes, not 16
+        self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k,
+                                             strength=4.0 if self.do_sample else 16.0)
         self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
         self.stats.chosen_draft_lengths.append(self.num_assistant_tokens)
         if self.num_assistant_tokens == 0 and not self.tree_total:  # a tree is tried before giving up

@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--long-new-tokens", type=int, default=64, help="new tokens on the long contexts")
     p.add_argument("--sizes", default="8,16,24", help="tree node counts to run at constant size")
+    p.add_argument("--depth", type=int, default=TREE["tree_depth"], help="tree_depth of every tree")
+    p.add_argument("--top-k", type=int, default=TREE["tree_top_k"], help="tree_top_k of every tree")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto")
     p.add_argument("--out", default="reports/tree")
 
@@ -61,7 +63,7 @@ def long_prompts(tokenizer, tokens: int = LONG_TOKENS) -> list:
     return [cut(inspect.getsource(textwrap)), cut(doc, tokens - 30) + question]
 
 
-def methods_for(drafter, sizes: list) -> list:
+def methods_for(drafter, sizes: list, shape: dict) -> list:
     chain_alone = dict(tree_total_tokens=0)
     own_lookup = drafter.generation_config.prompt_lookup_num_tokens or 10
     hybrid = dict(k=own_lookup, ngram=drafter.generation_config.max_matching_ngram_size or 3,
@@ -70,13 +72,13 @@ def methods_for(drafter, sizes: list) -> list:
     out = [Method("plain", "plain"),
            Method(f"chain K={CHAIN_K}", "drafter", CHAIN_K, drafter=drafter, settings=chain_alone),
            Method("chain, cost", "drafter", drafter=drafter, settings=dict(chain_alone, **cost))]
-    out += [Method(f"tree {n}", "drafter", CHAIN_K, drafter=drafter, settings=dict(TREE, tree_total_tokens=n))
+    out += [Method(f"tree {n}", "drafter", CHAIN_K, drafter=drafter, settings=dict(shape, tree_total_tokens=n))
             for n in sizes]
-    out += [Method("tree, cost", "drafter", drafter=drafter, settings=dict(TREE, tree_total_tokens=max(sizes),
+    out += [Method("tree, cost", "drafter", drafter=drafter, settings=dict(shape, tree_total_tokens=max(sizes),
                                                                           **cost)),
             Method("hybrid", "hybrid", drafter=drafter, settings=dict(chain_alone, **cost), **hybrid),
             Method("hybrid tree, cost", "hybrid", drafter=drafter,
-                   settings=dict(TREE, tree_total_tokens=max(sizes), **cost), **hybrid)]
+                   settings=dict(shape, tree_total_tokens=max(sizes), **cost), **hybrid)]
     return out
 
 
@@ -93,18 +95,19 @@ def run(args) -> dict:
     targets = {name: load_target(args.target, dtype=dtypes[name]) for name in names}
     best, passes = fastest_setup(targets)
     target, tokenizer = targets[best]
-    folder = args.drafter or str(shipped_or_exit())
+    folder = args.drafter or str(shipped_or_exit(args.target, "slimspec-bench tree"))
     drafter = AutoModel.from_pretrained(folder, trust_remote_code=True).to(dtypes[best]).eval()
     drafter.attach(target)
     sizes = [int(x) for x in args.sizes.split(",")]
-    methods = methods_for(drafter, sizes)
+    shape = dict(tree_depth=args.depth, tree_top_k=args.top_k)
+    methods = methods_for(drafter, sizes, shape)
     with torch.no_grad():  # costs for the largest tree and the chain, measured once for every "cost" method
-        settings = dict(TREE, tree_total_tokens=max(sizes), num_assistant_tokens=CHAIN_K,
+        settings = dict(shape, tree_total_tokens=max(sizes), num_assistant_tokens=CHAIN_K,
                         prompt_lookup_num_tokens=methods[-1].k)
         from slimspec.runner import drafter_config
 
         with drafter_config(drafter, **settings):
-            drafter.calibrate(target, prepare=False)
+            costs = drafter.calibrate(target, prepare=False).costs
     gen = dict(do_sample=False, max_new_tokens=args.max_new_tokens)
     rows = {c: run_methods(target, tokenizer, methods, HELD_OUT[c][: args.per_category], gen, desc=c,
                            progress=True, warmup=i == 0) for i, c in enumerate(CATEGORIES)}
@@ -112,7 +115,10 @@ def run(args) -> dict:
                                        dict(gen, max_new_tokens=args.long_new_tokens), desc="long context",
                                        progress=True, warmup=False)
     drafter.detach()
-    return dict(machine=describe_line(), setup=best, plain_passes_ms=passes, drafter=folder, sizes=sizes,
+    costs_ms = dict(target_pass=[round(1e3 * x, 2) for x in costs.target_pass], draft=1e3 * costs.draft,
+                    tree_level=1e3 * costs.tree_level)
+    return dict(machine=describe_line(), setup=best, plain_passes_ms=passes, costs_ms=costs_ms, drafter=folder,
+                sizes=sizes, shape=shape,
                 per_category=args.per_category, max_new_tokens=args.max_new_tokens,
                 long_new_tokens=args.long_new_tokens, rows={c: summarize(t) for c, t in rows.items()},
                 all=summarize(_total([rows[c] for c in CATEGORIES])))
@@ -142,7 +148,12 @@ def format_report(r: dict) -> str:
     lines = [f"machine: {r['machine']}; target setup: {r['setup']} (plain pass ms: "
              + ", ".join(f"{k} {v:.1f}" for k, v in r["plain_passes_ms"].items()) + ")",
              f"drafter: {r['drafter']}; {r['per_category']} held-out prompts per category, {r['max_new_tokens']} new "
-             f"tokens (long contexts: ~{LONG_TOKENS} tokens, {r['long_new_tokens']} new), greedy, batch 1", ""]
+             f"tokens (long contexts: ~{LONG_TOKENS} tokens, {r['long_new_tokens']} new), greedy, batch 1; trees: "
+             f"depth {r['shape']['tree_depth']}, top-{r['shape']['tree_top_k']}",
+             "measured costs (ms): target pass over n = 1, 7, 9, 17, 25 new tokens: "
+             + ", ".join(f"{r['costs_ms']['target_pass'][n - 1]:.1f}" for n in (1, 7, 9, 17, 25)
+                         if n <= len(r["costs_ms"]["target_pass"]))
+             + f"; chain drafting step {r['costs_ms']['draft']:.1f}; tree level {r['costs_ms']['tree_level']:.1f}", ""]
     names = list(r["all"])
     lines += ["## tokens/s (speedup over plain)", "",
               "| row | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
