@@ -588,3 +588,23 @@ def test_the_card_states_the_composed_data_by_genre():
     assert composed_text({}) == ""  # the default recipe: built-in prompts only
     text = composed_text(dict(prompts="builtin+composed", prompt_limit=None))
     assert text.startswith("; composed prompts by genre: story 360, fairy tale 240") and "code 48" in text
+
+
+def test_held_out_curve_reads_snapshots_and_minutes(tmp_path):
+    """``slimspec-train heldout --curve``: the start, each snapshot and the final drafter on both sets, against the
+    run's step minutes; twice the budget extrapolated along log2(minutes) from the last two points."""
+    import json
+
+    from slimspec.train.evaluate import held_out_curve
+    from test_generate import oracle_pair
+
+    target, drafter = oracle_pair()
+    drafter.save_pretrained(tmp_path)
+    drafter.save_pretrained(tmp_path / "snapshots" / "step_2")
+    (tmp_path / "training.json").write_text(json.dumps(dict(history=[dict(seconds=60.0)] * 4)))
+    start = dict(a=dict(all=dict(tau=2.0)), b=dict(all=dict(tau=3.0)), mean=2.5)
+    curve = held_out_curve(target, tiny_tokenizer(50), tmp_path, start=start, per_category=1, progress=False)
+    assert [(p["steps"], p["minutes"]) for p in curve["points"]] == [(0, 0.0), (2, 2.0), (4, 4.0)]
+    means = [p["mean"] for p in curve["points"]]
+    assert means[0] == 2.5 and means[1] == means[2] > 5  # the oracle accepts every draft (K = 5)
+    assert curve["twice_the_budget"] == dict(minutes=8.0, mean=means[2], per_doubling=0.0)

@@ -7,6 +7,7 @@
     slimspec-train reference [--only slimspec-d8]   build, cache and evaluate the reference drafters
     slimspec-train ship [--source DRAFTER]          evaluate per category, write drafters/slimspec-gemma3-270m-d8
     slimspec-train heldout [--drafter DRAFTER]      tau per category on both held-out sets (fp32, alone, K = 5)
+    slimspec-train heldout --drafter D --curve      ... and of D's learning-curve snapshots, against CPU minutes
 
 T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
 sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split).
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--max-new-tokens", type=int, default=HELD_OUT_PROTOCOL["max_new_tokens"])
     h.add_argument("--dtype", default="fp32", choices=["bf16", "fp32"], help="target dtype (default fp32)")
     h.add_argument("--out", default="reports/heldout", help="where the table and its JSON go")
+    h.add_argument("--curve", action="store_true", help="also the drafter's learning-curve snapshots, against the "
+                                                        "run's CPU minutes (a curve table, JSON and plot)")
+    h.add_argument("--start", default=None, metavar="HELDOUT.json",
+                   help="with --curve: this command's JSON for the drafter the run started from (0 minutes)")
     return p
 
 
@@ -126,6 +131,8 @@ def _heldout(args) -> int:
 
     folder = args.drafter or shipped_or_exit(args.target, "slimspec-train heldout")
     target, tokenizer = load_target(args.target, dtype=resolve_dtype(args.dtype))
+    if args.curve:
+        return _heldout_curve(args, Path(folder), target, tokenizer)
     drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype).eval()
     result = evaluate_held_out(target, tokenizer, drafter, per_category=args.per_category, num_assistant_tokens=args.k,
                                max_new_tokens=args.max_new_tokens)
@@ -142,6 +149,57 @@ def _heldout(args) -> int:
                                                       indent=2, default=str))
     print(text)
     return 0
+
+
+def _heldout_curve(args, folder: Path, target, tokenizer) -> int:
+    from slimspec.machine import describe_line
+
+    from .evaluate import held_out_curve
+
+    start = json.loads(Path(args.start).read_text()) if args.start else None
+    curve = held_out_curve(target, tokenizer, folder, start=start, per_category=args.per_category)
+    command = f"slimspec-train heldout --drafter {os.path.relpath(folder)} --curve" + (
+        f" --start {args.start}" if args.start else "")
+    lines = [f"# Held-out learning curve: {folder.name}", "",
+             f"Greedy, the drafter alone, constant K = 5, 48 new tokens, {args.dtype} target, on {describe_line()}. "
+             f"Minutes: this run's training steps (0: the drafter it started from).", "", f"Command: `{command}`", "",
+             "| steps | CPU minutes | set a | set b | mean |", "|---|---|---|---|---|"]
+    lines += [f"| {p['steps']} | {p['minutes']:.1f} | {p['a']:.2f} | {p['b']:.2f} | {p['mean']:.2f} |"
+              for p in curve["points"]]
+    twice = curve["twice_the_budget"]
+    if twice:
+        lines += ["", f"Twice the budget ({twice['minutes']:.0f} min), tau linear in log2(minutes) through the last "
+                      f"two points: mean **{twice['mean']:.2f}** ({twice['per_doubling']:+.3f} per doubling)."]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"curve-{folder.name}"
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(dict(curve, command=command, machine=describe_line()), indent=2,
+                                                    default=str))
+    _plot_held_out_curve(curve, stem.with_suffix(".png"), folder.name)
+    print("\n".join(lines))
+    return 0
+
+
+def _plot_held_out_curve(curve: dict, path: Path, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = curve["points"]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, style in (("a", "o-"), ("b", "s-"), ("mean", "k--")):
+        ax.plot([p["minutes"] for p in points], [p[key] for p in points], style, label=f"set {key}"
+                if key != "mean" else "mean")
+    ax.set_xlabel("training CPU minutes (this stage)")
+    ax.set_ylabel("tau (greedy, K = 5, fp32)")
+    ax.set_title(f"held-out learning curve, {name}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _ship(args) -> int:

@@ -68,3 +68,36 @@ def held_out_table(result: dict, sets=("a", "b")) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{rows[c]['tau']:.2f}" for c in CATEGORIES)
                      + f" | **{rows['all']['tau']:.2f}** |")
     return "\n".join(lines) + f"\n\nmean of the sets: **{result['mean']:.2f}**"
+
+
+def held_out_curve(target, tokenizer, folder, *, start: dict | None = None, per_category: int | None = None,
+                   progress: bool = True) -> dict:
+    """tau on both held-out sets against training CPU minutes for one training run: its learning-curve snapshots
+    (``<folder>/snapshots/step_N``) and the final drafter, each measured with ``evaluate_held_out``; minutes are the
+    run's own step seconds up to that step (``training.json``). ``start``: the run's starting drafter's
+    ``evaluate_held_out`` result (0 minutes; e.g. the shipped drafter a further stage continues). Also what twice
+    the budget predicts: tau linear in log2(minutes) through the last two points, one more doubling."""
+    import json
+    import math
+    from pathlib import Path
+
+    from modeling_slimspec import SlimSpecDrafter
+
+    folder = Path(folder)
+    history = json.loads((folder / "training.json").read_text())["history"]
+    steps = sorted(int(p.name.split("_")[1]) for p in (folder / "snapshots").glob("step_*")) + [len(history)]
+    points = [dict(steps=0, minutes=0.0, a=start["a"]["all"]["tau"], b=start["b"]["all"]["tau"], mean=start["mean"],
+                   result=start)] if start else []
+    for step in steps:
+        where = folder if step == len(history) else folder / "snapshots" / f"step_{step}"
+        drafter = SlimSpecDrafter.from_pretrained(str(where), dtype=target.dtype).eval()
+        result = evaluate_held_out(target, tokenizer, drafter, per_category=per_category, progress=progress)
+        minutes = sum(h["seconds"] for h in history[:step]) / 60
+        points.append(dict(steps=step, minutes=minutes, a=result["a"]["all"]["tau"], b=result["b"]["all"]["tau"],
+                           mean=result["mean"], result=result))
+    last, before = points[-1], points[-2] if len(points) > 1 else None
+    predicted = None
+    if before is not None and before["minutes"] > 0:
+        slope = (last["mean"] - before["mean"]) / math.log2(last["minutes"] / before["minutes"])
+        predicted = dict(minutes=2 * last["minutes"], mean=last["mean"] + slope, per_doubling=slope)
+    return dict(points=points, twice_the_budget=predicted)
