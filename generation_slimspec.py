@@ -194,7 +194,8 @@ class DraftCosts:
 class TreeRecord:
     """What the "cost" schedule's tree passes produced on one target setup, priced by its measured costs: tokens
     and cost of the trees, and of each tree's most probable chain (what the chain would have produced on the same
-    passes). Sums over the last ~``horizon`` passes (halved when they pass it), kept with the costs across calls."""
+    passes). Sums over the last ~``horizon`` passes (halved when they pass it), and when to try the tree again;
+    kept with the costs, across calls."""
 
     tree_tokens: int = 0
     tree_cost: float = 0.0
@@ -202,6 +203,8 @@ class TreeRecord:
     chain_cost: float = 0.0
     passes: int = 0
     horizon: int = 256
+    chain_passes: int = 0  # chain passes since the tree was last drafted
+    retry: int = 8  # chain passes before the next try (doubles while the tree keeps losing, up to 64)
 
     def add(self, tree_tokens: int, tree_cost: float, chain_tokens: int, chain_cost: float) -> None:
         if self.passes >= self.horizon:
@@ -786,10 +789,9 @@ class SlimSpecProposer:
         self.pending = []  # [1, n, 3d] target features of verified positions not yet ingested: [stable, seen)
         self.stats = SlimSpecGenerateStats(prompt_length=prompt_length)
         self.acceptance = None
-        # the "cost" schedule's view of trees: what tree passes produced (``TreeRecord``), accepted vs predicted
-        # drafter nodes, the last tree's cost, chain passes since the last tree and before the next try
-        self.tree_record, self.tree_seen, self.tree_cost, self.chain_passes = TreeRecord(), [0.0, 0], None, 0
-        self.retry = self.TREE_RETRY
+        # the "cost" schedule's view of trees: what tree passes produced and when to try again (``TreeRecord``),
+        # accepted vs predicted drafter nodes, the last tree's cost
+        self.tree_record, self.tree_seen, self.tree_cost = TreeRecord(), [0.0, 0], None
         if self.schedule == "cost":
             self._start_cost_schedule(target, draft_config)
 
@@ -810,7 +812,6 @@ class SlimSpecProposer:
 
     # -- the "cost" schedule's shape: chain or tree ----------------------------------------------------------------
     TREE_PRIOR = 8.0  # predicted tokens the prior calibration of 1 weighs
-    TREE_RETRY = 8  # chain passes before the tree is tried again (doubling while it keeps losing, up to 64)
 
     def chain_rate(self) -> float:
         """Expected tokens per second of the chain the "cost" schedule chose (K = 0: plain decoding)."""
@@ -831,8 +832,8 @@ class SlimSpecProposer:
         """Whether the next pass drafts a tree (else a chain, or nothing). The "cost" schedule drafts a tree while
         its rate so far (tokens its passes produced over their measured cost) beats plain decoding and the chain
         the schedule chose, priced the same way on the same passes (each tree's most probable chain of that
-        length: what the chain would have produced), and tries it again after TREE_RETRY chain passes (twice as
-        many each time it still loses). What tree passes produced is kept with the measured costs, so later calls
+        length: what the chain would have produced), and tries it again after 8 chain passes (twice as many each
+        time it still loses, up to 64). What tree passes produced is kept with the measured costs, so later calls
         on the same target setup start from it. The other schedules always draft the tree."""
         if not self.tree_total or not self.requires_features:
             return False
@@ -841,11 +842,11 @@ class SlimSpecProposer:
             return True
         tree_rate = record.tree_tokens / record.tree_cost
         if tree_rate >= max(record.chain_tokens / record.chain_cost, 1.0 / self.costs.target_pass[0]):
-            self.retry = self.TREE_RETRY
+            record.retry = TreeRecord.retry
             return True
-        self.chain_passes += 1
-        if self.chain_passes >= self.retry:
-            self.chain_passes, self.retry = 0, min(2 * self.retry, 64)
+        record.chain_passes += 1
+        if record.chain_passes >= record.retry:
+            record.chain_passes, record.retry = 0, min(2 * record.retry, 64)
             return True
         if self.num_assistant_tokens == 0 and tree_rate < 1.0 / self.costs.target_pass[0]:
             self.requires_features = False  # neither pays: plain decoding from here on

@@ -270,7 +270,7 @@ def test_the_cost_schedule_drafts_a_tree_only_where_it_pays(monkeypatch, cheap):
     """Measured costs where verifying 40 tokens costs what one does and a tree level costs nothing beside a chain
     step, and a drafter that is always right (the oracle): a tree produces at least what its own most probable
     chain would have, for less, and more than plain decoding, so the schedule keeps drafting trees. Where every extra verified token costs a whole pass, it tries the tree once, and decodes
-    plainly after that (the tree is tried again at most every TREE_RETRY passes, and later calls start from what
+    plainly after that (the tree is tried again after 8 passes at the earliest, and later calls start from what
     earlier ones saw). Outputs stay identical either way."""
     from generation_slimspec import DraftCosts
 
@@ -289,5 +289,4 @@ def test_the_cost_schedule_drafts_a_tree_only_where_it_pays(monkeypatch, cheap):
     if cheap:
         assert sources.count("tree") > 0.9 * len(sources)
     else:
-        retries = sum(len(run.source_per_pass) // generation_slimspec.SlimSpecProposer.TREE_RETRY + 1 for run in runs)
-        assert 0 < sources.count("tree") <= retries and sources.count("none") > 0.8 * len(sources)
+        assert 0 < sources.count("tree") <= 1 + len(sources) // 8 and sources.count("none") > 0.8 * len(sources)

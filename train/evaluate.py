@@ -74,7 +74,8 @@ def held_out_curve(target, tokenizer, folder, *, start: dict | None = None, per_
                    progress: bool = True) -> dict:
     """tau on both held-out sets against training CPU minutes for one training run: its learning-curve snapshots
     (``<folder>/snapshots/step_N``) and the final drafter, each measured with ``evaluate_held_out``; minutes are the
-    run's own step seconds up to that step (``training.json``). ``start``: the run's starting drafter's
+    run's own step seconds up to that step (``training.json``; a step over 3x the median counts 3x the median: the
+    run was paused while another job measured). ``start``: the run's starting drafter's
     ``evaluate_held_out`` result (0 minutes; e.g. the shipped drafter a further stage continues). Also what twice
     the budget predicts: tau linear in log2(minutes) through the last two points, one more doubling."""
     import json
@@ -86,13 +87,14 @@ def held_out_curve(target, tokenizer, folder, *, start: dict | None = None, per_
     folder = Path(folder)
     history = json.loads((folder / "training.json").read_text())["history"]
     steps = sorted(int(p.name.split("_")[1]) for p in (folder / "snapshots").glob("step_*")) + [len(history)]
+    pause = 3 * sorted(h["seconds"] for h in history)[len(history) // 2]  # a step longer held the run paused
     points = [dict(steps=0, minutes=0.0, a=start["a"]["all"]["tau"], b=start["b"]["all"]["tau"], mean=start["mean"],
                    result=start)] if start else []
     for step in steps:
         where = folder if step == len(history) else folder / "snapshots" / f"step_{step}"
         drafter = SlimSpecDrafter.from_pretrained(str(where), dtype=target.dtype).eval()
         result = evaluate_held_out(target, tokenizer, drafter, per_category=per_category, progress=progress)
-        minutes = sum(h["seconds"] for h in history[:step]) / 60
+        minutes = sum(min(h["seconds"], pause) for h in history[:step]) / 60
         points.append(dict(steps=step, minutes=minutes, a=result["a"]["all"]["tau"], b=result["b"]["all"]["tau"],
                            mean=result["mean"], result=result))
     last, before = points[-1], points[-2] if len(points) > 1 else None
