@@ -355,7 +355,7 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
     config = drafter.generation_config
     max_k = int(max_k if max_k is not None else config.num_assistant_tokens)
     total, _, top_k = tree_setting(config)
-    nodes = total + hybrid_setting(config)[0] if total else 0  # a tree and its lookup branch
+    nodes = total + hybrid_setting(config)[0]  # a tree and its lookup branch, or a lookup block
     pass_ms = prepare_target(target, context, repeats) if prepare else {}
     target_pass = _target_pass_seconds(target, list(range(1, max_k + 2)), context, repeats)
     if nodes + 1 > len(target_pass):  # longer passes at a few lengths, the rest interpolated
@@ -412,7 +412,7 @@ def measured_costs(drafter, target, max_k: int) -> DraftCosts:
     least ``max_k`` long, else measured now (the target left as it is), with a warning saying so."""
     found = calibration_for(drafter, target)
     total = tree_setting(drafter.generation_config)[0]
-    nodes = total + hybrid_setting(drafter.generation_config)[0] if total else 0
+    nodes = total + hybrid_setting(drafter.generation_config)[0]
     if found is None or len(found.costs.target_pass) < max(max_k, nodes) + 1 or (total and not found.costs.tree_level):
         warnings.warn("SlimSpec's 'cost' schedule is timing this machine now (a few seconds, once per target "
                       "setup); call drafter.calibrate(target) beforehand to measure it explicitly, and to let it "
@@ -747,8 +747,11 @@ class SlimSpecProposer:
        outputs);
     2. lookup: if the last n tokens (n = max_matching_ngram_size down to min_matching_ngram_size) occurred earlier
        in input_ids, the block is the tokens that followed (``lookup_continuation``: up to prompt_lookup_num_tokens,
-       never past max_length - 1, ending at an eos as the drafter's blocks do);
-    3. else (no match) the drafter ingests every kept position in one forward and drafts its K tokens exactly as
+       never past max_length - 1, ending at an eos as the drafter's blocks do); under the "cost" schedule only as
+       many of them as pay, and none where the drafter's chain (or plain decoding) is expected to be faster
+       (``lookup_length``: lookup acceptance learned from this call's lookup passes, verification priced by the
+       measured costs);
+    3. else (no match, or no block) the drafter ingests every kept position in one forward and drafts its K tokens exactly as
        without lookup.
 
     Why a minimum: alone, prompt lookup has nothing better than a one-token match; beside a trained drafter, a short
@@ -802,6 +805,7 @@ class SlimSpecProposer:
         self.max_k = self.num_assistant_tokens
         self.costs = measured_costs(self.drafter, target, self.max_k)
         self.tree_record = self.costs.tree_record  # what earlier calls with these costs saw
+        self.lookup_acceptance = AcceptanceEstimate([self.LOOKUP_PRIOR], self.lookup_tokens, strength=4.0)
         # the saved prior is greedy acceptance; sampling accepts less, so there it weighs 4 passes, not 16
         self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k,
                                              strength=4.0 if self.do_sample else 16.0)
@@ -810,7 +814,21 @@ class SlimSpecProposer:
         if self.num_assistant_tokens == 0 and not self.tree_total:  # a tree is tried before giving up
             self.requires_features = False
 
-    # -- the "cost" schedule's shape: chain or tree ----------------------------------------------------------------
+    # -- the "cost" schedule's shape: chain or tree, and lookup blocks ---------------------------------------------
+    LOOKUP_PRIOR = 0.8  # prior P(lookup token accepted | the ones before it were), worth 4 observations
+
+    def lookup_length(self, found: int) -> int:
+        """How many of a lookup match's ``found`` tokens to verify under the "cost" schedule: the length with the
+        best expected rate, expected_tokens(lookup acceptance, l) / target_pass[l], if that beats the chain the
+        schedule chose (or plain decoding); else 0 (no lookup block this pass)."""
+        rates = self.lookup_acceptance.rates()
+        best, best_rate = 0, 0.0
+        for length in range(1, min(found, len(self.costs.target_pass) - 1) + 1):
+            rate = expected_tokens(rates, length) / (self.costs.target_pass[length] + self.costs.overhead)
+            if rate > best_rate:
+                best, best_rate = length, rate
+        return best if best_rate > self.chain_rate() else 0
+
     TREE_PRIOR = 8.0  # predicted tokens the prior calibration of 1 weighs
 
     def chain_rate(self) -> float:
@@ -978,6 +996,8 @@ class SlimSpecProposer:
             if token in self.eos_ids:
                 found = found[: i + 1]
                 break
+        if self.acceptance is not None and found.numel():  # the "cost" schedule: a block only where it pays
+            found = found[: self.lookup_length(found.numel())]
         if found.numel() == 0:
             return None
         drafts = found.view(1, -1)
@@ -1118,7 +1138,9 @@ class SlimSpecProposer:
             stats.drafted_per_pass.append(drafted)
             stats.accepted_per_pass.append(accepted)
             stats.source_per_pass.append(self.source if drafted > 0 or self.source == "tree" else "none")
-        drafter_pass = drafted > 0 and self.source == "drafter"  # lookup passes teach the schedules nothing
+        drafter_pass = drafted > 0 and self.source == "drafter"  # lookup passes teach the drafter's K nothing
+        if self.acceptance is not None and drafted > 0 and self.source == "lookup":
+            self.lookup_acceptance.observe(drafted, accepted)
         if self.acceptance is not None and drafter_pass:
             self.acceptance.observe(drafted, accepted)
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)

@@ -168,3 +168,27 @@ def test_cost_schedule_learns_only_from_drafter_passes(target, monkeypatch):
                 assert bool(drafter_passes) == drafting and "lookup" in stats.source_per_pass
     finally:
         drafter.detach()
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_cost_schedule_proposes_lookup_blocks_only_where_they_pay(target, monkeypatch, slope):
+    """Hybrid under the "cost" schedule on repeating prompts: where verifying more tokens costs nothing, lookup
+    blocks run at full length; where each verified token costs a whole pass (a bf16 target without native bf16
+    matmuls, exaggerated), no block of any length beats plain decoding and none is proposed."""
+    from generation_slimspec import DraftCosts
+
+    costs = DraftCosts(target_pass=[0.1 + slope * n for n in range(12)], draft=0.05)
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    drafter = with_lookup(drafter_for(target), 6)
+    drafter.generation_config.num_assistant_tokens_schedule = "cost"
+    drafter.attach(target)
+    runs = []
+    for ids in repeating_prompts(6, 101, seed=3):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=20)
+        assert torch.equal(plain, assisted)
+        runs.append(drafter.last_generate_stats)
+    lookup = [d for run in runs for d, s in zip(run.drafted_per_pass, run.source_per_pass) if s == "lookup"]
+    if slope:
+        assert lookup == []
+    else:
+        assert lookup and max(lookup) == 6
