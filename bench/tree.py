@@ -7,7 +7,8 @@
    loaded and packed: ``slimspec.machine.fastest_setup``), as ``slimspec-bench cpu`` does.
 2. Methods back to back on each prompt (``slimspec.runner``), greedy, batch 1, plain first:
    plain; the drafter alone as a chain of K = 6 (constant) and with its own "cost" schedule; a tree of each
-   ``--sizes`` node count (depth 6, top-4 per node, constant); the "cost" schedule choosing chain or tree and the
+   ``--sizes`` node count (depth 6, top-4 per node, constant); the chain of 6 with each position's top 3 (a tree
+   with a frontier of 1, 18 nodes); the "cost" schedule choosing chain or tree and the
    tree's size (at most the largest size); today's hybrid (prompt lookup or the drafter's chain, per pass); the
    hybrid tree (prompt lookup's branch beside the drafter's tree, "cost" schedule).
 3. Prompts: the balanced held-out set (``--per-category`` per category) and a long-context row: ~1,500-token
@@ -29,6 +30,7 @@ import torch
 from slimspec.runner import Method, run_methods
 
 CHAIN_K = 6
+ALTERNATIVES = f"chain {CHAIN_K} + 2 alternatives"  # frontier 1: the chain, each position offering its top 3
 TREE = dict(tree_depth=6, tree_top_k=4)
 LONG_TOKENS = 1500
 
@@ -42,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", default="8,16,24", help="tree node counts to run at constant size")
     p.add_argument("--depth", type=int, default=TREE["tree_depth"], help="tree_depth of every tree")
     p.add_argument("--top-k", type=int, default=TREE["tree_top_k"], help="tree_top_k of every tree")
+    p.add_argument("--frontier", type=int, default=None, help="tree_frontier of the trees (default: top-k)")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto")
     p.add_argument("--out", default="reports/tree")
 
@@ -74,6 +77,8 @@ def methods_for(drafter, sizes: list, shape: dict) -> list:
            Method("chain, cost", "drafter", drafter=drafter, settings=dict(chain_alone, **cost))]
     out += [Method(f"tree {n}", "drafter", CHAIN_K, drafter=drafter, settings=dict(shape, tree_total_tokens=n))
             for n in sizes]
+    alternatives = dict(tree_depth=CHAIN_K, tree_top_k=3, tree_frontier=1, tree_total_tokens=3 * CHAIN_K)
+    out += [Method(ALTERNATIVES, "drafter", CHAIN_K, drafter=drafter, settings=alternatives)]
     out += [Method("tree, cost", "drafter", drafter=drafter, settings=dict(shape, tree_total_tokens=max(sizes),
                                                                           **cost)),
             Method("hybrid", "hybrid", drafter=drafter, settings=dict(chain_alone, **cost), **hybrid),
@@ -99,7 +104,7 @@ def run(args) -> dict:
     drafter = AutoModel.from_pretrained(folder, trust_remote_code=True).to(dtypes[best]).eval()
     drafter.attach(target)
     sizes = [int(x) for x in args.sizes.split(",")]
-    shape = dict(tree_depth=args.depth, tree_top_k=args.top_k)
+    shape = dict(tree_depth=args.depth, tree_top_k=args.top_k, tree_frontier=args.frontier or args.top_k)
     methods = methods_for(drafter, sizes, shape)
     with torch.no_grad():  # costs for the largest tree and the chain, measured once for every "cost" method
         settings = dict(shape, tree_total_tokens=max(sizes), num_assistant_tokens=CHAIN_K,
@@ -149,7 +154,7 @@ def format_report(r: dict) -> str:
              + ", ".join(f"{k} {v:.1f}" for k, v in r["plain_passes_ms"].items()) + ")",
              f"drafter: {r['drafter']}; {r['per_category']} held-out prompts per category, {r['max_new_tokens']} new "
              f"tokens (long contexts: ~{LONG_TOKENS} tokens, {r['long_new_tokens']} new), greedy, batch 1; trees: "
-             f"depth {r['shape']['tree_depth']}, top-{r['shape']['tree_top_k']}",
+             f"depth {r['shape']['tree_depth']}, top-{r['shape']['tree_top_k']}, frontier {r['shape']['tree_frontier']}",
              "measured costs (ms): target pass over n = 1, 7, 9, 17, 25 new tokens: "
              + ", ".join(f"{r['costs_ms']['target_pass'][n - 1]:.1f}" for n in (1, 7, 9, 17, 25)
                          if n <= len(r["costs_ms"]["target_pass"]))

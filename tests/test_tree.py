@@ -213,10 +213,10 @@ def test_tree_settings_are_saved_reloaded_and_validated(tmp_path):
     drafter = with_tree(drafter_for(target), tree_total_tokens=10, tree_depth=3, tree_top_k=2)
     drafter.save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
-    assert tree_setting(loaded.generation_config) == (10, 3, 2)
-    assert tree_setting(drafter_for(target).generation_config) == (0, 6, 4)  # off by default
+    assert tree_setting(loaded.generation_config) == (10, 3, 2, 2)
+    assert tree_setting(drafter_for(target).generation_config) == (0, 6, 4, 4)  # off by default
     for bad, named in ((dict(tree_total_tokens=-1), "tree_total_tokens"), (dict(tree_depth=2.5), "tree_depth"),
-                       (dict(tree_top_k="4"), "tree_top_k")):
+                       (dict(tree_top_k="4"), "tree_top_k"), (dict(tree_frontier=-2), "tree_frontier")):
         with pytest.raises(ValueError, match=named):
             with_tree(drafter_for(target), **bad).speculative_generate(target, torch.tensor([[1, 2]]), max_new_tokens=3)
 
@@ -290,3 +290,26 @@ def test_the_cost_schedule_drafts_a_tree_only_where_it_pays(monkeypatch, cheap):
         assert sources.count("tree") > 0.9 * len(sources)
     else:
         assert 0 < sources.count("tree") <= 1 + len(sources) // 8 and sources.count("none") > 0.8 * len(sources)
+
+
+def test_a_frontier_of_one_is_a_chain_with_alternatives(kept_rows, monkeypatch):
+    """tree_frontier = 1 expands only each level's most probable node: the drafter's chain, each position also
+    offering its top-k alternatives as leaves (one drafter row per level, as a chain); still token-identical."""
+    target = tiny_target(vocab=8)
+    drafter = with_tree(drafter_for(target), tree_total_tokens=40, tree_depth=4, tree_top_k=3, tree_frontier=1)
+    drafter.attach(target)
+    trees, draft_tree = [], generation_slimspec.SlimSpecProposer._draft_tree
+
+    def spy(self, *args):
+        trees.append(draft_tree(self, *args))
+        return trees[-1]
+
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "_draft_tree", spy)
+    for ids in prompts(4, 8, seed=7):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=20)
+        assert torch.equal(plain, assisted)
+    full = [t for t in trees if max(t.depths) == 4]
+    assert full and all(len(t) == 12 for t in full)  # 3 alternatives at each of 4 depths
+    for tree in full:
+        expanded = {p for p in tree.parents if p >= 0}
+        assert [tree.depths[i] for i in sorted(expanded)] == [1, 2, 3]  # one node per level has children

@@ -186,7 +186,7 @@ class DraftCosts:
     target_pass: list
     draft: float
     overhead: float = 0.0
-    tree_level: float = 0.0  # one tree level: a drafter forward over tree_top_k frontier nodes and their choices
+    tree_level: float = 0.0  # one tree level: a drafter forward over tree_frontier nodes and their top-k
     tree_record: "TreeRecord" = field(default_factory=lambda: TreeRecord())  # what tree passes produced here
 
 
@@ -354,7 +354,7 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
     The result is kept on the drafter for ``target`` (weakly) and used while ``setup_state`` is unchanged."""
     config = drafter.generation_config
     max_k = int(max_k if max_k is not None else config.num_assistant_tokens)
-    total, _, top_k = tree_setting(config)
+    total, _, top_k, frontier = tree_setting(config)
     nodes = total + hybrid_setting(config)[0]  # a tree and its lookup branch, or a lookup block
     pass_ms = prepare_target(target, context, repeats) if prepare else {}
     target_pass = _target_pass_seconds(target, list(range(1, max_k + 2)), context, repeats)
@@ -365,7 +365,7 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
                                    target_pass + _target_pass_seconds(target, grid, context, repeats))
     pass_ms.setdefault("packed" if packed_count(target) else "as loaded", 1e3 * target_pass[0])
     costs = DraftCosts(target_pass=target_pass, draft=_draft_seconds(drafter, context, repeats),
-                       tree_level=_draft_seconds(drafter, context, repeats, rows=top_k) if total else 0.0)
+                       tree_level=_draft_seconds(drafter, context, repeats, rows=frontier, k=top_k) if total else 0.0)
     calibration = Calibration(pass_ms=pass_ms, packed=bool(packed_count(target)), costs=costs,
                               state=setup_state(drafter, target))
     _calibrations(drafter).by_target[target] = calibration
@@ -449,9 +449,9 @@ def _target_pass_seconds(target, lengths: list, context: int, repeats: int) -> l
 
 
 @torch.inference_mode()
-def _draft_seconds(drafter, context: int, repeats: int, rows: int = 0) -> float:
+def _draft_seconds(drafter, context: int, repeats: int, rows: int = 0, k: int = 1) -> float:
     """Median seconds of one drafter step (body, head and greedy token choice) after ``context`` positions; with
-    ``rows``, of one tree level instead: a forward over ``rows`` nodes and their top-``rows`` choices."""
+    ``rows``, of one tree level instead: a forward over ``rows`` nodes and their top-``k`` choices."""
     cfg = drafter.config
     ids = torch.randint(1, cfg.vocab_size, (1, context + 1), generator=torch.Generator().manual_seed(0))
     ids = ids.to(drafter.device)
@@ -472,7 +472,7 @@ def _draft_seconds(drafter, context: int, repeats: int, rows: int = 0) -> float:
                        past_key_values=draft_cache, position_ids=torch.full((rows,), context, device=drafter.device),
                        attention_mask=mask, logits_to_keep=0)
         scores = step.logits[0].float()
-        top_choices(scores, rows)
+        top_choices(scores, k)
         torch.logsumexp(scores, dim=-1)
 
     return _median_seconds(level if rows else draft, repeats)
@@ -520,19 +520,24 @@ def point_mass_logits(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
 # Tree drafting (EAGLE-2 dynamic trees): many guesses per position, verified in one target forward
 # ----------------------------------------------------------------------------------------------------------------------
 def tree_setting(config) -> tuple:
-    """A drafter generation_config's tree: (tree_total_tokens, tree_depth, tree_top_k); total 0 (or unset) = chain
-    drafting. Defaults where a tree is on: depth 6, top-k 4. ValueError naming the setting where they do not fit."""
+    """A drafter generation_config's tree: (tree_total_tokens, tree_depth, tree_top_k, tree_frontier); total 0 (or
+    unset) = chain drafting. Defaults where a tree is on: depth 6, top-k 4, frontier = top-k (EAGLE-2: the top-k
+    nodes of a level are expanded; a frontier of 1 expands only the most probable one, a chain whose every
+    position also offers its top-k alternatives, at a chain's drafting cost). ValueError naming the setting where
+    they do not fit."""
     total = getattr(config, "tree_total_tokens", None) or 0
     depth = getattr(config, "tree_depth", None) or 6
     top_k = getattr(config, "tree_top_k", None) or 4
-    for name, value in (("tree_total_tokens", total), ("tree_depth", depth), ("tree_top_k", top_k)):
+    frontier = getattr(config, "tree_frontier", None) or top_k
+    for name, value in (("tree_total_tokens", total), ("tree_depth", depth), ("tree_top_k", top_k),
+                        ("tree_frontier", frontier)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"the drafter's generation_config.{name} is {value!r}; it must be a whole number >= 0 "
                              f"(tree_total_tokens 0 = chain drafting).")
     if total and (depth < 1 or top_k < 1):
         raise ValueError(f"a draft tree (tree_total_tokens={total}) needs tree_depth >= 1 and tree_top_k >= 1; got "
                          f"tree_depth={depth}, tree_top_k={top_k}.")
-    return int(total), int(depth), int(top_k)
+    return int(total), int(depth), int(top_k), int(frontier)
 
 
 @dataclass
@@ -778,7 +783,7 @@ class SlimSpecProposer:
         self.num_assistant_tokens = int(draft_config.num_assistant_tokens)
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
         self.lookup_tokens, self.ngram_size, self.min_ngram_size = hybrid_setting(draft_config)  # tokens 0: off
-        self.tree_total, self.tree_depth, self.tree_top_k = tree_setting(draft_config)  # total 0: chain
+        self.tree_total, self.tree_depth, self.tree_top_k, self.tree_frontier = tree_setting(draft_config)
         if self.do_sample:  # sampling verifies a chain (the tree's rule is greedy; docs/tree-drafting.md)
             self.tree_total = 0
         self.windows = attention_windows(target) if self.tree_total else None
@@ -894,7 +899,8 @@ class SlimSpecProposer:
         """EAGLE-2's dynamic tree from the drafter's state after ingesting (g [1, 1, d], logits [1, V_d]):
 
             level 1:    the top_k tokens of softmax(logits), score = log p (``_tree_choices``)
-            level l+1:  one drafter forward over the frontier (the top_k level-l nodes by score, eos excluded),
+            level l+1:  one drafter forward over the frontier (the tree_frontier level-l nodes by score, eos
+                        excluded; EAGLE-2's frontier is top_k),
                         each node attending to the context and its own ancestors; each gets top_k children,
                         score = parent score + log p(child)
             prune:      the tree_total_tokens best-scoring nodes of all levels (``DraftTree.pruned``)
@@ -930,7 +936,7 @@ class SlimSpecProposer:
                         for r, (row_tokens, row_lp) in enumerate(zip(tokens.tolist(), log_p.tolist()))
                         for token, lp in zip(row_tokens, row_lp)]
             expandable = [c for c in children if tree.tokens[c[0]] not in self.eos_ids]  # nothing follows an eos
-            best = sorted(expandable, key=lambda c: -tree.scores[c[0]])[:k]  # stable: ties keep drafting order
+            best = sorted(expandable, key=lambda c: -tree.scores[c[0]])[: self.tree_frontier]  # stable sort
             if not best:
                 break
             frontier = [node for node, _ in best]
