@@ -756,8 +756,8 @@ class SlimSpecProposer:
        many of them as pay, and none where the drafter's chain (or plain decoding) is expected to be faster
        (``lookup_length``: lookup acceptance learned from this call's lookup passes, verification priced by the
        measured costs);
-    3. else (no match, or no block) the drafter ingests every kept position in one forward and drafts its K tokens exactly as
-       without lookup.
+    3. else (no match, or no block) the drafter ingests every kept position in one forward and drafts its K
+       tokens exactly as without lookup.
 
     Why a minimum: alone, prompt lookup has nothing better than a one-token match; beside a trained drafter, a short
     match is the weaker guess. Ingesting lazily costs nothing in quality (the drafter sees the same positions, only
@@ -906,7 +906,7 @@ class SlimSpecProposer:
             prune:      the tree_total_tokens best-scoring nodes of all levels (``DraftTree.pruned``)
 
         The drafter's cache keeps the frontier nodes' keys (``_ingest`` crops them away next pass)."""
-        drafter, k = self.drafter, self.tree_top_k
+        drafter = self.drafter
         tree = DraftTree()
         frontier, parent_g = [], g  # frontier nodes and, per node, the drafter state it continues [1, F, d]
         for level in range(1, depth + 1):

@@ -154,7 +154,8 @@ def format_report(r: dict) -> str:
              + ", ".join(f"{k} {v:.1f}" for k, v in r["plain_passes_ms"].items()) + ")",
              f"drafter: {r['drafter']}; {r['per_category']} held-out prompts per category, {r['max_new_tokens']} new "
              f"tokens (long contexts: ~{LONG_TOKENS} tokens, {r['long_new_tokens']} new), greedy, batch 1; trees: "
-             f"depth {r['shape']['tree_depth']}, top-{r['shape']['tree_top_k']}, frontier {r['shape']['tree_frontier']}",
+             f"depth {r['shape']['tree_depth']}, top-{r['shape']['tree_top_k']}, "
+             f"frontier {r['shape']['tree_frontier']}",
              "measured costs (ms): target pass over n = 1, 7, 9, 17, 25 new tokens: "
              + ", ".join(f"{r['costs_ms']['target_pass'][n - 1]:.1f}" for n in (1, 7, 9, 17, 25)
                          if n <= len(r["costs_ms"]["target_pass"]))
