@@ -270,8 +270,9 @@ def test_the_cost_schedule_drafts_a_tree_only_where_it_pays(monkeypatch, cheap):
     """Measured costs where verifying 40 tokens costs what one does and a tree level costs nothing beside a chain
     step, and a drafter that is always right (the oracle): a tree produces at least what its own most probable
     chain would have, for less, and more than plain decoding, so the schedule keeps drafting trees. Where every
-    extra verified token costs a whole pass, it tries the tree once, and decodes plainly after that (the tree is tried again after 8 passes at the earliest, and later calls start from what
-    earlier ones saw). Outputs stay identical either way."""
+    extra verified token costs a whole pass, it tries the tree once, and decodes plainly after that (the tree is
+    tried again after 8 passes at the earliest, and later calls start from what earlier ones saw). Outputs stay
+    identical either way."""
     from generation_slimspec import DraftCosts
 
     slope = 0.0 if cheap else 0.1
