@@ -604,6 +604,9 @@ def test_held_out_curve_reads_snapshots_and_minutes(tmp_path):
     (tmp_path / "training.json").write_text(json.dumps(dict(history=[dict(seconds=60.0)] * 4)))
     start = dict(a=dict(all=dict(tau=2.0)), b=dict(all=dict(tau=3.0)), mean=2.5)
     curve = held_out_curve(target, tiny_tokenizer(50), tmp_path, start=start, per_category=1, progress=False)
+    measured = held_out_curve(target, tiny_tokenizer(50), tmp_path, start=tmp_path / "snapshots" / "step_2",
+                              per_category=1, progress=False)  # a start folder is measured like the others
+    assert measured["points"][0]["mean"] == measured["points"][1]["mean"] and measured["points"][0]["minutes"] == 0
     assert [(p["steps"], p["minutes"]) for p in curve["points"]] == [(0, 0.0), (2, 2.0), (4, 4.0)]
     means = [p["mean"] for p in curve["points"]]
     assert means[0] == 2.5 and means[1] == means[2] > 5  # the oracle accepts every draft (K = 5)

@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--out", default="reports/heldout", help="where the table and its JSON go")
     h.add_argument("--curve", action="store_true", help="also the drafter's learning-curve snapshots, against the "
                                                         "run's CPU minutes (a curve table, JSON and plot)")
-    h.add_argument("--start", default=None, metavar="HELDOUT.json",
-                   help="with --curve: this command's JSON for the drafter the run started from (0 minutes)")
+    h.add_argument("--start", default=None, metavar="FOLDER|HELDOUT.json",
+                   help="with --curve: the drafter the run started from (0 minutes), or this command's JSON for it")
     return p
 
 
@@ -156,10 +156,12 @@ def _heldout_curve(args, folder: Path, target, tokenizer) -> int:
 
     from .evaluate import held_out_curve
 
-    start = json.loads(Path(args.start).read_text()) if args.start else None
+    start = Path(args.start) if args.start else None
+    start = json.loads(start.read_text()) if start is not None and start.is_file() else start
     curve = held_out_curve(target, tokenizer, folder, start=start, per_category=args.per_category)
     command = f"slimspec-train heldout --drafter {os.path.relpath(folder)} --curve" + (
-        f" --start {args.start}" if args.start else "")
+        f" --start {args.start}" if args.start else "") + (f" --per-category {args.per_category}"
+                                                            if args.per_category else "")
     lines = [f"# Held-out learning curve: {folder.name}", "",
              f"Greedy, the drafter alone, constant K = 5, 48 new tokens, {args.dtype} target, on {describe_line()}. "
              f"Minutes: this run's training steps (0: the drafter it started from).", "", f"Command: `{command}`", "",

@@ -70,13 +70,14 @@ def held_out_table(result: dict, sets=("a", "b")) -> str:
     return "\n".join(lines) + f"\n\nmean of the sets: **{result['mean']:.2f}**"
 
 
-def held_out_curve(target, tokenizer, folder, *, start: dict | None = None, per_category: int | None = None,
+def held_out_curve(target, tokenizer, folder, *, start=None, per_category: int | None = None,
                    progress: bool = True) -> dict:
     """tau on both held-out sets against training CPU minutes for one training run: its learning-curve snapshots
     (``<folder>/snapshots/step_N``) and the final drafter, each measured with ``evaluate_held_out``; minutes are the
     run's own step seconds up to that step (``training.json``; a step over 3x the median counts 3x the median: the
-    run was paused while another job measured). ``start``: the run's starting drafter's
-    ``evaluate_held_out`` result (0 minutes; e.g. the shipped drafter a further stage continues). Also what twice
+    run was paused while another job measured). ``start`` (0 minutes; e.g. the shipped drafter a further stage
+    continues): the drafter folder the run started from, measured here the same way, or its ``evaluate_held_out``
+    result. Also what twice
     the budget predicts: tau linear in log2(minutes) through the last two points, one more doubling."""
     import json
     import math
@@ -88,6 +89,9 @@ def held_out_curve(target, tokenizer, folder, *, start: dict | None = None, per_
     history = json.loads((folder / "training.json").read_text())["history"]
     steps = sorted(int(p.name.split("_")[1]) for p in (folder / "snapshots").glob("step_*")) + [len(history)]
     pause = 3 * sorted(h["seconds"] for h in history)[len(history) // 2]  # a step longer held the run paused
+    if start is not None and not isinstance(start, dict):
+        start = evaluate_held_out(target, tokenizer, SlimSpecDrafter.from_pretrained(str(start), dtype=target.dtype)
+                                  .eval(), per_category=per_category, progress=progress)
     points = [dict(steps=0, minutes=0.0, a=start["a"]["all"]["tau"], b=start["b"]["all"]["tau"], mean=start["mean"],
                    result=start)] if start else []
     for step in steps:
