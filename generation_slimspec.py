@@ -218,6 +218,17 @@ class TreeRecord:
         self.passes += 1
 
 
+def chain_seconds(costs: DraftCosts, k: int) -> float:
+    """One cycle of a chain of k drafts: target_pass[k] + k * draft + overhead (k = 0: a plain decoding step)."""
+    return costs.target_pass[k] + k * costs.draft + (costs.overhead if k else 0.0)
+
+
+def tree_seconds(costs: DraftCosts, nodes: int, depth: int) -> float:
+    """One cycle of a tree of ``depth`` levels verifying ``nodes`` nodes: target_pass[nodes] + draft (the ingest and
+    level 1) + (depth - 1) * tree_level."""
+    return costs.target_pass[nodes] + costs.draft + (depth - 1) * costs.tree_level
+
+
 def expected_tokens(acceptance: list, k: int) -> float:
     """Tokens one cycle with k drafts yields: 1 + sum_{i<=k} prod_{j<=i} a_j, where a_j is the probability that
     draft j is accepted given drafts 1..j-1 were (positions past the list repeat its last value)."""
@@ -237,7 +248,7 @@ def choose_draft_length(costs: DraftCosts, acceptance: list, max_k: int) -> int:
     Deterministic for given costs and acceptance; ties go to the shorter draft."""
     best_k, best_rate = 0, 1.0 / costs.target_pass[0]
     for k in range(1, min(max_k, len(costs.target_pass) - 1) + 1):
-        rate = expected_tokens(acceptance, k) / (costs.target_pass[k] + k * costs.draft + costs.overhead)
+        rate = expected_tokens(acceptance, k) / chain_seconds(costs, k)
         if rate > best_rate:
             best_k, best_rate = k, rate
     return best_k
@@ -253,11 +264,10 @@ def choose_tree_size(costs: DraftCosts, scores: list, calibration: float, depth:
 
     -> (N in 0..len(scores) maximizing rate (ties: the smaller), its rate)."""
     probabilities = sorted((math.exp(x) for x in scores), reverse=True)
-    spent = costs.draft + (depth - 1) * costs.tree_level
-    best_n, best_rate, tokens = 0, 1.0 / (costs.target_pass[0] + spent), 1.0
+    best_n, best_rate, tokens = 0, 1.0 / tree_seconds(costs, 0, depth), 1.0
     for n, p in enumerate(probabilities[: len(costs.target_pass) - 1], start=1):
         tokens += calibration * p
-        rate = tokens / (costs.target_pass[n] + spent)
+        rate = tokens / tree_seconds(costs, n, depth)
         if rate > best_rate:
             best_n, best_rate = n, rate
     return best_n, best_rate
@@ -355,7 +365,7 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
     config = drafter.generation_config
     max_k = int(max_k if max_k is not None else config.num_assistant_tokens)
     total, _, top_k, frontier = tree_setting(config)
-    nodes = total + hybrid_setting(config)[0]  # a tree and its lookup branch, or a lookup block
+    nodes = longest_block(config)
     pass_ms = prepare_target(target, context, repeats) if prepare else {}
     target_pass = _target_pass_seconds(target, list(range(1, max_k + 2)), context, repeats)
     if nodes + 1 > len(target_pass):  # longer passes at a few lengths, the rest interpolated
@@ -395,6 +405,11 @@ def prepare_target(target, context: int = 64, repeats: int = 5, rounds: int = 2,
     return pass_ms
 
 
+def longest_block(config) -> int:
+    """The most drafts a pass verifies beside a chain: a tree and its lookup branch, or a lookup block."""
+    return tree_setting(config)[0] + hybrid_setting(config)[0]
+
+
 def interpolated(lengths: list, seconds: list) -> list:
     """Seconds for every length 1..max(lengths), linear between the measured ``lengths`` (ascending)."""
     out = []
@@ -412,8 +427,8 @@ def measured_costs(drafter, target, max_k: int) -> DraftCosts:
     least ``max_k`` long, else measured now (the target left as it is), with a warning saying so."""
     found = calibration_for(drafter, target)
     total = tree_setting(drafter.generation_config)[0]
-    nodes = total + hybrid_setting(drafter.generation_config)[0]
-    if found is None or len(found.costs.target_pass) < max(max_k, nodes) + 1 or (total and not found.costs.tree_level):
+    nodes = max(max_k, longest_block(drafter.generation_config))
+    if found is None or len(found.costs.target_pass) < nodes + 1 or (total and not found.costs.tree_level):
         warnings.warn("SlimSpec's 'cost' schedule is timing this machine now (a few seconds, once per target "
                       "setup); call drafter.calibrate(target) beforehand to measure it explicitly, and to let it "
                       "choose whether packing the target's linears pays here.", stacklevel=4)
@@ -565,13 +580,17 @@ class DraftTree:
         self.sources.append({source})
         return len(self.tokens) - 1
 
+    def ancestors(self, node: int) -> list:
+        """``node``'s ancestors, its parent first (none for a child of the root)."""
+        out = []
+        while self.parents[node] >= 0:
+            node = self.parents[node]
+            out.append(node)
+        return out
+
     def path(self, node: int) -> list:
         """The tokens from the root's first child down to ``node`` (none for the root, -1)."""
-        tokens = []
-        while node >= 0:
-            tokens.insert(0, self.tokens[node])
-            node = self.parents[node]
-        return tokens
+        return [self.tokens[i] for i in reversed([node] + self.ancestors(node))] if node >= 0 else []
 
     def child(self, parent: int, token: int) -> int:
         """The node under ``parent`` holding ``token``, or -1."""
@@ -841,8 +860,7 @@ class SlimSpecProposer:
         k, costs = self.num_assistant_tokens, self.costs
         if k == 0:
             return 1.0 / costs.target_pass[0]
-        return expected_tokens(self.acceptance.rates(), k) / (costs.target_pass[k] + k * costs.draft
-                                                              + costs.overhead)
+        return expected_tokens(self.acceptance.rates(), k) / chain_seconds(costs, k)
 
     def tree_calibration(self) -> float:
         """Accepted drafter nodes per predicted one (sum of exp(score)) over this call's tree passes, after a prior
@@ -887,8 +905,7 @@ class SlimSpecProposer:
             if self.acceptance is not None:  # the "cost" schedule: as many nodes as pay
                 size, _ = choose_tree_size(self.costs, tree.scores, self.tree_calibration(), depth)
                 tree = tree.pruned(size)
-                costs = self.costs
-                self.tree_cost = costs.target_pass[size] + costs.draft + (depth - 1) * costs.tree_level
+                self.tree_cost = tree_seconds(self.costs, size, depth)
         if self.lookup_tokens and budget > 0:
             self._add_lookup_branch(tree, input_ids, budget)
         self.source = "tree"
@@ -909,18 +926,15 @@ class SlimSpecProposer:
         drafter = self.drafter
         tree = DraftTree()
         frontier, parent_g = [], g  # frontier nodes and, per node, the drafter state it continues [1, F, d]
+        slots = {}  # expanded node -> its position in the drafter's cache
         for level in range(1, depth + 1):
             if level > 1:
                 start = self.cache.length
                 mask = torch.zeros(len(frontier), start + len(frontier), dtype=torch.bool)
                 mask[:, : self.stable] = True
                 for row, node in enumerate(frontier):
-                    mask[row, start + row] = True
-                    ancestor = tree.parents[node]
-                    while ancestor >= 0:
-                        mask[row, self.slots[ancestor]] = True
-                        ancestor = tree.parents[ancestor]
-                    self.slots[node] = start + row
+                    mask[row, [slots[a] for a in tree.ancestors(node)] + [start + row]] = True
+                    slots[node] = start + row
                 step = drafter(input_ids=torch.tensor([[tree.tokens[i] for i in frontier]], device=drafter.device),
                                hidden_states=parent_g, past_key_values=self.cache,
                                position_ids=torch.full((len(frontier),), self.stable + level - 2,
@@ -928,7 +942,6 @@ class SlimSpecProposer:
                                attention_mask=mask.to(drafter.device), logits_to_keep=0)
                 logits, states = step.logits[0], step.last_hidden_state
             else:
-                self.slots = {}
                 states = g
             log_p, tokens = self._tree_choices(input_ids, tree, frontier, logits)
             base = [tree.scores[i] for i in frontier] or [0.0]
@@ -964,18 +977,14 @@ class SlimSpecProposer:
     def _add_lookup_branch(self, tree: DraftTree, input_ids, budget: int) -> None:
         """Prompt lookup's continuation (``lookup_continuation``, ending at an eos) as a branch from the root: a
         token the drafter also proposed at that place is shared (sources "drafter" and "lookup")."""
-        found = lookup_continuation(input_ids[0], self.ngram_size, min(self.lookup_tokens, budget),
-                                    min_ngram=self.min_ngram_size)
         node = -1
-        for token in found.tolist():
+        for token in self._lookup_continuation(input_ids, budget).tolist():
             child = tree.child(node, token)
             if child >= 0:
                 tree.sources[child].add("lookup")
             else:
                 child = tree.add(token, node, tree.scores[node] if node >= 0 else 0.0, "lookup")
             node = child
-            if token in self.eos_ids:
-                break
 
     def propose(self, input_ids):
         """input_ids: [1, cur_len] -> (candidate_ids [1, cur_len + K], draft logits [1, K, V] when sampling, else
@@ -993,15 +1002,20 @@ class SlimSpecProposer:
         self.source = "drafter"
         return self._draft(input_ids, *self._ingest(input_ids), K)
 
-    def _lookup(self, input_ids, budget: int):
-        """The lookup block, or None without a match: (candidate_ids [1, cur_len + K], point-mass logits [1, K, V]
-        when sampling, else None), K <= min(prompt_lookup_num_tokens, budget), ending at the first eos."""
+    def _lookup_continuation(self, input_ids, budget: int):
+        """Prompt lookup's continuation (``lookup_continuation``) of at most min(prompt_lookup_num_tokens, budget)
+        tokens, ending at its first eos (nothing after one can be accepted) -> [0..K] token ids."""
         found = lookup_continuation(input_ids[0], self.ngram_size, min(self.lookup_tokens, budget),
                                     min_ngram=self.min_ngram_size)
         for i, token in enumerate(found.tolist()):
             if token in self.eos_ids:
-                found = found[: i + 1]
-                break
+                return found[: i + 1]
+        return found
+
+    def _lookup(self, input_ids, budget: int):
+        """The lookup block, or None without a match: (candidate_ids [1, cur_len + K], point-mass logits [1, K, V]
+        when sampling, else None), K <= min(prompt_lookup_num_tokens, budget), ending at the first eos."""
+        found = self._lookup_continuation(input_ids, budget)
         if self.acceptance is not None and found.numel():  # the "cost" schedule: a block only where it pays
             found = found[: self.lookup_length(found.numel())]
         if found.numel() == 0:
@@ -1126,11 +1140,10 @@ class SlimSpecProposer:
             chain.append(node)
             node = first_child.get(node)
         accepted = next((j for j, node in enumerate(chain) if j >= len(path) or path[j] != node), len(chain))
-        k, costs = len(chain), self.costs
         if chain:
-            self.acceptance.observe(k, accepted)
+            self.acceptance.observe(len(chain), accepted)
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
-        return 1 + accepted, costs.target_pass[k] + k * costs.draft + (costs.overhead if k else 0.0)
+        return 1 + accepted, chain_seconds(self.costs, len(chain))
 
     def record(self, drafted: int, accepted: int, length: int) -> None:
         """Record a target pass (the first is the prefill) that verified ``drafted`` drafts and accepted

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from slimspec.runner import Method, run_methods
+from slimspec.runner import Method, drafter_config, run_methods
 
 CHAIN_K = 6
 ALTERNATIVES = f"chain {CHAIN_K} + 2 alternatives"  # frontier 1: the chain, each position offering its top 3
@@ -68,9 +68,11 @@ def long_prompts(tokenizer, tokens: int = LONG_TOKENS) -> list:
 
 def methods_for(drafter, sizes: list, shape: dict) -> list:
     chain_alone = dict(tree_total_tokens=0)
-    own_lookup = drafter.generation_config.prompt_lookup_num_tokens or 10
-    hybrid = dict(k=own_lookup, ngram=drafter.generation_config.max_matching_ngram_size or 3,
-                  min_ngram=drafter.generation_config.min_matching_ngram_size or 2)
+    from generation_slimspec import hybrid_setting
+
+    tokens, ngram, min_ngram = hybrid_setting(drafter.generation_config)
+    tokens, ngram, min_ngram = (tokens, ngram, min_ngram) if tokens else (10, 3, 2)  # the shipped hybrid's
+    hybrid = dict(k=tokens, ngram=ngram, min_ngram=min_ngram)
     cost = dict(num_assistant_tokens=CHAIN_K, num_assistant_tokens_schedule="cost")
     out = [Method("plain", "plain"),
            Method(f"chain K={CHAIN_K}", "drafter", CHAIN_K, drafter=drafter, settings=chain_alone),
@@ -106,13 +108,11 @@ def run(args) -> dict:
     sizes = [int(x) for x in args.sizes.split(",")]
     shape = dict(tree_depth=args.depth, tree_top_k=args.top_k, tree_frontier=args.frontier or args.top_k)
     methods = methods_for(drafter, sizes, shape)
-    with torch.no_grad():  # costs for the largest tree and the chain, measured once for every "cost" method
-        settings = dict(shape, tree_total_tokens=max(sizes), num_assistant_tokens=CHAIN_K,
-                        prompt_lookup_num_tokens=methods[-1].k)
-        from slimspec.runner import drafter_config
-
-        with drafter_config(drafter, **settings):
-            costs = drafter.calibrate(target, prepare=False).costs
+    # costs for the largest tree (with its lookup branch) and the chain, measured once for every "cost" method
+    settings = dict(shape, tree_total_tokens=max(sizes), num_assistant_tokens=CHAIN_K,
+                    prompt_lookup_num_tokens=methods[-1].k)
+    with drafter_config(drafter, **settings):
+        costs = drafter.calibrate(target, prepare=False).costs
     gen = dict(do_sample=False, max_new_tokens=args.max_new_tokens)
     rows = {c: run_methods(target, tokenizer, methods, HELD_OUT[c][: args.per_category], gen, desc=c,
                            progress=True, warmup=i == 0) for i, c in enumerate(CATEGORIES)}

@@ -57,8 +57,7 @@ class Method:
         """A context manager giving the drafter this method's settings for the call (its own ones after it)."""
         values = {}
         if self.kind == "hybrid" and self.k is not None:
-            values = dict(prompt_lookup_num_tokens=self.k, max_matching_ngram_size=self.ngram,
-                          min_matching_ngram_size=self.min_ngram)
+            values = lookup_values(self.k, self.ngram, self.min_ngram)
         elif self.kind == "drafter":
             values = dict(prompt_lookup_num_tokens=0)  # the drafter alone, whatever its own prompt-lookup setting
             if self.k is not None:
@@ -117,8 +116,13 @@ def prompt_lookup(drafter, tokens: int, ngram: int = 2, min_ngram: int = 1):
     """Inside the block the drafter drafts hybrid: a block of up to ``tokens`` tokens from an n-gram match
     (``min_ngram`` <= n <= ``ngram``) in the context when there is one, else its own drafts; its own settings
     after it."""
-    return drafter_config(drafter, prompt_lookup_num_tokens=tokens, max_matching_ngram_size=ngram,
-                          min_matching_ngram_size=min_ngram)
+    return drafter_config(drafter, **lookup_values(tokens, ngram, min_ngram))
+
+
+def lookup_values(tokens: int, ngram: int = 2, min_ngram: int = 1) -> dict:
+    """The drafter's generation_config values for a hybrid of ``tokens`` lookup tokens after n-gram matches of
+    ``min_ngram`` to ``ngram`` tokens (transformers' own names)."""
+    return dict(prompt_lookup_num_tokens=tokens, max_matching_ngram_size=ngram, min_matching_ngram_size=min_ngram)
 
 
 def lookup_setting(text: str) -> tuple:
