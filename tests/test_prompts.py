@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from slimspec.compose import GENRES, composed_by_genre, composed_prompts, composition
+from slimspec.compose import GENRES, SOURCES, VARIED_GENRES, composed_by_genre, composed_prompts, composition
 from slimspec.heldout import CATEGORIES, HELD_OUT_SETS, held_out_prompts
 from slimspec.prompts import builtin_prompts, offline_texts
 
@@ -41,11 +41,22 @@ def word_runs(texts, n: int = 6) -> set:
     return runs
 
 
+@pytest.mark.parametrize("source", sorted(SOURCES))
 @pytest.mark.parametrize("name", sorted(HELD_OUT_SETS))
-def test_composed_prompts_share_no_run_of_six_words_with_a_held_out_prompt(name):
+def test_composed_prompts_share_no_run_of_six_words_with_a_held_out_prompt(name, source):
     held = word_runs(p for _, p in held_out_prompts(held_out=name))
-    shared = held & word_runs(composed_prompts())
+    shared = held & word_runs(composed_prompts(source=source))
     assert shared == set(), sorted(shared)[:5]
+
+
+def test_the_varied_source_adds_new_genres_and_prompts():
+    varied, composed = composed_by_genre("varied"), composed_by_genre("composed")
+    assert set(varied) == set(VARIED_GENRES) and not set(varied) & set(composed)
+    assert all(8 <= len(v) <= SOURCES["varied"][2] for v in varied.values())
+    everything = composed_prompts(source="varied")
+    assert len(set(everything)) == len(everything) and not set(everything) & set(composed_prompts())
+    assert not [p for p in everything if re.search(r"\{[a-z_]+\}", p)]
+    assert composition(everything[: len(varied)]) == {genre: 1 for genre in varied}
 
 
 def test_composed_prompts_cover_every_genre_in_turn():
@@ -71,3 +82,20 @@ def test_composed_data_is_keyed_by_its_prompts(monkeypatch):
     before = _key(composed.data_settings())
     monkeypatch.setattr(compose, "composed_prompts", lambda limit=None: ["An edited template"])
     assert _key(composed.data_settings()) != before and _key(builtin.data_settings()) == _key(Recipe().data_settings())
+
+
+def test_prompt_groups_keep_their_own_data_folders():
+    """"builtin+composed,varied": the first group's folder is the one "builtin+composed" alone has (its data is
+    reused), the second gets its own; the prompts are the groups' one after the other."""
+    from slimspec.train.recipe import Recipe, data_folder, data_folders, data_prompts
+
+    both = Recipe(prompts="builtin+composed,varied", prompt_limit=None)
+    first = Recipe(prompts="builtin+composed", prompt_limit=None)
+    folders = data_folders("t", both)
+    assert folders[0] == data_folder("t", first) and folders[1] == data_folder("t", Recipe(prompts="varied",
+                                                                                             prompt_limit=None))
+    assert data_prompts(both) == data_prompts(first) + composed_prompts(source="varied")
+    with pytest.raises(ValueError, match="data_folders"):
+        data_folder("t", both)
+    with pytest.raises(ValueError, match="varied"):
+        data_prompts(Recipe(prompts="builtin+novels"))

@@ -35,7 +35,7 @@ BUILD_KEYS = ("convert_from", "rank", "curve", "stages")  # member keys that are
 class Recipe:
     """Data and training settings shared by every member (the cache key)."""
 
-    prompts: str = "builtin"  # the built-in train split (HumanEval prompts + Python-docs prose)
+    prompts: str = "builtin"  # the built-in train split (HumanEval prompts + Python-docs prose); see data_prompts
     prompt_limit: int | None = 640  # only the first N of the 909 (data generation is ~2 s per response here)
     max_new_tokens: int = 128
     sampled: bool = False
@@ -56,9 +56,14 @@ class Recipe:
     seed: int = 0
     init_from: str | None = None  # SlimSpec d/8 only: continue from this drafter folder (a further build stage)
 
+    def parts(self) -> list:
+        """One recipe per data folder: ``prompts`` groups separated by "," ("builtin+composed,varied": the data
+        already built for "builtin+composed" stays as it is, and "varied" gets a folder of its own)."""
+        return [replace(self, prompts=group.strip()) for group in self.prompts.split(",")]
+
     def data_settings(self) -> dict:
-        """What the self-distillation data depends on (its cache key). Composed prompts change with the code that
-        writes them, so beyond the built-in ones the key holds a digest of the prompts themselves: edited
+        """What the self-distillation data of one group depends on (its cache key). Composed prompts change with the
+        code that writes them, so beyond the built-in ones the key holds a digest of the prompts themselves: edited
         templates make new data, never a mix of old and new shards."""
         settings = dict(prompts=self.prompts, prompt_limit=self.prompt_limit, max_new_tokens=self.max_new_tokens,
                         sampled=self.sampled, topk=self.topk)
@@ -107,7 +112,15 @@ def reference_root(target_name: str) -> Path:
 
 
 def data_folder(target_name: str, recipe: Recipe) -> Path:
+    """The data folder of a one-group recipe (``Recipe.parts``)."""
+    if "," in recipe.prompts:
+        raise ValueError(f"prompts {recipe.prompts!r} has several data groups: use data_folders")
     return reference_root(target_name) / f"data-{_key(recipe.data_settings())}"
+
+
+def data_folders(target_name: str, recipe: Recipe) -> list:
+    """The self-distillation data folders of the recipe, one per prompt group."""
+    return [data_folder(target_name, part) for part in recipe.parts()]
 
 
 def text_folder(target_name: str, recipe: Recipe) -> Path:
@@ -125,23 +138,29 @@ def is_built(folder: Path) -> bool:
 def data_prompts(recipe: Recipe) -> list:
     """The train prompts the reference data is generated from: ``recipe.prompts`` names one source or several
     joined by "+" ("builtin": HumanEval and Python-docs prose, the train split; "composed": ``slimspec.compose``,
-    openings of stories, recipes, letters, news, dialogues, lists and more), interleaved one of each in turn, the
-    first ``prompt_limit`` of them."""
-    from slimspec.compose import composed_prompts
+    openings of stories, recipes, letters, news, dialogues, lists and more; "varied": its second source, diaries,
+    speeches, biographies, travel, opinion, interviews and more), interleaved one of each in turn, the first
+    ``prompt_limit`` of them; groups separated by "," (each its own data folder) one after the other."""
+    from slimspec.compose import composed_prompts, varied_prompts
     from slimspec.prompts import builtin_prompts
 
-    sources = {"builtin": lambda: builtin_prompts("train"), "composed": composed_prompts}
+    if "," in recipe.prompts:
+        return [p for part in recipe.parts() for p in data_prompts(part)]
+    sources = {"builtin": lambda: builtin_prompts("train"), "composed": composed_prompts, "varied": varied_prompts}
     names = recipe.prompts.split("+")
     unknown = [n for n in names if n not in sources]
     if unknown:
-        raise ValueError(f"reference data prompts {unknown}: use {' or '.join(sources)}, or both joined by '+'")
+        raise ValueError(f"reference data prompts {unknown}: use {', '.join(sources)}, several joined by '+' (one "
+                         f"data folder) or ',' (a folder each)")
     lists = [sources[n]() for n in names]
     prompts = [p for i in range(max(map(len, lists))) for ps in lists if i < len(ps) for p in ps[i : i + 1]]
     return prompts[: recipe.prompt_limit] if recipe.prompt_limit else prompts
 
 
 def data_responses_left(target_name: str, recipe: Recipe) -> int:
-    """How many target responses the reference data still needs (0: complete)."""
+    """How many target responses the reference data still needs (0: complete), over every prompt group."""
+    if "," in recipe.prompts:
+        return sum(data_responses_left(target_name, part) for part in recipe.parts())
     meta = data_folder(target_name, recipe) / "meta.json"
     done = sum(s["sequences"] for s in json.loads(meta.read_text())["shards"]) if meta.exists() else 0
     return len(data_prompts(recipe)) * (2 if recipe.sampled else 1) - done

@@ -37,31 +37,35 @@ from .evaluate import evaluate_drafter
 from .fit import fit
 from .fit_config import FitConfig
 from .step import median_step_seconds, positions_per_s
-from .recipe import (BUILD_KEYS, MEMBERS, Recipe, _key, curve_steps, data_folder, data_prompts, data_responses_left,
+from .recipe import (BUILD_KEYS, MEMBERS, Recipe, _key, curve_steps, data_folders, data_prompts, data_responses_left,
                      is_built, member_folder, member_recipe, reference_root, text_folder)
 
 def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> str:
-    """The recipe's training data, built or resumed: self-distilled responses, and teacher-forced text when the
-    recipe mixes it in. Returns the data argument of ``fit`` (folders joined by commas)."""
-    folders = [data_folder(target_name, recipe)] + ([text_folder(target_name, recipe)] if recipe.text else [])
-    text_done = not recipe.text or (folders[-1] / "meta.json").exists() and json.loads(
-        (folders[-1] / "meta.json").read_text()).get("complete", False)
+    """The recipe's training data, built or resumed: self-distilled responses (a folder per prompt group), and
+    teacher-forced text when the recipe mixes it in. Returns the data argument of ``fit`` (folders joined by
+    commas)."""
+    folders = data_folders(target_name, recipe)
+    text = text_folder(target_name, recipe) if recipe.text else None
+    text_done = text is None or (text / "meta.json").exists() and json.loads(
+        (text / "meta.json").read_text()).get("complete", False)
+    data = ",".join(map(str, folders + ([text] if text else [])))
     if data_responses_left(target_name, recipe) == 0 and text_done:
-        return ",".join(map(str, folders))
+        return data
     device = training_device()
     gpu = device.type == "cuda"  # batch sizes only (the data is the same): a GPU wants many rows per forward
     target, tokenizer = load_target(target_name, dtype=fast_dtype(device), device=device)
     L = target.config.get_text_config().num_hidden_layers
     common = dict(target=target, tokenizer=tokenizer, layer_ids=default_target_layer_ids(L), topk=recipe.topk,
                   target_name=target_name, progress=progress)
-    if data_responses_left(target_name, recipe):
-        generate_data(prompts=data_prompts(recipe), out=str(folders[0]), max_new_tokens=recipe.max_new_tokens,
-                      max_prompt_tokens=384, sampled=recipe.sampled, batch_size=64 if gpu else 16, **common)
+    for part, folder in zip(recipe.parts(), folders):
+        if data_responses_left(target_name, part):
+            generate_data(prompts=data_prompts(part), out=str(folder), max_new_tokens=recipe.max_new_tokens,
+                          max_prompt_tokens=384, sampled=recipe.sampled, batch_size=64 if gpu else 16, **common)
     if not text_done:
         texts = offline_texts(recipe.text.split(","))[: recipe.text_limit]
-        generate_text_data(texts=texts, out=str(folders[1]), window=recipe.text_window, source=recipe.text,
+        generate_text_data(texts=texts, out=str(text), window=recipe.text_window, source=recipe.text,
                            batch_size=16 if gpu else 1, **common)
-    return ",".join(map(str, folders))
+    return data
 
 
 def fit_config(recipe: Recipe, **member) -> FitConfig:

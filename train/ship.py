@@ -195,7 +195,7 @@ def composed_text(recipe_changes: dict) -> str:
     from .recipe import Recipe, data_prompts
 
     recipe = Recipe(**recipe_changes)
-    if "composed" not in recipe.prompts.split("+"):
+    if not {"composed", "varied"} & set(recipe.prompts.replace(",", "+").split("+")):
         return ""
     counts = composition(data_prompts(recipe))
     counts.pop("other", None)  # the built-in prompts
