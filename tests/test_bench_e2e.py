@@ -307,6 +307,31 @@ def test_cpu_hybrid_targets():
     assert hybrid_verdict(summarize(cpu_results(hybrid_prose=6)))[0].endswith("missed")  # 31 / 31 overall < 1.1x
 
 
+def test_cpu_shipped_default_and_sampling_targets():
+    """The shipped default (the hybrid) against plain in every category and against the drafter's chain alone;
+    sampling has its own targets (>= 1.2x overall on native bf16, >= 0.97x everywhere) and report title."""
+    from types import SimpleNamespace
+
+    from slimspec.bench.cpu import default_verdict, format_report, summarize, verdict
+
+    rows = summarize(cpu_results(hybrid_prose=12))  # prose: hybrid 12 vs plain 10 and the chain 14
+    assert rows["prose"]["hybrid_vs_plain"] == pytest.approx(1.2) and rows["prose"]["hybrid_vs_slimspec"] == (
+        pytest.approx(12 / 14))
+    greedy = default_verdict(rows, native_bf16=False)
+    assert greedy[2] == "shipped default >= 1.0x plain in every category (lowest 1.20x): met"
+    assert greedy[3].startswith("shipped default against the drafter's chain alone: overall 1.37x, lowest category "
+                                "0.86x") and greedy[3].endswith("missed)")
+    sampled = {c: dict(speedup=s) for c, s in dict(prose=0.96, code=1.5, all=1.25).items()}
+    assert [v.rsplit(" ", 1)[1] for v in verdict(sampled, True, sample=True)] == ["met", "missed"]
+    assert verdict(dict(prose=dict(speedup=0.98), all=dict(speedup=0.98)), False, sample=True)[0].endswith("met")
+    args = SimpleNamespace(per_category=2, max_new_tokens=8, drafter="d", lookup_tokens=10, hybrid=(10, 3, 2),
+                           sample=True)
+    report = format_report("m", True, "fp32, as loaded", {"fp32, as loaded": 100.0}, rows, args)
+    assert report.startswith("# SlimSpec against plain generate on this CPU, sampling")
+    assert "--max-new-tokens 8 --sample`" in report and "shipped default (hybrid) overall" in report
+    assert ">= 1.0x plain in every category" not in report  # a greedy target only
+
+
 def test_lookup_analysis_counts_positions_and_accepted_tokens_by_matched_ngram():
     from slimspec.bench.lookup import accepted_prefix, analyse, matched_ngram
 
