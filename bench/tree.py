@@ -1,11 +1,12 @@
 """Chain, tree and hybrid tree side by side on this CPU, per held-out category and on long contexts, one process.
 
     slimspec-bench tree [--drafter FOLDER] [--per-category 2] [--max-new-tokens 48] [--sizes 8,16,24]
-                        [--dtype auto|bf16|fp32] [--out reports/tree]
+                        [--dtype auto|bf16|fp32] [--sample] [--out reports/tree]
 
 1. The machine and the target's setup: ``--dtype auto`` takes the fastest plain setup here (bf16 and fp32, as
    loaded and packed: ``slimspec.machine.fastest_setup``), as ``slimspec-bench cpu`` does.
-2. Methods back to back on each prompt (``slimspec.runner``), greedy, batch 1, plain first:
+2. Methods back to back on each prompt (``slimspec.runner``), greedy (``--sample``: sampling, one seed per
+   prompt for every method), batch 1, plain first:
    plain; the drafter alone as a chain of K = 6 (constant) and with its own "cost" schedule; a tree of each
    ``--sizes`` node count (depth 6, top-4 per node, constant); the chain of 6 with each position's top 3 (a tree
    with a frontier of 1, 18 nodes); the "cost" schedule choosing chain or tree and the
@@ -29,6 +30,8 @@ import torch
 
 from slimspec.runner import Method, drafter_config, run_methods
 
+from .cpu import SAMPLING
+
 CHAIN_K = 6
 ALTERNATIVES = f"chain {CHAIN_K} + 2 alternatives"  # frontier 1: the chain, each position offering its top 3
 TREE = dict(tree_depth=6, tree_top_k=4)
@@ -46,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=TREE["tree_top_k"], help="tree_top_k of every tree")
     p.add_argument("--frontier", type=int, default=None, help="tree_frontier of the trees (default: top-k)")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto")
+    p.add_argument("--sample", action="store_true", help="sample as slimspec-bench cpu --sample does (temperature 1, "
+                                                         "top-k 0, top-p 1, one seed per prompt) instead of greedy")
     p.add_argument("--out", default="reports/tree")
 
 
@@ -113,17 +118,18 @@ def run(args) -> dict:
                     prompt_lookup_num_tokens=methods[-1].k)
     with drafter_config(drafter, **settings):
         costs = drafter.calibrate(target, prepare=False).costs
-    gen = dict(do_sample=False, max_new_tokens=args.max_new_tokens)
+    gen = dict(SAMPLING if args.sample else dict(do_sample=False), max_new_tokens=args.max_new_tokens)
+    seed = 0 if args.sample else None
     rows = {c: run_methods(target, tokenizer, methods, HELD_OUT[c][: args.per_category], gen, desc=c,
-                           progress=True, warmup=i == 0) for i, c in enumerate(CATEGORIES)}
+                           progress=True, warmup=i == 0, seed=seed) for i, c in enumerate(CATEGORIES)}
     rows["long context"] = run_methods(target, tokenizer, methods, long_prompts(tokenizer),
                                        dict(gen, max_new_tokens=args.long_new_tokens), desc="long context",
-                                       progress=True, warmup=False)
+                                       progress=True, warmup=False, seed=seed)
     drafter.detach()
     costs_ms = dict(target_pass=[round(1e3 * x, 2) for x in costs.target_pass], draft=1e3 * costs.draft,
                     tree_level=1e3 * costs.tree_level)
     return dict(machine=describe_line(), setup=best, plain_passes_ms=passes, costs_ms=costs_ms, drafter=folder,
-                sizes=sizes, shape=shape,
+                sizes=sizes, shape=shape, sample=args.sample,
                 per_category=args.per_category, max_new_tokens=args.max_new_tokens,
                 long_new_tokens=args.long_new_tokens, rows={c: summarize(t) for c, t in rows.items()},
                 all=summarize(_total([rows[c] for c in CATEGORIES])))
@@ -153,7 +159,9 @@ def format_report(r: dict) -> str:
     lines = [f"machine: {r['machine']}; target setup: {r['setup']} (plain pass ms: "
              + ", ".join(f"{k} {v:.1f}" for k, v in r["plain_passes_ms"].items()) + ")",
              f"drafter: {r['drafter']}; {r['per_category']} held-out prompts per category, {r['max_new_tokens']} new "
-             f"tokens (long contexts: ~{LONG_TOKENS} tokens, {r['long_new_tokens']} new), greedy, batch 1; trees: "
+             f"tokens (long contexts: ~{LONG_TOKENS} tokens, {r['long_new_tokens']} new), "
+             f"{'sampling (temperature 1, top-k 0, top-p 1, seed i on prompt i)' if r.get('sample') else 'greedy'}, "
+             f"batch 1; trees: "
              f"depth {r['shape']['tree_depth']}, top-{r['shape']['tree_top_k']}, "
              f"frontier {r['shape']['tree_frontier']}",
              "measured costs (ms): target pass over n = 1, 7, 9, 17, 25 new tokens: "
@@ -216,10 +224,12 @@ def main(args) -> int:
     result = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("native-bf16" if native_bf16_matmuls() else "no-native-bf16")
+    stem = out / (("native-bf16" if native_bf16_matmuls() else "no-native-bf16") + ("-sample" if args.sample else ""))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
     text = format_report(result)
-    stem.with_suffix(".md").write_text(f"# Chain, tree and hybrid tree\n\n`slimspec-bench tree`\n\n{text}\n")
+    command = "slimspec-bench tree" + (" --sample" if args.sample else "")
+    stem.with_suffix(".md").write_text(f"# Chain, tree and hybrid tree{', sampling' if args.sample else ''}\n\n"
+                                       f"`{command}`\n\n{text}\n")
     plot(result, stem.with_suffix(".png"))
     print(text)
     return 0

@@ -1,6 +1,6 @@
 """Sampling with a drafter keeps the target's distribution: a chi-square test against the exact joint
-distribution of short continuations (by enumeration), for the drafter and for hybrid blocks, each with a negative
-control that misreports the draft distribution and must fail."""
+distribution of short continuations (by enumeration), for the drafter, for hybrid blocks and for draft trees, each
+with a negative control that gets the rule wrong and must fail."""
 
 import pytest
 import torch
@@ -139,4 +139,43 @@ def test_hybrid_sampling_test_detects_lookup_tokens_scored_as_uniform(monkeypatc
     pvalue, stats = sampled_tail_pvalue(target, drafter, HYBRID_PROMPT, 4, SAMPLING_CASES[0])
     drafter.detach()
     assert stats.drafted_by_source()["lookup"] > 100
+    assert pvalue < 1e-6
+
+
+def tree_pair():
+    """``sampling_pair`` with prompt lookup beside it, drafting trees: top-2 children, 3 levels, 5 nodes."""
+    target, drafter = sampling_pair(lookup_tokens=3)
+    for name, value in dict(tree_total_tokens=5, tree_depth=3, tree_top_k=2).items():
+        setattr(drafter.generation_config, name, value)
+    return target, drafter
+
+
+@pytest.mark.parametrize("gen_kw", SAMPLING_CASES)
+def test_tree_sampling_matches_target_distribution(gen_kw, monkeypatch):
+    """Recursive rejection sampling over each node's children (drafter and lookup branches): tokens 2..4 verified
+    as trees; second children are accepted too, and paths go more than one node deep."""
+    target, drafter = tree_pair()
+    original, paths = generation_slimspec.accept_tree_sampled, []
+
+    def recording(tree, *args):
+        path, tokens, scores = original(tree, *args)
+        first_child = [tree.parents.index(tree.parents[node]) for node in path]  # of each path node's parent
+        paths.append((len(path), any(node != first for node, first in zip(path, first_child))))
+        return path, tokens, scores
+
+    monkeypatch.setattr(generation_slimspec, "accept_tree_sampled", recording)
+    pvalue, stats = sampled_tail_pvalue(target, drafter, HYBRID_PROMPT, 4, gen_kw)
+    drafter.detach()
+    assert stats.source_per_pass.count("tree") > 500 and max(n for n, _ in paths) >= 2
+    assert sum(second for _, second in paths) > 50  # a later sibling accepted after the first was rejected
+    assert pvalue > 1e-3
+
+
+def test_tree_sampling_test_detects_rejected_siblings_left_in(monkeypatch):
+    """Negative control: trying the next sibling (and the final draw) without removing the rejected one must fail."""
+    monkeypatch.setattr(generation_slimspec, "without", lambda p, token: p)
+    target, drafter = tree_pair()
+    pvalue, stats = sampled_tail_pvalue(target, drafter, HYBRID_PROMPT, 4, SAMPLING_CASES[0])
+    drafter.detach()
+    assert stats.source_per_pass.count("tree") > 500
     assert pvalue < 1e-6

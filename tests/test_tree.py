@@ -1,7 +1,7 @@
 """Tree drafting (EAGLE-2 dynamic trees) on our loop: greedy token-identical to plain generate on plain (Llama)
 and sliding-window (Gemma 3) targets, trees that run into eos, max_new_tokens and stop strings, the drafter's tree
 scores equal to drafting each path as a chain, the accepted path kept in the target's cache, the hybrid tree's
-sources, the settings saved and validated, and sampling on the chain."""
+sources, the settings saved and validated, and sampling with trees."""
 
 import pytest
 import torch
@@ -233,13 +233,13 @@ def test_targets_a_tree_mask_cannot_describe_are_refused_by_name():
         with_tree(drafter_for(target)).speculative_generate(target, torch.tensor([[1, 2]]), max_new_tokens=3)
 
 
-def test_sampling_verifies_a_chain():
-    """The tree's acceptance rule is greedy; with do_sample the loop drafts chains (docs/tree-drafting.md)."""
+def test_sampling_drafts_trees():
+    """With do_sample the loop drafts trees too (recursive rejection sampling, tests/test_sampling.py)."""
     target = tiny_target()
     drafter = with_tree(drafter_for(target)).attach(target)
     torch.manual_seed(0)
     target.generate(torch.tensor([[1, 2, 3]]), do_sample=True, max_new_tokens=12, assistant_model=drafter)
-    assert "tree" not in drafter.last_generate_stats.source_per_pass
+    assert "tree" in drafter.last_generate_stats.source_per_pass
 
 
 # --- the "cost" schedule chooses the shape ----------------------------------------------------------------------------
@@ -291,6 +291,12 @@ def test_the_cost_schedule_drafts_a_tree_only_where_it_pays(monkeypatch, cheap):
         assert sources.count("tree") > 0.9 * len(sources)
     else:
         assert 0 < sources.count("tree") <= 1 + len(sources) // 8 and sources.count("none") > 0.8 * len(sources)
+    # sampling keeps a record of its own: what greedy trees produced does not decide for sampled ones
+    greedy = (costs.tree_record.passes, costs.tree_record.tree_tokens)
+    assert costs.sampled_tree_record.passes == 0 < greedy[0]
+    torch.manual_seed(0)
+    target.generate(prompts(1, 8, seed=6)[0], do_sample=True, max_new_tokens=12, assistant_model=drafter)
+    assert costs.sampled_tree_record.passes > 0 and (costs.tree_record.passes, costs.tree_record.tree_tokens) == greedy
 
 
 def test_a_frontier_of_one_is_a_chain_with_alternatives(kept_rows, monkeypatch):
