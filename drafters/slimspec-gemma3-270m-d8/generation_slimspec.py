@@ -188,6 +188,7 @@ class DraftCosts:
     overhead: float = 0.0
     tree_level: float = 0.0  # one tree level: a drafter forward over tree_frontier nodes and their top-k
     tree_record: "TreeRecord" = field(default_factory=lambda: TreeRecord())  # what tree passes produced here
+    sampled_tree_record: "TreeRecord" = field(default_factory=lambda: TreeRecord())  # ... when sampling
 
 
 @dataclass
@@ -745,6 +746,46 @@ def accept_tree_greedy(tree: DraftTree, logits, logits_processor, ids) -> tuple:
     return path, ids.new_tensor([tokens]), torch.stack(rows, dim=1)
 
 
+def accept_tree_sampled(tree: DraftTree, logits, logits_processor, ids) -> tuple:
+    """Recursive rejection sampling over the tree (SpecInfer; EAGLE's rule for top-k children). From the root, with
+    p the target's processed distribution at the node, its children are tried in the tree's order: child x is
+    accepted with probability p(x) (a drafted child is a point mass: which children the tree holds does not
+    depend on the target's randomness); on rejection p <- ``without``(p, x) and the next child is tried; when none
+    is accepted the token is drawn from what is left of p. Each token follows the target's distribution exactly:
+    P(x_1) = p(x_1), and any other y is drawn with (1 - p(x_1)) * p(y) / (1 - p(x_1)) = p(y) (and so on down the
+    siblings). Arguments and returns as ``accept_tree_greedy``."""
+    children = {}
+    for i, parent in enumerate(tree.parents):
+        children.setdefault(parent, []).append(i)
+    node, path, tokens, rows = -1, [], [], []
+    while True:
+        row = logits[:, node + 1]
+        if logits_processor is not None:
+            row = logits_processor(torch.cat([ids, ids.new_tensor([tokens])], dim=-1), row)
+        rows.append(row)
+        p, chosen = row[0].float().softmax(-1), -1
+        for child in children.get(node, []):
+            if float(torch.rand((), device=p.device)) < float(p[tree.tokens[child]]):
+                chosen = child
+                break
+            p = without(p, tree.tokens[child])
+        if chosen < 0:
+            tokens.append(int(torch.multinomial(p, 1)))
+            break
+        tokens.append(tree.tokens[chosen])
+        path.append(chosen)
+        node = chosen
+    return path, ids.new_tensor([tokens]), torch.stack(rows, dim=1)
+
+
+def without(p, token: int):
+    """p [V] with ``token`` removed, renormalized: what is left to draw from after a point-mass draft of ``token``
+    was rejected (rejected with probability 1 - p(token) > 0, so something is left)."""
+    p = p.clone()
+    p[token] = 0.0
+    return p / p.sum()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The proposer: what the drafter (and prompt lookup) guess each pass
 # ----------------------------------------------------------------------------------------------------------------------
@@ -803,8 +844,6 @@ class SlimSpecProposer:
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
         self.lookup_tokens, self.ngram_size, self.min_ngram_size = hybrid_setting(draft_config)  # tokens 0: off
         self.tree_total, self.tree_depth, self.tree_top_k, self.tree_frontier = tree_setting(draft_config)
-        if self.do_sample:  # sampling verifies a chain (the tree's rule is greedy; docs/tree-drafting.md)
-            self.tree_total = 0
         self.windows = attention_windows(target) if self.tree_total else None
         if self.windows is not None and len(self.windows) > 1:
             check_masks_by_layer_type(target, self.windows)
@@ -828,7 +867,8 @@ class SlimSpecProposer:
         When no length pays, this generation decodes plainly: no drafts and no hidden states asked of the target."""
         self.max_k = self.num_assistant_tokens
         self.costs = measured_costs(self.drafter, target, self.max_k)
-        self.tree_record = self.costs.tree_record  # what earlier calls with these costs saw
+        # what earlier calls with these costs saw (greedy and sampling accept differently: a record each)
+        self.tree_record = self.costs.sampled_tree_record if self.do_sample else self.costs.tree_record
         self.lookup_acceptance = AcceptanceEstimate([self.LOOKUP_PRIOR], self.lookup_tokens, strength=4.0)
         # the saved prior is greedy acceptance; sampling accepts less, so there it weighs 4 passes, not 16
         self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k,
@@ -1131,6 +1171,9 @@ class SlimSpecProposer:
         """What the chosen chain would have done in this tree pass, for the chain's acceptance estimate: the chain
         is every node's first (most probable) child; its drafts were accepted as far as the path followed it.
         -> (tokens it would have produced, its measured cost)."""
+        if self.do_sample:  # a sampled chain's drafts are not the tree's first children: its own estimate instead
+            k = self.num_assistant_tokens
+            return expected_tokens(self.acceptance.rates(), k), chain_seconds(self.costs, k)
         first_child, chain = {}, []
         for i, parent in enumerate(tree.parents):
             if "drafter" in tree.sources[i]:
@@ -1306,9 +1349,10 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
         cache    -= the K - n rejected positions        (crop)
         ids      += tokens, up to a stopping criterion  (checked after every token, as plain decoding does)
 
-    With a draft tree (greedy, ``tree_total_tokens`` > 0): the drafts are a tree (``propose_tree``), verified in
-    one forward with a tree attention mask (``tree_attention``); the accepted path is the walk along the target's
-    own choices (``accept_tree_greedy``), and the cache keeps exactly that path (``keep_positions``).
+    With a draft tree (``tree_total_tokens`` > 0): the drafts are a tree (``propose_tree``), verified in one
+    forward with a tree attention mask (``tree_attention``); the accepted path is the walk along the target's own
+    choices (``accept_tree_greedy``) or, sampling, recursive rejection sampling over each node's children
+    (``accept_tree_sampled``), and the cache keeps exactly that path (``keep_positions``).
 
     Returns the sequences [1, L + new] (or transformers' ``GenerateDecoderOnlyOutput`` with ``sequences`` and the
     requested ``scores``/``logits`` when ``return_dict_in_generate``). The call's statistics:
@@ -1331,7 +1375,8 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
             logits, outputs = forward(block, cache, True, len(tree) + 1, position_ids=positions,
                                       attention_mask=mask)
             check_cache_grew(cache, past + block.shape[1])
-            path, tokens, scores = accept_tree_greedy(tree, logits.float(), processors, ids)
+            accept = accept_tree_sampled if generation_config.do_sample else accept_tree_greedy
+            path, tokens, scores = accept(tree, logits.float(), processors, ids)
             rows = [0] + [node + 1 for node in path]
             keep_positions(cache, past, rows)
             logits = logits[:, rows]
