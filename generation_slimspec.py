@@ -189,6 +189,9 @@ class DraftCosts:
     tree_level: float = 0.0  # one tree level: a drafter forward over tree_frontier nodes and their top-k
     tree_record: "TreeRecord" = field(default_factory=lambda: TreeRecord())  # what tree passes produced here
     sampled_tree_record: "TreeRecord" = field(default_factory=lambda: TreeRecord())  # ... when sampling
+    # sampling settings (``sampling_key``) -> (drafter, lookup) AcceptanceEstimate: what sampling calls with those
+    # settings observed here; the next such call starts from it (greedy calls start from the saved acceptance)
+    sampled_acceptance: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -274,19 +277,34 @@ def choose_tree_size(costs: DraftCosts, scores: list, calibration: float, depth:
     return best_n, best_rate
 
 
+def sampling_key(generation_config) -> tuple:
+    """The settings that shape the distribution sampled from (and so how often drafts are accepted)."""
+    return tuple(getattr(generation_config, name, None) for name in
+                 ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+                  "repetition_penalty"))
+
+
 class AcceptanceEstimate:
     """Per-position acceptance a_j = P(draft j accepted | drafts before it accepted), as a prior (the drafter's
     measured acceptance, weighted as ``strength`` observations) updated with what this generation observes."""
 
-    def __init__(self, prior: list, max_k: int, strength: float = 16.0):
+    def __init__(self, prior: list, max_k: int, strength: float = 16.0, horizon: int | None = None,
+                 shared: Optional["AcceptanceEstimate"] = None):
         prior = list(prior) or [0.5]
         self.prior = [float(prior[min(j, len(prior) - 1)]) for j in range(max_k)]
         self.strength = strength
         self.offered = [0] * max_k
         self.accepted = [0] * max_k
+        self.horizon = horizon  # counts halve when the first position's pass it (older passes weigh less)
+        self.shared = shared  # an estimate over many calls that observes what this one does
 
     def observe(self, drafted: int, accepted: int) -> None:
         """A verification pass: drafts 1..accepted were accepted, draft accepted + 1 (if drafted) was not."""
+        if self.shared is not None:
+            self.shared.observe(drafted, accepted)
+        if self.horizon and self.offered and self.offered[0] >= self.horizon:
+            self.offered = [n / 2 for n in self.offered]
+            self.accepted = [n / 2 for n in self.accepted]
         for j in range(min(drafted, accepted + 1, len(self.offered))):
             self.offered[j] += 1
             self.accepted[j] += int(j < accepted)
@@ -859,9 +877,9 @@ class SlimSpecProposer:
         # accepted vs predicted drafter nodes, the last tree's cost
         self.tree_record, self.tree_seen, self.tree_cost = TreeRecord(), [0.0, 0], None
         if self.schedule == "cost":
-            self._start_cost_schedule(target, draft_config)
+            self._start_cost_schedule(target, draft_config, generation_config)
 
-    def _start_cost_schedule(self, target, draft_config):
+    def _start_cost_schedule(self, target, draft_config, generation_config):
         """Draft length from this machine's measured costs and the drafter's acceptance (``choose_draft_length``),
         revised after every pass as acceptance is observed; num_assistant_tokens is the longest draft allowed.
         When no length pays, this generation decodes plainly: no drafts and no hidden states asked of the target."""
@@ -869,11 +887,26 @@ class SlimSpecProposer:
         self.costs = measured_costs(self.drafter, target, self.max_k)
         # what earlier calls with these costs saw (greedy and sampling accept differently: a record each)
         self.tree_record = self.costs.sampled_tree_record if self.do_sample else self.costs.tree_record
-        self.lookup_acceptance = AcceptanceEstimate([self.LOOKUP_PRIOR], self.lookup_tokens, strength=4.0)
-        # the saved prior is greedy acceptance; sampling accepts less, so there it weighs 4 passes, not 16
-        self.acceptance = AcceptanceEstimate(getattr(draft_config, "slimspec_acceptance", None) or [], self.max_k,
-                                             strength=4.0 if self.do_sample else 16.0)
+        saved = getattr(draft_config, "slimspec_acceptance", None) or []  # measured greedy
+        if self.do_sample:
+            # Sampling accepts less than the saved (greedy) acceptance. Over the calls with the same sampling
+            # settings here, shared estimates learn it (from the greedy prior weighted as 4 passes); each call
+            # starts from theirs, weighted as 4 passes, adapts to its own text and adds what it sees to them.
+            key = sampling_key(generation_config)
+            if key not in self.costs.sampled_acceptance:
+                self.costs.sampled_acceptance[key] = (
+                    AcceptanceEstimate(saved, self.max_k, strength=4.0, horizon=256),
+                    AcceptanceEstimate([self.LOOKUP_PRIOR], max(self.lookup_tokens, 1), strength=4.0, horizon=256))
+            drafts, lookups = self.costs.sampled_acceptance[key]
+            self.acceptance = AcceptanceEstimate(drafts.rates(), self.max_k, strength=4.0, shared=drafts)
+            self.lookup_acceptance = AcceptanceEstimate(lookups.rates(), self.lookup_tokens, strength=4.0,
+                                                        shared=lookups)
+        else:
+            self.acceptance = AcceptanceEstimate(saved, self.max_k, strength=16.0)
+            self.lookup_acceptance = AcceptanceEstimate([self.LOOKUP_PRIOR], self.lookup_tokens, strength=4.0)
         self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
+        if self.do_sample and self.num_assistant_tokens == 0:  # one probe per call keeps the shared estimate
+            self.num_assistant_tokens = 1                       # learning (the next choice may be plain decoding)
         self.stats.chosen_draft_lengths.append(self.num_assistant_tokens)
         if self.num_assistant_tokens == 0 and not self.tree_total:  # a tree is tried before giving up
             self.requires_features = False

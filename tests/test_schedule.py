@@ -192,3 +192,39 @@ def test_cost_schedule_proposes_lookup_blocks_only_where_they_pay(target, monkey
         assert lookup == []
     else:
         assert lookup and max(lookup) == 6
+
+
+def test_sampling_learns_its_acceptance_across_calls(target, monkeypatch):
+    """Sampling accepts less than the saved (greedy) acceptance. A random drafter promising 0.9, sampling with
+    top_k=1 (so its drafts are nearly always rejected): the first call starts from the promise and learns within
+    the call; the next call with the same sampling settings starts from what the first saw (one probe pass, then
+    plain decoding); a call with other settings starts from the promise again, and greedy calls always do."""
+    costs = generation_slimspec.DraftCosts([50 * MS, 60 * MS, 70 * MS, 80 * MS], 3 * MS)  # its own records
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    drafter = drafter_for(target, seed=7)
+    drafter.generation_config.num_assistant_tokens_schedule = "cost"
+    drafter.generation_config.num_assistant_tokens = 3
+    drafter.generation_config.slimspec_acceptance = [0.9, 0.9, 0.9]
+    drafter.attach(target)
+    ids = prompts(1, 101, seed=9)[0]
+
+    def sampled(**settings):
+        torch.manual_seed(0)
+        target.generate(ids, do_sample=True, max_new_tokens=40, assistant_model=drafter, **settings)
+        return drafter.last_generate_stats
+
+    try:
+        first = sampled(top_k=1)
+        assert first.chosen_draft_lengths[0] == 3 and first.chosen_draft_lengths[-1] == 0
+        (shared, _), = costs.sampled_acceptance.values()
+        seen = shared.offered[0]
+        assert seen == first.drafted_per_pass.count(3) + first.drafted_per_pass.count(2) + (
+            first.drafted_per_pass.count(1))  # every drafter pass of the call
+        second = sampled(top_k=1)
+        assert second.chosen_draft_lengths[0] == 1 and sum(second.drafted_per_pass) == 1  # the probe only
+        assert shared.offered[0] == seen + 1
+        assert sampled(top_k=1, temperature=0.5).chosen_draft_lengths[0] == 3 and len(costs.sampled_acceptance) == 2
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=12)
+        assert torch.equal(plain, assisted) and drafter.last_generate_stats.chosen_draft_lengths[0] == 3
+    finally:
+        drafter.detach()
