@@ -179,3 +179,21 @@ def test_tree_sampling_test_detects_rejected_siblings_left_in(monkeypatch):
     drafter.detach()
     assert stats.source_per_pass.count("tree") > 500
     assert pvalue < 1e-6
+
+
+def test_speculative_sampling_reports_each_positions_acceptance_probability():
+    """``accept_sampled``'s expected acceptance, sum_x min(p(x), q(x)) per draft position, is the rate at which the
+    first draft is accepted over draws from q (what the "cost" schedule learns from when sampling)."""
+    torch.manual_seed(0)
+    scores, draft_logits = torch.randn(1, 3, 6), torch.randn(1, 2, 6)
+    p, q = scores.softmax(-1), draft_logits.softmax(-1)
+    accepted, draws = 0, 4000
+    for _ in range(draws):
+        drafts = torch.multinomial(q[0], 1).view(1, -1)
+        n, tokens, expected = generation_slimspec.accept_sampled(drafts, draft_logits, scores)
+        accepted += n >= 1
+    assert expected == pytest.approx(torch.minimum(p[0, :2], q[0]).sum(-1).tolist())
+    assert accepted / draws == pytest.approx(expected[0], abs=0.03)
+    estimate = generation_slimspec.AcceptanceEstimate([0.9, 0.9], max_k=2, strength=4)
+    estimate.observe_expected([0.3, 0.5])
+    assert estimate.rates() == pytest.approx([(3.6 + 0.3) / 5, (3.6 + 0.5) / 5])

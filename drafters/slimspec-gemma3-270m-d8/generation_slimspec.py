@@ -309,6 +309,19 @@ class AcceptanceEstimate:
             self.offered[j] += 1
             self.accepted[j] += int(j < accepted)
 
+    def observe_expected(self, expected: list) -> None:
+        """A sampling pass: ``expected[j]`` is draft j's acceptance probability had drafts 1..j-1 been accepted
+        (``accept_sampled``), known for every drafted position whatever was accepted; one observation each, worth
+        many accept/reject outcomes."""
+        if self.shared is not None:
+            self.shared.observe_expected(expected)
+        if self.horizon and self.offered and self.offered[0] >= self.horizon:
+            self.offered = [n / 2 for n in self.offered]
+            self.accepted = [n / 2 for n in self.accepted]
+        for j, a in enumerate(expected[: len(self.offered)]):
+            self.offered[j] += 1
+            self.accepted[j] += a
+
     def rates(self) -> list:
         return [(p * self.strength + a) / (self.strength + n)
                 for p, a, n in zip(self.prior, self.accepted, self.offered)]
@@ -1221,11 +1234,11 @@ class SlimSpecProposer:
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
         return 1 + accepted, chain_seconds(self.costs, len(chain))
 
-    def record(self, drafted: int, accepted: int, length: int) -> None:
+    def record(self, drafted: int, accepted: int, length: int, expected: Optional[list] = None) -> None:
         """Record a target pass (the first is the prefill) that verified ``drafted`` drafts and accepted
         ``accepted``, leaving the output ``length`` tokens long; after a drafter pass adapt K: the "cost" schedule
-        re-chooses it from the observed acceptance, the "heuristic" schedules add 2 if all drafts were accepted,
-        else remove 1."""
+        re-chooses it from the observed acceptance (sampling: each draft's acceptance probability, ``expected``),
+        the "heuristic" schedules add 2 if all drafts were accepted, else remove 1."""
         stats = self.stats
         stats.target_passes += 1
         stats.new_tokens = length - stats.prompt_length
@@ -1234,10 +1247,10 @@ class SlimSpecProposer:
             stats.accepted_per_pass.append(accepted)
             stats.source_per_pass.append(self.source if drafted > 0 or self.source == "tree" else "none")
         drafter_pass = drafted > 0 and self.source == "drafter"  # lookup passes teach the drafter's K nothing
-        if self.acceptance is not None and drafted > 0 and self.source == "lookup":
-            self.lookup_acceptance.observe(drafted, accepted)
+        if self.acceptance is not None and drafted > 0 and self.source in ("lookup", "drafter"):
+            estimate = self.acceptance if drafter_pass else self.lookup_acceptance
+            estimate.observe(drafted, accepted) if expected is None else estimate.observe_expected(expected)
         if self.acceptance is not None and drafter_pass:
-            self.acceptance.observe(drafted, accepted)
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
             stats.chosen_draft_lengths.append(self.num_assistant_tokens)
         if self.schedule in ("heuristic", "heuristic_transient") and drafter_pass:
@@ -1337,11 +1350,13 @@ def accept_sampled(drafts, draft_logits, scores):
     """Speculative sampling (Leviathan et al. 2023, Chen et al. 2023): with p_i = softmax(scores_i) the target's and
     q_i = softmax(draft_logits_i) the distribution draft x_i was drawn from, draft i is accepted with probability
     min(1, p_i(x_i) / q_i(x_i)); at the first rejection n the token is drawn from norm(max(p_n - q_n, 0)), after K
-    acceptances from p_K. Every token then follows p exactly. -> (n, tokens [1, n + 1])."""
+    acceptances from p_K. Every token then follows p exactly. -> (n, tokens [1, n + 1], expected [K]: each draft
+    position's acceptance probability over the draft distribution, sum_x min(p_i(x), q_i(x)) = 1 - TV(p_i, q_i),
+    which is what the position accepts whatever this pass's draws were (a point mass at x: p_i(x)))."""
     p = scores.float().softmax(-1)
     K = drafts.shape[1]
     if K == 0:
-        return 0, torch.multinomial(p[:, 0], 1)
+        return 0, torch.multinomial(p[:, 0], 1), []
     drafts = drafts.to(p.device)
     q = draft_logits.to(p.device).float().softmax(-1)
     index = drafts.unsqueeze(-1)
@@ -1353,7 +1368,8 @@ def accept_sampled(drafts, draft_logits, scores):
         last = torch.multinomial(residual / total if float(total) > 0 else p[:, n], 1)
     else:
         last = torch.multinomial(p[:, K], 1)
-    return n, torch.cat([drafts[:, :n], last], dim=-1)
+    expected = torch.minimum(p[0, :K], q[0]).sum(-1).tolist()
+    return n, torch.cat([drafts[:, :n], last], dim=-1), expected
 
 
 def until_stop(stopping_criteria, ids, tokens, scores):
@@ -1420,15 +1436,16 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
             check_cache_grew(cache, candidate.shape[1])
             scores = processed_scores(processors, candidate, logits.float(), start)
             drafts = candidate[:, start:]
+            expected = None
             if generation_config.do_sample:
-                n, tokens = accept_sampled(drafts, draft_logits, scores)
+                n, tokens, expected = accept_sampled(drafts, draft_logits, scores)
             else:
                 n, tokens = accept_greedy(drafts, scores)
             drop_last(cache, K - n)
         tokens, stopped = until_stop(stopping_criteria, ids, tokens.to(ids.device), scores)
         ids = torch.cat([ids, tokens], dim=-1)
         if rows is None:
-            proposer.record(K, n, ids.shape[1])
+            proposer.record(K, n, ids.shape[1], expected)
         else:
             proposer.record_tree(tree, path, ids.shape[1])
         all_scores += [scores[:, j] for j in range(tokens.shape[1])] if keep_scores else []
