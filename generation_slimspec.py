@@ -801,7 +801,7 @@ def accept_tree_sampled(tree: DraftTree, logits, logits_processor, ids) -> tuple
                 break
             p = without(p, tree.tokens[child])
         if chosen < 0:
-            tokens.append(int(torch.multinomial(p, 1)))
+            tokens.append(int(sample_from(p[None])))
             break
         tokens.append(tree.tokens[chosen])
         path.append(chosen)
@@ -1179,7 +1179,7 @@ class SlimSpecProposer:
             logits = self.logits_processor(ids, logits)
         if self.do_sample:
             probs = torch.softmax(logits, dim=-1)
-            token = torch.multinomial(probs, num_samples=1)
+            token = sample_from(probs)
         else:
             token = logits.argmax(-1, keepdim=True)
             probs = None
@@ -1346,6 +1346,16 @@ def accept_greedy(drafts, scores):
     return n, choice[:, : n + 1]
 
 
+def sample_from(weights):
+    """One token per row of ``weights`` [B, V] (non-negative, any total) -> [B, 1]: P(j) = w_j / sum(w), by the
+    inverse CDF (one uniform number per row against the cumulative sums in float64). The distribution of
+    ``torch.multinomial(weights, 1)``, which on a CPU takes ~17 ms over a 262k vocabulary against ~2.5 here: a
+    sampling pass draws up to three times."""
+    cdf = weights.double().cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, dtype=torch.float64, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_max(cdf.shape[-1] - 1)
+
+
 def accept_sampled(drafts, draft_logits, scores):
     """Speculative sampling (Leviathan et al. 2023, Chen et al. 2023): with p_i = softmax(scores_i) the target's and
     q_i = softmax(draft_logits_i) the distribution draft x_i was drawn from, draft i is accepted with probability
@@ -1356,7 +1366,7 @@ def accept_sampled(drafts, draft_logits, scores):
     p = scores.float().softmax(-1)
     K = drafts.shape[1]
     if K == 0:
-        return 0, torch.multinomial(p[:, 0], 1), []
+        return 0, sample_from(p[:, 0]), []
     drafts = drafts.to(p.device)
     q = draft_logits.to(p.device).float().softmax(-1)
     index = drafts.unsqueeze(-1)
@@ -1365,9 +1375,9 @@ def accept_sampled(drafts, draft_logits, scores):
     if n < K:
         residual = (p[:, n] - q[:, n]).clamp(min=0)
         total = residual.sum(-1, keepdim=True)
-        last = torch.multinomial(residual / total if float(total) > 0 else p[:, n], 1)
+        last = sample_from(residual if float(total) > 0 else p[:, n])
     else:
-        last = torch.multinomial(p[:, K], 1)
+        last = sample_from(p[:, K])
     expected = torch.minimum(p[0, :K], q[0]).sum(-1).tolist()
     return n, torch.cat([drafts[:, :n], last], dim=-1), expected
 

@@ -197,3 +197,13 @@ def test_speculative_sampling_reports_each_positions_acceptance_probability():
     estimate = generation_slimspec.AcceptanceEstimate([0.9, 0.9], max_k=2, strength=4)
     estimate.observe_expected([0.3, 0.5])
     assert estimate.rates() == pytest.approx([(3.6 + 0.3) / 5, (3.6 + 0.5) / 5])
+
+
+def test_sample_from_draws_the_given_distribution():
+    """The inverse-CDF draw the loop samples with: unnormalized weights, zeros never drawn, one row per row."""
+    torch.manual_seed(0)
+    weights = torch.tensor([[0.2, 0.0, 1.2, 0.6]])
+    draws = torch.cat([generation_slimspec.sample_from(weights) for _ in range(20000)]).flatten()
+    assert (torch.bincount(draws, minlength=4) / 20000).tolist() == pytest.approx([0.1, 0.0, 0.6, 0.3], abs=0.01)
+    rows = generation_slimspec.sample_from(torch.tensor([[0.0, 0.0, 3.0], [5.0, 0.0, 0.0]]))
+    assert rows.tolist() == [[2], [0]]
