@@ -30,7 +30,7 @@ import torch
 
 from slimspec.runner import Method, drafter_config, run_methods
 
-from .cpu import SAMPLING
+from .cpu import SAMPLING, fastest_sampling
 
 CHAIN_K = 6
 ALTERNATIVES = f"chain {CHAIN_K} + 2 alternatives"  # frontier 1: the chain, each position offering its top 3
@@ -106,6 +106,9 @@ def run(args) -> dict:
     names = list(dtypes) if args.dtype == "auto" else [args.dtype]
     targets = {name: load_target(args.target, dtype=dtypes[name]) for name in names}
     best, passes = fastest_setup(targets)
+    if args.sample:  # timed sampling: drawing from the vocabulary costs more in bf16 than in fp32 on some CPUs
+        best, sampled = fastest_sampling(targets)
+        passes.update({f"{name}, per sampled token": ms for name, ms in sampled.items()})
     target, tokenizer = targets[best]
     folder = args.drafter or str(shipped_or_exit(args.target, "slimspec-bench tree"))
     drafter = AutoModel.from_pretrained(folder, trust_remote_code=True).to(dtypes[best]).eval()
