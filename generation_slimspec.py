@@ -43,7 +43,7 @@ import threading
 import time
 import warnings
 import weakref
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
 import torch
@@ -181,11 +181,13 @@ class DraftCosts:
 
     target_pass[n - 1]: one target forward over n new tokens with a KV cache (n = 1 is a plain decoding step,
     n = K + 1 verifies K drafts, or a tree of K nodes); draft: one drafter step (body, head and token choice);
-    overhead: the adapter's own work per cycle."""
+    overhead: the adapter's own work per cycle; sample_draft: what each draft adds when sampling (its draw from
+    the drafter's distribution over the whole vocabulary and its rows in ``accept_sampled``)."""
 
     target_pass: list
     draft: float
     overhead: float = 0.0
+    sample_draft: float = 0.0
     tree_level: float = 0.0  # one tree level: a drafter forward over tree_frontier nodes and their top-k
     tree_record: "TreeRecord" = field(default_factory=lambda: TreeRecord())  # what tree passes produced here
     sampled_tree_record: "TreeRecord" = field(default_factory=lambda: TreeRecord())  # ... when sampling
@@ -391,7 +393,8 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
        is faster on some CPUs and slower on others (docs/cpu-kernels.md), so it is measured, never assumed;
     2. the "cost" schedule's costs in that setup: a target pass over 1..max_k + 1 new tokens (max_k: the drafter's
        ``num_assistant_tokens``; with a draft tree, up to its node count, a few lengths measured and the rest
-       interpolated), one drafter step, and one tree level (medians of ``repeats``).
+       interpolated), one drafter step, one tree level, and what a draft adds when sampling (medians of
+       ``repeats``).
 
     The result is kept on the drafter for ``target`` (weakly) and used while ``setup_state`` is unchanged."""
     config = drafter.generation_config
@@ -407,7 +410,8 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
                                    target_pass + _target_pass_seconds(target, grid, context, repeats))
     pass_ms.setdefault("packed" if packed_count(target) else "as loaded", 1e3 * target_pass[0])
     costs = DraftCosts(target_pass=target_pass, draft=_draft_seconds(drafter, context, repeats),
-                       tree_level=_draft_seconds(drafter, context, repeats, rows=frontier, k=top_k) if total else 0.0)
+                       tree_level=_draft_seconds(drafter, context, repeats, rows=frontier, k=top_k) if total else 0.0,
+                       sample_draft=_sample_draft_seconds(drafter.config.vocab_size, repeats))
     calibration = Calibration(pass_ms=pass_ms, packed=bool(packed_count(target)), costs=costs,
                               state=setup_state(drafter, target))
     _calibrations(drafter).by_target[target] = calibration
@@ -466,6 +470,20 @@ def measured_costs(drafter, target, max_k: int) -> DraftCosts:
                       "choose whether packing the target's linears pays here.", stacklevel=4)
         found = calibrate(drafter, target, prepare=False, max_k=max_k)
     return found.costs
+
+
+def _sample_draft_seconds(vocab: int, repeats: int) -> float:
+    """What one draft adds to a sampling cycle beyond the forwards: its draw from the drafter's distribution (a
+    softmax over the vocabulary and ``sample_from``) and its two rows in ``accept_sampled`` (the target's softmax
+    and the overlap with the drafter's)."""
+    logits = torch.randn(2, vocab)
+
+    def one_draft():
+        q = logits[:1].softmax(-1)
+        sample_from(q)
+        torch.minimum(logits[1:].softmax(-1), q).sum(-1)
+
+    return _median_seconds(one_draft, repeats)
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -898,6 +916,8 @@ class SlimSpecProposer:
         When no length pays, this generation decodes plainly: no drafts and no hidden states asked of the target."""
         self.max_k = self.num_assistant_tokens
         self.costs = measured_costs(self.drafter, target, self.max_k)
+        if self.do_sample:  # each draft also costs its draw and its rows in the acceptance test (the records shared)
+            self.costs = replace(self.costs, draft=self.costs.draft + self.costs.sample_draft)
         # what earlier calls with these costs saw (greedy and sampling accept differently: a record each)
         self.tree_record = self.costs.sampled_tree_record if self.do_sample else self.costs.tree_record
         saved = getattr(draft_config, "slimspec_acceptance", None) or []  # measured greedy

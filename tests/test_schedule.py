@@ -102,6 +102,7 @@ def test_costs_are_measured_on_the_real_target(target):
     calibration = drafter.calibrate(target, prepare=False, max_k=3, context=16, repeats=1)
     costs = calibration.costs
     assert len(costs.target_pass) == 4 and all(t > 0 for t in costs.target_pass) and costs.draft > 0
+    assert costs.sample_draft > 0
     assert generation_slimspec.measured_costs(drafter, target, 3) is costs  # kept for this target and setup
     assert generation_slimspec.calibration_for(drafter, tiny_target(seed=2)) is None  # another target: none
 
@@ -226,5 +227,28 @@ def test_sampling_learns_its_acceptance_across_calls(target, monkeypatch):
         assert sampled(top_k=1, temperature=0.5).chosen_draft_lengths[0] == 3 and len(costs.sampled_acceptance) == 2
         plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=12)
         assert torch.equal(plain, assisted) and drafter.last_generate_stats.chosen_draft_lengths[0] == 3
+    finally:
+        drafter.detach()
+
+
+@pytest.mark.parametrize("sample_draft", [0.0, 1.0])
+def test_sampling_prices_each_drafts_draw(target, monkeypatch, sample_draft):
+    """When sampling, a draft also costs its draw from the vocabulary and its rows in the acceptance test
+    (``DraftCosts.sample_draft``, measured by ``calibrate``): where that makes drafting too dear, the call decodes
+    plainly after its probe; greedy calls do not pay it."""
+    costs = generation_slimspec.DraftCosts([50 * MS, 52 * MS, 54 * MS, 56 * MS], 1 * MS, sample_draft=sample_draft)
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    drafter = drafter_for(target, seed=7)
+    drafter.generation_config.num_assistant_tokens_schedule = "cost"
+    drafter.generation_config.num_assistant_tokens = 3
+    drafter.generation_config.slimspec_acceptance = [0.9, 0.9, 0.9]
+    drafter.attach(target)
+    try:
+        torch.manual_seed(0)
+        target.generate(prompts(1, 101, seed=9)[0], do_sample=True, top_k=1, max_new_tokens=20,
+                        assistant_model=drafter)
+        drafted = sum(drafter.last_generate_stats.drafted_per_pass)
+        assert drafted == 1 if sample_draft else drafted > 3
+        assert costs.draft == 1 * MS  # the measured costs stay as measured
     finally:
         drafter.detach()
