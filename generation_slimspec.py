@@ -775,6 +775,15 @@ def keep_positions(cache, start: int, rows: list) -> None:
     drop_last(cache, cache.get_seq_length() - start - len(rows))
 
 
+def tree_row(logits, node: int, logits_processor, ids, tokens: list):
+    """The target's processed logits at ``node`` (-1: the root) [1, V]: row node + 1 of logits [1, N + 1, V], the
+    processors seeing its own prefix (the context ``ids``, then ``tokens``, the path's tokens down to it)."""
+    row = logits[:, node + 1]
+    if logits_processor is None:
+        return row
+    return logits_processor(torch.cat([ids, ids.new_tensor([tokens])], dim=-1), row)
+
+
 def accept_tree_greedy(tree: DraftTree, logits, logits_processor, ids) -> tuple:
     """Walk the tree along the target's own choices: from the root (logits row 0), y = argmax of the processed
     row; descend to the child holding y (its row is node + 1) while there is one. logits [1, N + 1, V] ->
@@ -782,9 +791,7 @@ def accept_tree_greedy(tree: DraftTree, logits, logits_processor, ids) -> tuple:
     processed rows that chose them). Processors see each row's own prefix, as in plain decoding."""
     node, path, tokens, rows = -1, [], [], []
     while True:
-        row = logits[:, node + 1]
-        if logits_processor is not None:
-            row = logits_processor(torch.cat([ids, ids.new_tensor([tokens])], dim=-1), row)
+        row = tree_row(logits, node, logits_processor, ids, tokens)
         rows.append(row)
         choice = int(row.argmax(-1))
         tokens.append(choice)
@@ -808,9 +815,7 @@ def accept_tree_sampled(tree: DraftTree, logits, logits_processor, ids) -> tuple
         children.setdefault(parent, []).append(i)
     node, path, tokens, rows = -1, [], [], []
     while True:
-        row = logits[:, node + 1]
-        if logits_processor is not None:
-            row = logits_processor(torch.cat([ids, ids.new_tensor([tokens])], dim=-1), row)
+        row = tree_row(logits, node, logits_processor, ids, tokens)
         rows.append(row)
         p, chosen = row[0].float().softmax(-1), -1
         for child in children.get(node, []):

@@ -195,18 +195,23 @@ def test_cost_schedule_proposes_lookup_blocks_only_where_they_pay(target, monkey
         assert lookup and max(lookup) == 6
 
 
+def promising_random_drafter(target, costs, monkeypatch):
+    """A random drafter on the "cost" schedule with these measured costs, promising 0.9 acceptance, attached."""
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    drafter = drafter_for(target, seed=7)
+    drafter.generation_config.num_assistant_tokens_schedule = "cost"
+    drafter.generation_config.num_assistant_tokens = 3
+    drafter.generation_config.slimspec_acceptance = [0.9, 0.9, 0.9]
+    return drafter.attach(target)
+
+
 def test_sampling_learns_its_acceptance_across_calls(target, monkeypatch):
     """Sampling accepts less than the saved (greedy) acceptance. A random drafter promising 0.9, sampling with
     top_k=1 (so its drafts are nearly always rejected): the first call starts from the promise and learns within
     the call; the next call with the same sampling settings starts from what the first saw (one probe pass, then
     plain decoding); a call with other settings starts from the promise again, and greedy calls always do."""
     costs = generation_slimspec.DraftCosts([50 * MS, 60 * MS, 70 * MS, 80 * MS], 3 * MS)  # its own records
-    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
-    drafter = drafter_for(target, seed=7)
-    drafter.generation_config.num_assistant_tokens_schedule = "cost"
-    drafter.generation_config.num_assistant_tokens = 3
-    drafter.generation_config.slimspec_acceptance = [0.9, 0.9, 0.9]
-    drafter.attach(target)
+    drafter = promising_random_drafter(target, costs, monkeypatch)
     ids = prompts(1, 101, seed=9)[0]
 
     def sampled(**settings):
@@ -237,12 +242,7 @@ def test_sampling_prices_each_drafts_draw(target, monkeypatch, sample_draft):
     (``DraftCosts.sample_draft``, measured by ``calibrate``): where that makes drafting too dear, the call decodes
     plainly after its probe; greedy calls do not pay it."""
     costs = generation_slimspec.DraftCosts([50 * MS, 52 * MS, 54 * MS, 56 * MS], 1 * MS, sample_draft=sample_draft)
-    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
-    drafter = drafter_for(target, seed=7)
-    drafter.generation_config.num_assistant_tokens_schedule = "cost"
-    drafter.generation_config.num_assistant_tokens = 3
-    drafter.generation_config.slimspec_acceptance = [0.9, 0.9, 0.9]
-    drafter.attach(target)
+    drafter = promising_random_drafter(target, costs, monkeypatch)
     try:
         torch.manual_seed(0)
         target.generate(prompts(1, 101, seed=9)[0], do_sample=True, top_k=1, max_new_tokens=20,
