@@ -102,6 +102,18 @@ def fastest_sampling(targets: dict, tokens: int = 16, rounds: int = 2) -> tuple:
     return min(ms, key=ms.get), ms
 
 
+def fastest_plain(targets: dict, sample: bool) -> tuple:
+    """``slimspec.machine.fastest_setup`` (each target left in its faster packing), and when ``sample`` the fastest
+    setup timed sampling instead (``fastest_sampling``) -> (best name, {setup: ms}, with the sampled ms per token)."""
+    from slimspec.machine import fastest_setup
+
+    best, passes = fastest_setup(targets)
+    if sample:
+        best, sampled = fastest_sampling(targets)
+        passes.update({f"{name}, per sampled token": ms for name, ms in sampled.items()})
+    return best, passes
+
+
 def drafter_lookup_setting(drafter) -> tuple:
     """The drafter's own hybrid setting (tokens, max n-gram, min n-gram), as its generator reads it."""
     from generation_slimspec import hybrid_setting
@@ -338,16 +350,13 @@ def hybrid_table(rows: dict, setting: tuple) -> list:
 def main(args) -> int:
     from transformers import AutoModel
 
-    from slimspec.machine import describe_line, fastest_setup, native_bf16_matmuls
+    from slimspec.machine import describe_line, native_bf16_matmuls
 
     args.drafter = args.drafter or str(shipped_or_exit(args.target, "slimspec-bench"))
     machine, native = describe_line(), native_bf16_matmuls()
     print(f"machine: {machine}", flush=True)
     targets = plain_configs(args.target)
-    best, passes = fastest_setup(targets)
-    if args.sample:  # the fastest plain setup for sampling, timed sampling
-        best, sampled = fastest_sampling(targets)
-        passes.update({f"{name}, per sampled token": ms for name, ms in sampled.items()})
+    best, passes = fastest_plain(targets, args.sample)
     target, tokenizer = targets.pop(best)
     targets.clear()
     drafter = AutoModel.from_pretrained(args.drafter, trust_remote_code=True, dtype=target.dtype).eval()

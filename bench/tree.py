@@ -30,7 +30,7 @@ import torch
 
 from slimspec.runner import Method, drafter_config, run_methods
 
-from .cpu import SAMPLING, fastest_sampling
+from .cpu import SAMPLING, fastest_plain
 
 CHAIN_K = 6
 ALTERNATIVES = f"chain {CHAIN_K} + 2 alternatives"  # frontier 1: the chain, each position offering its top 3
@@ -98,17 +98,14 @@ def run(args) -> dict:
     from transformers import AutoModel
 
     from slimspec.heldout import CATEGORIES, HELD_OUT
-    from slimspec.machine import describe_line, fastest_setup
+    from slimspec.machine import describe_line
     from slimspec.shipped import shipped_or_exit
     from slimspec.targets import load_target
 
     dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
     names = list(dtypes) if args.dtype == "auto" else [args.dtype]
     targets = {name: load_target(args.target, dtype=dtypes[name]) for name in names}
-    best, passes = fastest_setup(targets)
-    if args.sample:  # timed sampling: drawing from the vocabulary costs more in bf16 than in fp32 on some CPUs
-        best, sampled = fastest_sampling(targets)
-        passes.update({f"{name}, per sampled token": ms for name, ms in sampled.items()})
+    best, passes = fastest_plain(targets, args.sample)
     target, tokenizer = targets[best]
     folder = args.drafter or str(shipped_or_exit(args.target, "slimspec-bench tree"))
     drafter = AutoModel.from_pretrained(folder, trust_remote_code=True).to(dtypes[best]).eval()

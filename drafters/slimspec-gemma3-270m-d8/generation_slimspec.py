@@ -301,15 +301,9 @@ class AcceptanceEstimate:
         self.shared = shared  # an estimate over many calls that observes what this one does
 
     def observe(self, drafted: int, accepted: int) -> None:
-        """A verification pass: drafts 1..accepted were accepted, draft accepted + 1 (if drafted) was not."""
-        if self.shared is not None:
-            self.shared.observe(drafted, accepted)
-        if self.horizon and self.offered and self.offered[0] >= self.horizon:
-            self.offered = [n / 2 for n in self.offered]
-            self.accepted = [n / 2 for n in self.accepted]
-        for j in range(min(drafted, accepted + 1, len(self.offered))):
-            self.offered[j] += 1
-            self.accepted[j] += int(j < accepted)
+        """A verification pass: drafts 1..accepted were accepted, draft accepted + 1 (if drafted) was not: each
+        position reached counts as offered, with 1 accepted or 0."""
+        self.observe_expected([1] * accepted + [0] * (accepted < drafted))
 
     def observe_expected(self, expected: list) -> None:
         """A sampling pass: ``expected[j]`` is draft j's acceptance probability had drafts 1..j-1 been accepted
