@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import math
 import pathlib
 import textwrap
@@ -396,12 +397,14 @@ def calibrate(drafter, target, *, prepare: bool = True, max_k: Optional[int] = N
     total, _, top_k, frontier = tree_setting(config)
     nodes = longest_block(config)
     pass_ms = prepare_target(target, context, repeats) if prepare else {}
-    target_pass = _target_pass_seconds(target, list(range(1, max_k + 2)), context, repeats)
-    if nodes + 1 > len(target_pass):  # longer passes at a few lengths, the rest interpolated
-        grid = sorted({n for n in (8, 12, 16, 24, 32, 48, 64, 96, 128) if len(target_pass) < n < nodes + 1}
-                      | {nodes + 1})
-        target_pass = interpolated(list(range(1, len(target_pass) + 1)) + grid,
-                                   target_pass + _target_pass_seconds(target, grid, context, repeats))
+    lengths = list(range(1, max_k + 2))
+    if nodes + 1 > len(lengths):  # longer passes at a few lengths, the rest interpolated
+        lengths += sorted({n for n in (8, 12, 16, 24, 32, 48, 64, 96, 128) if max_k + 1 < n < nodes + 1}
+                          | {nodes + 1})
+    target_pass = interpolated(lengths, _target_pass_seconds(target, lengths, context, repeats))
+    # a pass over more tokens is priced at least as high as one over fewer: a dip measured on a busy machine would
+    # make larger trees and blocks look cheap (the conservative error: they are drafted less, never more)
+    target_pass = list(itertools.accumulate(target_pass, max))
     pass_ms.setdefault("packed" if packed_count(target) else "as loaded", 1e3 * target_pass[0])
     costs = DraftCosts(target_pass=target_pass, draft=_draft_seconds(drafter, context, repeats),
                        tree_level=_draft_seconds(drafter, context, repeats, rows=frontier, k=top_k) if total else 0.0,
@@ -492,7 +495,8 @@ def _median_seconds(fn, repeats: int) -> float:
 @torch.inference_mode()
 def _target_pass_seconds(target, lengths: list, context: int, repeats: int) -> list:
     """Median seconds of a target forward over n new tokens after ``context`` cached ones, for each n in
-    ``lengths`` (the loop's call: hidden states on when n > 1)."""
+    ``lengths`` (the loop's call: hidden states on when n > 1), measured in rounds that time every length once (a
+    warm-up round first), so that a busy moment of the machine weighs on every length alike."""
     device = next(target.parameters()).device
     vocab = target.get_input_embeddings().weight.shape[0]
     ids = torch.randint(1, vocab, (1, context + max(lengths)), generator=torch.Generator().manual_seed(0))
@@ -504,7 +508,14 @@ def _target_pass_seconds(target, lengths: list, context: int, repeats: int) -> l
         drop_last(cache, cache.get_seq_length() - context)
         forward(ids[:, context : context + n], cache, features=n > 1, keep=n)
 
-    return [_median_seconds(lambda: verify(n), repeats) for n in lengths]
+    times = {n: [] for n in lengths}
+    for round_ in range(repeats + 1):
+        for n in lengths:
+            t0 = time.perf_counter()
+            verify(n)
+            if round_:  # round 0 warms up
+                times[n].append(time.perf_counter() - t0)
+    return [sorted(times[n])[len(times[n]) // 2] for n in lengths]
 
 
 @torch.inference_mode()
@@ -599,13 +610,29 @@ def tree_setting(config) -> tuple:
     return int(total), int(depth), int(top_k), int(frontier)
 
 
+def tree_logit_scale(config) -> float:
+    """A drafter generation_config's ``tree_logit_scale`` alpha (default 1, EAGLE-2's scores): tree nodes are scored
+    with log softmax(alpha * draft logits), so that exp(score) tracks the chance that the target's greedy choice is
+    the node. It reorders nodes across branches and depths (which nodes are expanded and kept), never a node's
+    children. A drafter trained by KL is underconfident in its first choice; ``slimspec-train tree-scale`` measures
+    alpha on text the drafter never trained on. ValueError unless a number > 0."""
+    value = getattr(config, "tree_logit_scale", None)
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"the drafter's generation_config.tree_logit_scale is {value!r}; it must be a number > 0 "
+                         f"(1: node scores are the drafter's own log-probabilities).")
+    return float(value)
+
+
 @dataclass
 class DraftTree:
     """Drafted tokens as a tree rooted at the context's last token; nodes are listed parents before children.
 
     tokens[i]: target token id; parents[i]: the parent node (-1: the root); depths[i]: 1 for the first draft
-    after the root; scores[i]: the drafter's cumulative log-probability of the path to node i (0 for lookup
-    nodes: drawn with certainty); sources[i]: {"drafter"} | {"lookup"} | both."""
+    after the root; scores[i]: the drafter's cumulative log-probability of the path to node i (of
+    softmax(alpha * logits), alpha = ``tree_logit_scale``; 0 for lookup nodes: drawn with certainty);
+    sources[i]: {"drafter"} | {"lookup"} | both."""
 
     tokens: list = field(default_factory=list)
     parents: list = field(default_factory=list)
@@ -892,6 +919,7 @@ class SlimSpecProposer:
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
         self.lookup_tokens, self.ngram_size, self.min_ngram_size = hybrid_setting(draft_config)  # tokens 0: off
         self.tree_total, self.tree_depth, self.tree_top_k, self.tree_frontier = tree_setting(draft_config)
+        self.tree_scale = tree_logit_scale(draft_config)
         self.windows = attention_windows(target) if self.tree_total else None
         if self.windows is not None and len(self.windows) > 1:
             check_masks_by_layer_type(target, self.windows)
@@ -1064,9 +1092,9 @@ class SlimSpecProposer:
 
     def _tree_choices(self, input_ids, tree: DraftTree, frontier: list, logits) -> tuple:
         """The top_k children of each frontier node (the root for none) from its draft logits [F, V_d] -> (log p
-        [F, k], target ids [F, k]). Where the target's logits processors reshape its choice (a repetition penalty,
-        a minimum length), each row is processed first with its own path as the prefix, as the chain's drafts
-        are."""
+        [F, k], target ids [F, k]), p = softmax(alpha * logits) with alpha = ``tree_logit_scale`` (the same top_k
+        for any alpha > 0). Where the target's logits processors reshape its choice (a repetition penalty, a minimum
+        length), each row is processed first with its own path as the prefix, as the chain's drafts are."""
         k = min(self.tree_top_k, logits.shape[-1])
         if self.logits_processor is None:
             scores = logits.float()
@@ -1077,7 +1105,8 @@ class SlimSpecProposer:
             scores = torch.cat([self.logits_processor(torch.cat([input_ids, input_ids.new_tensor(
                 [tree.path(node)]).view(1, -1)], dim=-1), full[r : r + 1]) for r, node in enumerate(frontier or [-1])])
             values, ids = top_choices(scores, k)
-        return values - torch.logsumexp(scores, dim=-1, keepdim=True), ids  # log p of the choices
+        alpha = self.tree_scale
+        return alpha * values - torch.logsumexp(alpha * scores, dim=-1, keepdim=True), ids  # log p of the choices
 
     def _add_lookup_branch(self, tree: DraftTree, input_ids, budget: int) -> None:
         """Prompt lookup's continuation (``lookup_continuation``, ending at an eos) as a branch from the root: a

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from slimspec.compose import GENRES, SOURCES, VARIED_GENRES, composed_by_genre, composed_prompts, composition
+from slimspec.compose import (GENRES, SOURCES, VARIED_GENRES, composed_by_genre, composed_prompts, composition,
+                              varied_prompts)
 from slimspec.heldout import CATEGORIES, HELD_OUT_SETS, held_out_prompts
 from slimspec.prompts import builtin_prompts, offline_texts
 
@@ -99,3 +100,19 @@ def test_prompt_groups_keep_their_own_data_folders():
         data_folder("t", both)
     with pytest.raises(ValueError, match="varied"):
         data_prompts(Recipe(prompts="builtin+novels"))
+
+
+def test_a_sampled_group_gets_its_own_folder_and_one_sampled_response_per_prompt(tmp_path, monkeypatch):
+    """"varied,varied:sampled": the same prompts twice, greedy responses in one folder, sampled ones in another."""
+    from slimspec.train.recipe import Recipe, data_folders, data_prompts, data_responses_left
+
+    monkeypatch.setenv("SLIMSPEC_CACHE", str(tmp_path))
+    recipe = Recipe(prompts="varied,varied:sampled", prompt_limit=None)
+    greedy, sampled = recipe.parts()
+    assert greedy.response_modes() == [False] and sampled.response_modes() == [True]
+    assert Recipe(sampled=True).response_modes() == [False, True]
+    first, second = data_folders("t", recipe)
+    assert first != second and data_prompts(sampled) == data_prompts(greedy) == varied_prompts()
+    assert data_responses_left("t", recipe) == 2 * len(varied_prompts())
+    with pytest.raises(ValueError, match="sampled"):
+        data_prompts(Recipe(prompts="varied:greedy"))

@@ -208,6 +208,23 @@ def test_data_records_and_resume(tiny_data, tmp_path):
                       max_new_tokens=5, batch_size=4, shard_prompts=4, progress=False)
 
 
+def test_sampled_only_data_holds_one_sampled_response_per_prompt(tiny_data, tmp_path):
+    """modes=[True]: a folder of sampled responses only (one per prompt), not the greedy ones; a folder of the
+    older modes keeps the settings its meta.json was written with."""
+    target = tiny_data[0]
+    kw = dict(target=target, tokenizer=tiny_tokenizer(), prompts=PROMPTS, layer_ids=[2, 3, 3], max_new_tokens=12,
+              batch_size=4, shard_prompts=4, progress=False)
+    greedy = generate_data(out=str(tmp_path / "greedy"), modes=[False], **kw)
+    sampled = generate_data(out=str(tmp_path / "sampled"), modes=[True], **kw)
+    assert "modes" not in greedy and greedy["sampled"] is False and sampled["modes"] == [True]
+    assert [sum(s["sequences"] for s in m["shards"]) for m in (greedy, sampled)] == [len(PROMPTS)] * 2
+    tokens = [[DistillationData(tmp_path / name, window=64)[i]["tokens"].tolist() for i in range(len(PROMPTS))]
+              for name in ("greedy", "sampled")]
+    assert sum(g != s for g, s in zip(*tokens)) >= len(PROMPTS) // 2  # a near-flat target: draws leave the greedy path
+    with pytest.raises(ValueError, match="do_sample flags"):
+        generate_data(out=str(tmp_path / "bad"), modes=[], **kw)
+
+
 def test_text_windows_in_a_batch_are_the_records_of_single_windows(tiny_data):
     """Several full windows per target forward (the GPU setting) give each window's single-forward records: no
     padding enters a batch, and the short tail runs alone."""
@@ -588,6 +605,8 @@ def test_the_card_states_the_composed_data_by_genre():
     assert composed_text({}) == ""  # the default recipe: built-in prompts only
     text = composed_text(dict(prompts="builtin+composed", prompt_limit=None))
     assert text.startswith("; composed prompts by genre: story 360, fairy tale 240") and "code 48" in text
+    sampled = composed_text(dict(prompts="builtin+composed,composed:sampled", prompt_limit=None))
+    assert sampled == text + "; a sampled response (T = 1) to 1,588 of them besides the greedy one"
 
 
 def test_held_out_curve_reads_snapshots_and_minutes(tmp_path):
@@ -611,3 +630,32 @@ def test_held_out_curve_reads_snapshots_and_minutes(tmp_path):
     means = [p["mean"] for p in curve["points"]]
     assert means[0] == 2.5 and means[1] == means[2] > 5  # the oracle accepts every draft (K = 5)
     assert curve["twice_the_budget"] == dict(minutes=8.0, mean=means[2], per_doubling=0.0)
+
+
+# --- tree score calibration ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+def test_the_tree_logit_scale_fit_recovers_how_sharp_the_argmax_is(alpha):
+    """Rows whose argmax label is drawn from softmax(alpha * z): the fit finds alpha (and tells the two apart)."""
+    from slimspec.train.tree_scale import fit_logit_scale, logit_scale_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = 2 * torch.randn(3000, 50, generator=g)
+    best = torch.multinomial(torch.softmax(alpha * logits, -1), 1, generator=g)[:, 0]
+    fitted = fit_logit_scale(logits, best)
+    assert fitted == pytest.approx(alpha, rel=0.15)
+    assert logit_scale_loss(logits, best, fitted) < logit_scale_loss(logits, best, 3 - alpha)
+
+
+def test_tree_scale_is_measured_only_on_data_the_drafter_never_trained_on(tiny_data, tmp_path):
+    import json
+
+    from slimspec.train.tree_scale import drafting_rows, measure_tree_scale
+
+    target, folder, _ = tiny_data
+    (tmp_path / "training.json").write_text(json.dumps(dict(data=f"{folder},/elsewhere/text")))
+    with pytest.raises(ValueError, match="never saw"):
+        measure_tree_scale(str(tmp_path), str(folder), progress=False)
+    drafter, _ = build_drafter(target, FitConfig(head_rank="d/8", head_init="random"), DistillationData(folder))
+    logits, best = drafting_rows(drafter, DistillationData(folder), rows=40, ttt_steps=2, progress=False)
+    assert logits.shape == (40, target.config.vocab_size) and best.shape == (40,)
+    drafter.detach()

@@ -8,7 +8,7 @@ import torch
 from transformers import DynamicCache, Gemma3ForCausalLM, Gemma3TextConfig
 
 import generation_slimspec
-from generation_slimspec import DraftTree, keep_positions, tree_attention, tree_setting
+from generation_slimspec import DraftTree, keep_positions, tree_attention, tree_logit_scale, tree_setting
 from test_generate import (drafter_for, oracle_pair, plain_and_assisted, prompts, repeating_prompts, tiny_target,
                            with_lookup)
 from test_loop import word_tokenizer
@@ -63,6 +63,22 @@ def test_tree_greedy_is_token_identical(make, kept_rows):
         assert max(len(rows) for rows in kept_rows) >= 3  # and deeper than one node
 
 
+def test_a_sharper_tree_score_reorders_nodes_and_stays_token_identical():
+    """tree_logit_scale changes which nodes a pass keeps (nodes across branches and depths are ranked otherwise),
+    never what the target produces."""
+    target = tiny_target(vocab=8)
+    kept = {}
+    for alpha in (1.0, 3.0):
+        drafter = with_tree(drafter_for(target), tree_total_tokens=6, tree_logit_scale=alpha).attach(target)
+        kept[alpha] = []
+        for ids in prompts(4, 8, seed=5):
+            plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=12)
+            assert torch.equal(plain, assisted), (alpha, ids)
+            kept[alpha].append(drafter.last_generate_stats.accepted_per_pass)
+        drafter.detach()
+    assert kept[1.0] != kept[3.0]  # the trees differed (the accepted lengths per pass show it)
+
+
 @pytest.mark.parametrize("total", [1, 4, 24])
 def test_trees_running_into_eos_and_max_length(total):
     """The oracle target emits 1 x 7 then eos 0; its drafter proposes exactly that, so the tree's best path runs
@@ -100,11 +116,13 @@ def test_tree_with_a_logits_processor_is_token_identical():
 
 
 # --- the parts -------------------------------------------------------------------------------------------------------
-def test_tree_scores_equal_drafting_each_path_as_a_chain(monkeypatch):
-    """Each node's score (cumulative log-probability) from the batched frontier forwards, with their tree mask and
-    positions, equals drafting its path one token at a time from the same state."""
+@pytest.mark.parametrize("alpha", [1.0, 1.7])
+def test_tree_scores_equal_drafting_each_path_as_a_chain(monkeypatch, alpha):
+    """Each node's score (cumulative log-probability, of softmax(alpha * logits) with tree_logit_scale alpha) from
+    the batched frontier forwards, with their tree mask and positions, equals drafting its path one token at a time
+    from the same state."""
     target = tiny_target(vocab=101)
-    drafter = with_tree(drafter_for(target), tree_total_tokens=30).attach(target)  # every node drafted
+    drafter = with_tree(drafter_for(target), tree_total_tokens=30, tree_logit_scale=alpha).attach(target)
     checked, draft_tree = [], generation_slimspec.SlimSpecProposer._draft_tree
 
     def recheck(self, input_ids, g, logits, depth):
@@ -116,7 +134,7 @@ def test_tree_scores_equal_drafting_each_path_as_a_chain(monkeypatch):
             self.cache.crop(self.stable)
             state, row, score = g, logits, 0.0
             for i, step in enumerate(path):
-                log_p = torch.log_softmax(row.float(), -1)[0]
+                log_p = torch.log_softmax(alpha * row.float(), -1)[0]
                 draft = int((drafter.draft_to_target_ids(torch.arange(log_p.shape[0])) == tree.tokens[step])
                             .nonzero()[0])
                 score += float(log_p[draft])
@@ -215,8 +233,14 @@ def test_tree_settings_are_saved_reloaded_and_validated(tmp_path):
     loaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
     assert tree_setting(loaded.generation_config) == (10, 3, 2, 2)
     assert tree_setting(drafter_for(target).generation_config) == (0, 6, 4, 4)  # off by default
+    assert tree_logit_scale(loaded.generation_config) == 1.0  # EAGLE-2's scores unless measured
+    drafter.generation_config.tree_logit_scale = 1.5
+    drafter.save_pretrained(tmp_path)
+    assert tree_logit_scale(AutoModel.from_pretrained(tmp_path, trust_remote_code=True).generation_config) == 1.5
     for bad, named in ((dict(tree_total_tokens=-1), "tree_total_tokens"), (dict(tree_depth=2.5), "tree_depth"),
-                       (dict(tree_top_k="4"), "tree_top_k"), (dict(tree_frontier=-2), "tree_frontier")):
+                       (dict(tree_top_k="4"), "tree_top_k"), (dict(tree_frontier=-2), "tree_frontier"),
+                       (dict(tree_logit_scale=0), "tree_logit_scale"), (dict(tree_logit_scale="2"), "tree_logit_scale"),
+                       (dict(tree_logit_scale=float("nan")), "tree_logit_scale")):
         with pytest.raises(ValueError, match=named):
             with_tree(drafter_for(target), **bad).speculative_generate(target, torch.tensor([[1, 2]]), max_new_tokens=3)
 
@@ -263,6 +287,30 @@ def test_interpolated_pass_costs():
     from generation_slimspec import interpolated
 
     assert interpolated([1, 2, 4, 8], [1.0, 2.0, 4.0, 6.0]) == pytest.approx([1, 2, 3, 4, 4.5, 5, 5.5, 6])
+
+
+def test_pass_costs_are_measured_interleaved_and_priced_monotone(monkeypatch):
+    """calibrate times every pass length once per round (a busy moment weighs on all of them alike), and a longer
+    pass is never priced below a shorter one: a dip measured at 17 nodes must not make a 17-node tree look cheaper
+    than a 9-token chain."""
+    target = tiny_target()
+    drafter = with_tree(drafter_for(target), tree_total_tokens=24, tree_depth=4).attach(target)
+    order, forward = [], generation_slimspec.TargetForward.__call__
+
+    def spy(self, ids, cache, **kw):
+        order.append(ids.shape[1])
+        return forward(self, ids, cache, **kw)
+
+    monkeypatch.setattr(generation_slimspec.TargetForward, "__call__", spy)
+    drafter.calibrate(target, max_k=3, prepare=False, repeats=2)
+    lengths = [1, 2, 3, 4, 8, 12, 16, 24, 25]
+    assert order[1:] == lengths * 3  # the context's prefill, then a warm-up round and 2 timed rounds
+    monkeypatch.setattr(generation_slimspec, "_target_pass_seconds",
+                        lambda target, lengths, context, repeats: [1.0, 1.1, 1.2, 1.3, 1.6, 1.7, 1.2, 1.9, 2.0])
+    costs = drafter.calibrate(target, max_k=3, prepare=False).costs
+    assert costs.target_pass[15] == costs.target_pass[11] == pytest.approx(1.7)  # the dip at 16 is priced as 12
+    assert all(a <= b for a, b in zip(costs.target_pass, costs.target_pass[1:]))
+    drafter.detach()
 
 
 @pytest.mark.parametrize("cheap", [True, False])

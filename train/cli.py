@@ -8,6 +8,7 @@
     slimspec-train ship [--source DRAFTER]          evaluate per category, write drafters/slimspec-gemma3-270m-d8
     slimspec-train heldout [--drafter DRAFTER]      tau per category on both held-out sets (fp32, alone, K = 5)
     slimspec-train heldout --drafter D --curve      ... and of D's learning-curve snapshots, against CPU minutes
+    slimspec-train tree-scale --drafter D --data DATA [--write]   tree score sharpness on data D never trained on
 
 T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
 sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split).
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt-lookup", default=None, metavar="TOKENS,NGRAM[,MIN_NGRAM]", type=lookup_setting,
                    help="ship with hybrid drafting on: prompt_lookup_num_tokens,max_matching_ngram_size"
                         "[,min_matching_ngram_size] (e.g. 10,3,2)")
+    s.add_argument("--tree-scale-data", default=None, metavar="DATA",
+                   help="data folder(s) the drafter never trained on: measure its tree_logit_scale there "
+                        "(slimspec-train tree-scale) and ship it in the generation_config")
     s.add_argument("--force", action="store_true",
                    help="replace --out even if the new drafter does not raise its recorded tau by 5%%")
     h = sub.add_parser("heldout", help="tau per category on both held-out sets (the drafter alone, constant K)")
@@ -118,7 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "run's CPU minutes (a curve table, JSON and plot)")
     h.add_argument("--start", default=None, metavar="FOLDER|HELDOUT.json",
                    help="with --curve: the drafter the run started from (0 minutes), or this command's JSON for it")
+    t = sub.add_parser("tree-scale", help="measure the drafter's tree_logit_scale (how sharp its tree scores "
+                                          "should be) on self-distillation data it never trained on")
+    t.add_argument("--target", default="gemma3-270m", help="embedded target name or model folder")
+    t.add_argument("--drafter", required=True, help="drafter folder")
+    t.add_argument("--data", required=True, help="DATA folder(s), comma-separated, that the drafter never trained on")
+    t.add_argument("--rows", type=int, default=2048, help="drafting positions measured")
+    t.add_argument("--top-k", type=int, default=4, help="children per node the calibration covers (tree_top_k)")
+    t.add_argument("--write", action="store_true", help="store it in the drafter's generation_config.json")
     return p
+
+
+def _tree_scale(args) -> int:
+    from .tree_scale import measure_tree_scale
+
+    result = measure_tree_scale(args.drafter, args.data, target=args.target, rows=args.rows, top_k=args.top_k,
+                                write=args.write)
+    print(json.dumps(result, indent=2))
+    print(f"tree_logit_scale {result['tree_logit_scale']}: log-loss {result['loss']:.4f} (1.0: "
+          f"{result['loss_at_1']:.4f}); " + ("written to " + args.drafter if args.write else "not written (--write)"))
+    return 0
 
 
 def _heldout(args) -> int:
@@ -210,7 +233,7 @@ def _ship(args) -> int:
 
     source = Path(args.source) if args.source else member_folder(args.target, "slimspec-d8", Recipe())
     report = ship(source, Path(args.out), target_name=args.target, max_k=args.max_k, per_category=args.per_category,
-                  prompt_lookup=args.prompt_lookup, force=args.force)
+                  prompt_lookup=args.prompt_lookup, tree_scale_data=args.tree_scale_data, force=args.force)
     print(json.dumps({k: v for k, v in report.items() if k != "costs"}, indent=2, default=str))
     if not report["shipped"]:
         print(f"slimspec: not shipped: {report['refusal']} (--force replaces it anyway)")
@@ -283,6 +306,8 @@ def main(argv=None) -> int:
             return _ship(args)
         if args.command == "heldout":
             return _heldout(args)
+        if args.command == "tree-scale":
+            return _tree_scale(args)
         from slimspec.machine import resolve_dtype, training_device
 
         device = training_device()

@@ -140,11 +140,17 @@ def write_shard(folder: Path, records) -> int:
 
 def generate_data(*, target, tokenizer, prompts: list, out: str, layer_ids: list, max_new_tokens: int = 128,
                   max_prompt_tokens: int = 512, batch_size: int = 8, shard_prompts: int = 64, sampled: bool = True,
-                  seed: int = 0, topk: int = 64, target_name: str = "", progress: bool = True) -> dict:
-    """Write (or resume) a DATA folder; each prompt gets a greedy response and, with ``sampled``, a sampled one."""
+                  modes: list | None = None, seed: int = 0, topk: int = 64, target_name: str = "",
+                  progress: bool = True) -> dict:
+    """Write (or resume) a DATA folder; each prompt gets a greedy response and, with ``sampled``, a sampled one
+    (T = 1). ``modes`` (do_sample per response, e.g. [True]: sampled only) overrides ``sampled``."""
+    modes = list(modes) if modes is not None else [False, True] if sampled else [False]
+    if not modes or not all(isinstance(m, bool) for m in modes):
+        raise ValueError(f"modes {modes!r}: a list of do_sample flags, e.g. [False], [False, True] or [True]")
     settings = dict(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
-                    sampled=sampled, seed=seed, prompts=len(prompts), shard_prompts=shard_prompts)
-    modes = [False, True] if sampled else [False]
+                    sampled=True in modes, seed=seed, prompts=len(prompts), shard_prompts=shard_prompts)
+    if modes != [False, True][: len(modes)]:  # folders of the two older modes keep their settings (and meta.json)
+        settings["modes"] = modes
 
     def shard_records(index, chunk, bar):
         records = []

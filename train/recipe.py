@@ -29,6 +29,7 @@ MEMBERS = {
     "converted-d8-healed": dict(convert_from="dense", rank="d/8"),
 }
 BUILD_KEYS = ("convert_from", "rank", "curve", "stages")  # member keys that are not FitConfig fields
+SAMPLED = ":sampled"  # a prompt group with this suffix gets sampled responses only (Recipe.parts)
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,17 @@ class Recipe:
 
     def parts(self) -> list:
         """One recipe per data folder: ``prompts`` groups separated by "," ("builtin+composed,varied": the data
-        already built for "builtin+composed" stays as it is, and "varied" gets a folder of its own)."""
+        already built for "builtin+composed" stays as it is, and "varied" gets a folder of its own). A group ending
+        in ":sampled" ("composed+varied:sampled") holds sampled responses only (T = 1, the target's own
+        distribution) to its prompts, beside the greedy ones another group already has."""
         return [replace(self, prompts=group.strip()) for group in self.prompts.split(",")]
+
+    def response_modes(self) -> list:
+        """do_sample per response a prompt of this one-group recipe gets: [False] (greedy), [False, True]
+        (``sampled``: greedy and sampled) or [True] (a ":sampled" group)."""
+        if self.prompts.endswith(SAMPLED):
+            return [True]
+        return [False, True] if self.sampled else [False]
 
     def data_settings(self) -> dict:
         """What the self-distillation data of one group depends on (its cache key). Composed prompts change with the
@@ -140,18 +150,19 @@ def data_prompts(recipe: Recipe) -> list:
     joined by "+" ("builtin": HumanEval and Python-docs prose, the train split; "composed": ``slimspec.compose``,
     openings of stories, recipes, letters, news, dialogues, lists and more; "varied": its second source, diaries,
     speeches, biographies, travel, opinion, interviews and more), interleaved one of each in turn, the first
-    ``prompt_limit`` of them; groups separated by "," (each its own data folder) one after the other."""
+    ``prompt_limit`` of them; groups separated by "," (each its own data folder) one after the other; a group's
+    ":sampled" suffix changes its responses (``Recipe.response_modes``), not its prompts."""
     from slimspec.compose import composed_prompts, varied_prompts
     from slimspec.prompts import builtin_prompts
 
     if "," in recipe.prompts:
         return [p for part in recipe.parts() for p in data_prompts(part)]
     sources = {"builtin": lambda: builtin_prompts("train"), "composed": composed_prompts, "varied": varied_prompts}
-    names = recipe.prompts.split("+")
+    names = recipe.prompts.removesuffix(SAMPLED).split("+")
     unknown = [n for n in names if n not in sources]
     if unknown:
         raise ValueError(f"reference data prompts {unknown}: use {', '.join(sources)}, several joined by '+' (one "
-                         f"data folder) or ',' (a folder each)")
+                         f"data folder) or ',' (a folder each), a group ending in {SAMPLED!r} for sampled responses")
     lists = [sources[n]() for n in names]
     prompts = [p for i in range(max(map(len, lists))) for ps in lists if i < len(ps) for p in ps[i : i + 1]]
     return prompts[: recipe.prompt_limit] if recipe.prompt_limit else prompts
@@ -163,7 +174,7 @@ def data_responses_left(target_name: str, recipe: Recipe) -> int:
         return sum(data_responses_left(target_name, part) for part in recipe.parts())
     meta = data_folder(target_name, recipe) / "meta.json"
     done = sum(s["sequences"] for s in json.loads(meta.read_text())["shards"]) if meta.exists() else 0
-    return len(data_prompts(recipe)) * (2 if recipe.sampled else 1) - done
+    return len(data_prompts(recipe)) * len(recipe.response_modes()) - done
 
 
 def parse_member_steps(spec: str | None, names: list) -> dict:

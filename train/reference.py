@@ -60,7 +60,7 @@ def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> str:
     for part, folder in zip(recipe.parts(), folders):
         if data_responses_left(target_name, part):
             generate_data(prompts=data_prompts(part), out=str(folder), max_new_tokens=recipe.max_new_tokens,
-                          max_prompt_tokens=384, sampled=recipe.sampled, batch_size=64 if gpu else 16, **common)
+                          max_prompt_tokens=384, modes=part.response_modes(), batch_size=64 if gpu else 16, **common)
     if not text_done:
         texts = offline_texts(recipe.text.split(","))[: recipe.text_limit]
         generate_text_data(texts=texts, out=str(text), window=recipe.text_window, source=recipe.text,

@@ -69,17 +69,18 @@ def held_out_tau(target_name: str, folders: dict, per_category: int | None, prog
 
 
 def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: int = 6, per_category: int | None = None,
-         max_new_tokens: int = 64, prompt_lookup: tuple | None = None, force: bool = False,
-         progress: bool = True) -> dict:
+         max_new_tokens: int = 64, prompt_lookup: tuple | None = None, tree_scale_data: str | None = None,
+         force: bool = False, progress: bool = True) -> dict:
     """Turn a trained drafter folder into the one that ships: evaluate it on the balanced held-out set (greedy,
     K = ``max_k``, per category), measure this machine's costs, let the "cost" schedule choose the draft length
     (the drafter's measured per-position acceptance is saved as its prior), and write a bf16 Hub folder with a
     model card stating data, budget, wall time and tau per category. ``prompt_lookup`` = (tokens, max n-gram[,
     min n-gram]) switches hybrid drafting on in the saved generation_config (measure it with
-    ``slimspec-bench cpu``; the evaluation here is of the drafter alone). Returns the measurements, with
-    ``shipped``: whether ``out`` was written. An existing ``out`` is replaced only by a drafter whose tau is
-    ``SHIP_GAIN`` higher than the one recorded there (``replace_refusal``), and a folder there that ``ship`` did
-    not write only with ``force``."""
+    ``slimspec-bench cpu``; the evaluation here is of the drafter alone). ``tree_scale_data`` (data folders the
+    drafter never trained on) measures its ``tree_logit_scale`` (``train.tree_scale``) into the generation_config.
+    Returns the measurements, with ``shipped``: whether ``out`` was written. An existing ``out`` is replaced only
+    by a drafter whose tau is ``SHIP_GAIN`` higher than the one recorded there (``replace_refusal``), and a folder
+    there that ``ship`` did not write only with ``force``."""
     if Path(out).exists() and shipped_evaluation(out) is None and not force:
         raise FileExistsError(f"{out} exists and was not written by ship (no evaluation.json): choose another out, "
                               f"or pass force to replace it")
@@ -104,8 +105,15 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
         prompt_lookup = (*prompt_lookup, 1)[:3]  # (tokens, max n-gram, min n-gram)
         config.prompt_lookup_num_tokens = prompt_lookup[0]
         config.max_matching_ngram_size, config.min_matching_ngram_size = prompt_lookup[1:]
+    tree_scale = None
+    if tree_scale_data:
+        from .tree_scale import measure_tree_scale
+
+        tree_scale = measure_tree_scale(str(source), tree_scale_data, target=target_name, progress=progress)
+        config.tree_logit_scale = tree_scale["tree_logit_scale"]
     training = json.loads((Path(source) / "training.json").read_text())
-    report = dict(machine=describe_line(), tau=overall.tau, prompt_lookup=list(prompt_lookup or []) or None,
+    report = dict(tree_scale=tree_scale, machine=describe_line(), tau=overall.tau,
+                  prompt_lookup=list(prompt_lookup or []) or None,
                   acceptance=overall.per_position_acceptance(),
                   conditional_acceptance=acceptance, max_k=max_k, per_category_prompts=per_category,
                   per_category={c: dict(tau=r["tau"], acceptance=r["per_position_acceptance"], prompts=r["prompts"])
@@ -167,8 +175,9 @@ def describe_data(data: str) -> str:
         if meta.get("kind") == "text":
             parts.append(f"{meta['texts']} offline texts teacher-forced ({meta['source']}), {meta['tokens']:,} tokens")
         else:
-            mode = "greedy + sampled" if meta.get("sampled") else "greedy"
-            parts.append(f"{meta['prompts']} built-in train prompts self-distilled ({mode} responses of up to "
+            modes = tuple(meta.get("modes", [False, True] if meta.get("sampled") else [False]))
+            mode = {(False,): "greedy", (True,): "sampled (T = 1)"}.get(modes, "greedy + sampled")
+            parts.append(f"{meta['prompts']} train prompts self-distilled ({mode} responses of up to "
                          f"{meta['max_new_tokens']} tokens), {meta['tokens']:,} tokens with prompts")
     return "; ".join(parts)
 
@@ -192,14 +201,18 @@ def composed_text(recipe_changes: dict) -> str:
     """"; composed prompts by genre: story 360, ..." where the recipe trained on composed prompts, else ""."""
     from slimspec.compose import composition
 
-    from .recipe import Recipe, data_prompts
+    from .recipe import SAMPLED, Recipe, data_prompts
 
     recipe = Recipe(**recipe_changes)
-    if not {"composed", "varied"} & set(recipe.prompts.replace(",", "+").split("+")):
+    if not {"composed", "varied"} & set(recipe.prompts.replace(SAMPLED, "").replace(",", "+").split("+")):
         return ""
-    counts = composition(data_prompts(recipe))
+    parts = recipe.parts()
+    counts = composition([p for part in parts if part.response_modes() != [True] for p in data_prompts(part)])
     counts.pop("other", None)  # the built-in prompts
-    return "; composed prompts by genre: " + ", ".join(f"{g} {n}" for g, n in sorted(counts.items(), key=lambda x: -x[1]))
+    text = "; composed prompts by genre: " + ", ".join(f"{g} {n}" for g, n in sorted(counts.items(),
+                                                                                      key=lambda x: -x[1]))
+    sampled = sum(len(data_prompts(part)) for part in parts if part.response_modes() == [True])
+    return text + (f"; a sampled response (T = 1) to {sampled:,} of them besides the greedy one" if sampled else "")
 
 
 def _ship_card(drafter, folder: Path, report: dict) -> None:
@@ -222,6 +235,12 @@ def _ship_card(drafter, folder: Path, report: dict) -> None:
         quality += (f"\n\nHybrid drafting is on (`generation_config.json`): where the last {min_ngram} to {ngram} "
                     f"tokens occurred earlier in the context, the next block is the up to {tokens} tokens that "
                     f"followed them (prompt lookup), else the drafter's own; the table above is the drafter alone.")
+    if report.get("tree_scale"):
+        scale = report["tree_scale"]
+        quality += (f"\n\nTree drafting scores nodes with log softmax({scale['tree_logit_scale']} x logits) "
+                    f"(`tree_logit_scale`, measured on {scale['rows']:,} drafting positions of text it never trained "
+                    f"on: its first choice is the target's argmax {100 * scale['hit_rate'][0]:.0f}% of the time where "
+                    f"it gives it {100 * scale['mean_q'][0]:.0f}%).")
     notes = [f"data: {report['data']}" + composed_text(report["recipe"]),
              f"budget: {report['steps']} steps, {report['trained_positions']:,} trained positions, "
              f"{report['train_minutes']:.1f} min of training steps ({report['wall_minutes']:.1f} min wall"
