@@ -257,13 +257,24 @@ def test_targets_a_tree_mask_cannot_describe_are_refused_by_name():
         with_tree(drafter_for(target)).speculative_generate(target, torch.tensor([[1, 2]]), max_new_tokens=3)
 
 
-def test_sampling_drafts_trees():
-    """With do_sample the loop drafts trees too (recursive rejection sampling, tests/test_sampling.py)."""
+def test_sampling_drafts_trees(monkeypatch):
+    """With do_sample the loop drafts trees too (recursive rejection sampling, tests/test_sampling.py), scored by
+    the drafter's own probabilities (a sampled node is accepted with the target's probability of it): the
+    greedy-calibrated tree_logit_scale applies to greedy calls only."""
     target = tiny_target()
-    drafter = with_tree(drafter_for(target)).attach(target)
+    drafter = with_tree(drafter_for(target), tree_logit_scale=3.0).attach(target)
+    scales, draft_tree = [], generation_slimspec.SlimSpecProposer._draft_tree
+
+    def spy(self, *args):
+        scales.append(self.tree_scale)
+        return draft_tree(self, *args)
+
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "_draft_tree", spy)
     torch.manual_seed(0)
     target.generate(torch.tensor([[1, 2, 3]]), do_sample=True, max_new_tokens=12, assistant_model=drafter)
-    assert "tree" in drafter.last_generate_stats.source_per_pass
+    assert "tree" in drafter.last_generate_stats.source_per_pass and set(scales) == {1.0}
+    target.generate(torch.tensor([[1, 2, 3]]), do_sample=False, max_new_tokens=4, assistant_model=drafter)
+    assert scales[-1] == 3.0
 
 
 # --- the "cost" schedule chooses the shape ----------------------------------------------------------------------------

@@ -614,7 +614,8 @@ def tree_logit_scale(config) -> float:
     """A drafter generation_config's ``tree_logit_scale`` alpha (default 1, EAGLE-2's scores): tree nodes are scored
     with log softmax(alpha * draft logits), so that exp(score) tracks the chance that the target's greedy choice is
     the node. It reorders nodes across branches and depths (which nodes are expanded and kept), never a node's
-    children. A drafter trained by KL is underconfident in its first choice; ``slimspec-train tree-scale`` measures
+    children. Greedy only: a sampled node is accepted with the target's probability of it, which the drafter's own
+    probabilities (alpha = 1) estimate. A drafter trained by KL is underconfident in its first choice; ``slimspec-train tree-scale`` measures
     alpha on text the drafter never trained on. ValueError unless a number > 0."""
     value = getattr(config, "tree_logit_scale", None)
     if value is None:
@@ -919,7 +920,10 @@ class SlimSpecProposer:
         self.confidence_threshold = float(getattr(draft_config, "assistant_confidence_threshold", 0.0) or 0.0)
         self.lookup_tokens, self.ngram_size, self.min_ngram_size = hybrid_setting(draft_config)  # tokens 0: off
         self.tree_total, self.tree_depth, self.tree_top_k, self.tree_frontier = tree_setting(draft_config)
-        self.tree_scale = tree_logit_scale(draft_config)
+        # sharper scores track greedy acceptance (P(node = the target's argmax)); a sampled node is accepted with the
+        # target's probability of it, which the drafter's own (KL-trained) probabilities estimate
+        scale = tree_logit_scale(draft_config)  # validated either way
+        self.tree_scale = 1.0 if self.do_sample else scale
         self.windows = attention_windows(target) if self.tree_total else None
         if self.windows is not None and len(self.windows) > 1:
             check_masks_by_layer_type(target, self.windows)
