@@ -1110,7 +1110,9 @@ class SlimSpecProposer:
                 [tree.path(node)]).view(1, -1)], dim=-1), full[r : r + 1]) for r, node in enumerate(frontier or [-1])])
             values, ids = top_choices(scores, k)
         alpha = self.tree_scale
-        return alpha * values - torch.logsumexp(alpha * scores, dim=-1, keepdim=True), ids  # log p of the choices
+        if alpha != 1.0:  # (a sharper softmax costs one more pass over the rows)
+            values, scores = alpha * values, alpha * scores
+        return values - torch.logsumexp(scores, dim=-1, keepdim=True), ids  # log p of the choices
 
     def _add_lookup_branch(self, tree: DraftTree, input_ids, budget: int) -> None:
         """Prompt lookup's continuation (``lookup_continuation``, ending at an eos) as a branch from the root: a
