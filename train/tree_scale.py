@@ -88,8 +88,9 @@ def drafting_rows(drafter, data, *, rows: int = 2048, ttt_steps: int = 3, seed: 
     return torch.cat(logits)[:rows], torch.cat(best)[:rows]
 
 
-def trained_data(folder: Path) -> str:
-    """Every data path a drafter folder says it trained on (its training.json and evaluation.json, all stages)."""
+def trained_data(folder: Path, target_name: str) -> str:
+    """Every data path a drafter folder says it trained on (its training.json and evaluation.json, all stages; the
+    data folders of a reference recipe for ``target_name``)."""
     text = []
     for name in ("training.json", "evaluation.json"):
         path = Path(folder) / name
@@ -102,8 +103,7 @@ def trained_data(folder: Path) -> str:
                 from .recipe import Recipe, data_folders
 
                 fields = {k: v for k, v in recipe.items() if k in Recipe.__dataclass_fields__}
-                target = info.get("target", "gemma3-270m")
-                text += [str(f) for f in data_folders(target, Recipe(**fields))]
+                text += [str(f) for f in data_folders(target_name, Recipe(**fields))]
     return "\n".join(text)
 
 
@@ -118,7 +118,7 @@ def measure_tree_scale(drafter_folder: str, data: str, *, target: str = "gemma3-
     from .data import DistillationData
 
     folders = [f for f in data.split(",") if f]
-    seen = trained_data(Path(drafter_folder))
+    seen = trained_data(Path(drafter_folder), target)
     overlap = [f for f in folders if str(Path(f).resolve()) in seen or f in seen]
     if overlap:
         raise ValueError(f"{drafter_folder} trained on {overlap}: its scores are sharper there than on new text. "

@@ -483,13 +483,17 @@ def _sample_draft_seconds(vocab: int, repeats: int) -> float:
     return _median_seconds(one_draft, repeats)
 
 
+def _median(values: list) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def _median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats + 1):  # the first call warms up
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return sorted(times[1:])[len(times[1:]) // 2]
+    return _median(times[1:])
 
 
 @torch.inference_mode()
@@ -515,7 +519,7 @@ def _target_pass_seconds(target, lengths: list, context: int, repeats: int) -> l
             verify(n)
             if round_:  # round 0 warms up
                 times[n].append(time.perf_counter() - t0)
-    return [sorted(times[n])[len(times[n]) // 2] for n in lengths]
+    return [_median(times[n]) for n in lengths]
 
 
 @torch.inference_mode()
@@ -615,8 +619,9 @@ def tree_logit_scale(config) -> float:
     with log softmax(alpha * draft logits), so that exp(score) tracks the chance that the target's greedy choice is
     the node. It reorders nodes across branches and depths (which nodes are expanded and kept), never a node's
     children. Greedy only: a sampled node is accepted with the target's probability of it, which the drafter's own
-    probabilities (alpha = 1) estimate. A drafter trained by KL is underconfident in its first choice; ``slimspec-train tree-scale`` measures
-    alpha on text the drafter never trained on. ValueError unless a number > 0."""
+    probabilities (alpha = 1) estimate. A drafter trained by KL is underconfident in its first choice;
+    ``slimspec-train tree-scale`` measures alpha on text the drafter never trained on. ValueError unless a number
+    > 0."""
     value = getattr(config, "tree_logit_scale", None)
     if value is None:
         return 1.0
