@@ -525,6 +525,12 @@ def test_a_staged_build_lists_every_stage(tmp_path):
     assert earlier_stages(str(one)) == [first] and earlier_stages(str(two)) == [first, second]
     three, _ = shipped("three", 300, 2.0, stages=[first, second, dict(first, steps=7)])
     assert earlier_stages(str(three))[-1]["steps"] == 7  # a recorded list is taken as it is
+    built = tmp_path / "built"  # a stage built on two but never shipped: its training.json, no evaluation.json
+    built.mkdir()
+    history = [dict(trained=5, seconds=3.0)] * 4
+    (built / "training.json").write_text(json.dumps(dict(history=history, data="", recipe=dict(init_from=str(two)))))
+    assert earlier_stages(str(built)) == [first, second, dict(data="", steps=4, trained_positions=20,
+                                                              train_minutes=0.2, tau=None)]
 
 
 def test_ship_prompt_lookup_option_is_checked_when_parsed(capsys):

@@ -120,10 +120,7 @@ def ship(source: Path, out: Path, *, target_name: str = "gemma3-270m", max_k: in
                                 for c, r in results.items()},
                   costs=dict(target_pass=costs.target_pass, draft=costs.draft), chosen_draft_length=chosen,
                   plain_tokens_per_s=1 / costs.target_pass[0], sweep=sweep, source=str(source),
-                  data=describe_data(training.get("data", "")), steps=len(training.get("history", [])),
-                  trained_positions=sum(h["trained"] for h in training.get("history", [])),
-                  train_minutes=sum(h["seconds"] for h in training.get("history", [])) / 60,
-                  wall_minutes=(training.get("wall_seconds") or 0) / 60,
+                  **training_budget(training), wall_minutes=(training.get("wall_seconds") or 0) / 60,
                   wall_from_step=training.get("wall_from_step", 0),
                   trained_on=training.get("machine", "this machine"), recipe=training.get("recipe", {}))
     report["stages"] = earlier_stages(report["recipe"].get("init_from")) + [stage_summary(report)]
@@ -150,13 +147,27 @@ def stage_summary(report: dict) -> dict:
     return {key: report.get(key) for key in ("steps", "trained_positions", "train_minutes", "tau", "data")}
 
 
+def training_budget(training: dict) -> dict:
+    """What a build's training.json says it read and spent: data, steps, trained positions, training-step minutes."""
+    history = training.get("history", [])
+    return dict(data=describe_data(training.get("data", "")), steps=len(history),
+                trained_positions=sum(h["trained"] for h in history),
+                train_minutes=sum(h["seconds"] for h in history) / 60)
+
+
 def earlier_stages(init_from: str | None) -> list:
     """The stages a staged build continued from, oldest first, read from each earlier shipped folder's
     evaluation.json (its own "stages", or, for folders shipped before stages were recorded, its summary and its
-    recipe's init_from); empty for a build from scratch, and as far as the chain is on this machine."""
+    recipe's init_from); a stage that was built but never shipped (a training.json, no evaluation.json) counts
+    with its budget and tau None. Empty for a build from scratch, and as far as the chain is on this machine."""
     earlier = shipped_evaluation(init_from) if init_from else None
     if earlier is None:
-        return []
+        training = Path(init_from) / "training.json" if init_from else None
+        if training is None or not training.exists():
+            return []
+        training = json.loads(training.read_text())
+        return (earlier_stages((training.get("recipe") or {}).get("init_from"))
+                + [dict(training_budget(training), tau=None)])
     if earlier.get("stages"):
         return earlier["stages"]
     return earlier_stages(earlier.get("recipe", {}).get("init_from")) + [stage_summary(earlier)]
@@ -248,7 +259,8 @@ def _ship_card(drafter, folder: Path, report: dict) -> None:
              f"{report['trained_on']}",
              f"built with `{build_command(report['recipe'])}`, shipped with `slimspec-train ship`"]
     if len(report["stages"]) > 1:  # a staged build: every stage's budget and what it reached
-        stages = "; ".join(f"{i}: {st['steps']} steps, {st['train_minutes']:.1f} min, tau {st['tau']:.2f}"
+        stages = "; ".join(f"{i}: {st['steps']} steps, {st['train_minutes']:.1f} min, "
+                           + (f"tau {st['tau']:.2f}" if st["tau"] is not None else "not shipped")
                            for i, st in enumerate(report["stages"], 1))
         total = sum(st["train_minutes"] for st in report["stages"])
         notes.append(f"stages (each continues the one before): {stages}; in all "
