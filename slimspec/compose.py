@@ -241,10 +241,10 @@ VARIED_PER_GENRE = 64
 SOURCES = {"composed": (GENRES, FILLERS, None), "varied": (VARIED_GENRES, VARIED_FILLERS, VARIED_PER_GENRE)}
 
 
-def composed_by_genre(source: str = "composed") -> dict:
+def composed_by_genre(source: str = "composed", capped: bool = True) -> dict:
     """{genre: [prompt, ...]} of one source ("composed" or "varied"): every template with every combination of its
     fillers, in a fixed pseudo-random order (by hash, so adding a filler does not reorder the rest); a "varied"
-    genre keeps its first ``VARIED_PER_GENRE``."""
+    genre keeps its first ``VARIED_PER_GENRE`` unless not ``capped``."""
     genres, fillers, cap = SOURCES[source]
     out = {}
     for genre, templates in genres.items():
@@ -252,7 +252,7 @@ def composed_by_genre(source: str = "composed") -> dict:
         for template, *slots in templates:
             for values in itertools.product(*(fillers[s] for s in slots)):
                 prompts.add(_fill(template, tuple(slots), values))
-        out[genre] = sorted(prompts, key=_order)[:cap]
+        out[genre] = sorted(prompts, key=_order)[: cap if capped else None]
     return out
 
 
@@ -270,10 +270,19 @@ def varied_prompts(limit: int | None = None) -> list:
     return composed_prompts(limit, source="varied")
 
 
+def varied_rest_prompts(per_genre: int = 24) -> list:
+    """The "varied" genres' prompts past the ``VARIED_PER_GENRE`` that training takes (the same templates with
+    other fillers), up to ``per_genre`` of each, genre by genre: responses to them are text a drafter trained on
+    every composed prompt never saw (``slimspec-train data --prompts varied-rest``, for ``slimspec-train
+    tree-scale``); never a reference recipe's source."""
+    return [p for prompts in composed_by_genre("varied", capped=False).values()
+            for p in prompts[VARIED_PER_GENRE : VARIED_PER_GENRE + per_genre]]
+
+
 def composition(prompts: list) -> dict:
     """{genre: count} of composed ``prompts`` of either source (what the data holds, for the model card and
     reports); a prompt of neither source counts as "other"."""
-    genre_of = {p: g for source in SOURCES for g, ps in composed_by_genre(source).items() for p in ps}
+    genre_of = {p: g for source in SOURCES for g, ps in composed_by_genre(source, capped=False).items() for p in ps}
     counts = {}
     for p in prompts:
         g = genre_of.get(p, "other")

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from slimspec.compose import (GENRES, SOURCES, VARIED_GENRES, composed_by_genre, composed_prompts, composition,
-                              varied_prompts)
+from slimspec.compose import (GENRES, SOURCES, VARIED_GENRES, VARIED_PER_GENRE, composed_by_genre, composed_prompts,
+                              composition, varied_prompts, varied_rest_prompts)
 from slimspec.heldout import CATEGORIES, HELD_OUT_SETS, held_out_prompts
 from slimspec.prompts import builtin_prompts, offline_texts
 
@@ -48,6 +48,20 @@ def test_composed_prompts_share_no_run_of_six_words_with_a_held_out_prompt(name,
     held = word_runs(p for _, p in held_out_prompts(held_out=name))
     shared = held & word_runs(composed_prompts(source=source))
     assert shared == set(), sorted(shared)[:5]
+
+
+def test_varied_rest_is_new_to_every_recipe_and_the_held_out_sets():
+    """The prompts for measuring a drafter on text it never trained on: none is a training source's, none shares a
+    run of six words with a held-out prompt, and only genres with more than the cap have any."""
+    rest = varied_rest_prompts()
+    assert rest and len(set(rest)) == len(rest)
+    assert not set(rest) & (set(composed_prompts()) | set(varied_prompts()))
+    held = word_runs(p for n in HELD_OUT_SETS for _, p in held_out_prompts(held_out=n))
+    assert not held & word_runs(rest)
+    full = composed_by_genre("varied", capped=False)
+    assert composition(rest) == {g: min(24, len(ps) - VARIED_PER_GENRE) for g, ps in full.items()
+                                 if len(ps) > VARIED_PER_GENRE}
+    assert len(varied_rest_prompts(2)) == 2 * len(composition(rest))
 
 
 def test_the_varied_source_adds_new_genres_and_prompts():

@@ -11,7 +11,8 @@
     slimspec-train tree-scale --drafter D --data DATA [--write]   tree score sharpness on data D never trained on
 
 T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
-sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split).
+sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split), or
+``varied-rest`` (composed prompts no reference recipe trains on: data for ``tree-scale``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="self-distillation data from a target")
     d.add_argument("--target", default="gemma3-270m")
     source = d.add_mutually_exclusive_group()
-    source.add_argument("--prompts", default="builtin", help="self-distillation: jsonl/txt file, 'builtin' or "
-                                                             "'builtin-eval'")
+    source.add_argument("--prompts", default="builtin", help="self-distillation: jsonl/txt file, 'builtin', "
+                                                             "'builtin-eval' or 'varied-rest' (composed prompts no "
+                                                             "recipe trains on, for tree-scale)")
     source.add_argument("--text", default=None, help="teacher-forced instead: offline text sources, comma-separated "
                                                      "(stdlib, docs, packages, humaneval; 'all')")
     d.add_argument("--window", type=int, default=512, help="--text: tokens per target forward")
@@ -286,6 +288,10 @@ def _data(args, target, tokenizer) -> dict:
         from slimspec.prompts import builtin_prompts
 
         prompts = builtin_prompts("eval" if args.prompts == "builtin-eval" else "train")
+    elif args.prompts == "varied-rest":
+        from slimspec.compose import varied_rest_prompts
+
+        prompts = varied_rest_prompts()
     else:
         prompts = load_prompt_file(args.prompts)
     return generate_data(prompts=prompts[: args.limit] if args.limit else prompts, max_new_tokens=args.max_new_tokens,

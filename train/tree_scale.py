@@ -122,7 +122,8 @@ def measure_tree_scale(drafter_folder: str, data: str, *, target: str = "gemma3-
     overlap = [f for f in folders if str(Path(f).resolve()) in seen or f in seen]
     if overlap:
         raise ValueError(f"{drafter_folder} trained on {overlap}: its scores are sharper there than on new text. "
-                         f"Measure on data it never saw (slimspec-train data --prompts FILE --out NEW).")
+                         f"Measure on data it never saw (slimspec-train data --prompts varied-rest --no-sampled "
+                         f"--out NEW, or --prompts FILE).")
     drafter = AutoModel.from_pretrained(drafter_folder, trust_remote_code=True).float().eval()
     target_model, _ = load_target(target, dtype=torch.float32)
     drafter.use_target_embeddings(target_model.get_input_embeddings())
