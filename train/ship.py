@@ -160,14 +160,15 @@ def earlier_stages(init_from: str | None) -> list:
     evaluation.json (its own "stages", or, for folders shipped before stages were recorded, its summary and its
     recipe's init_from); a stage that was built but never shipped (a training.json, no evaluation.json) counts
     with its budget and tau None. Empty for a build from scratch, and as far as the chain is on this machine."""
-    earlier = shipped_evaluation(init_from) if init_from else None
-    if earlier is None:
-        training = Path(init_from) / "training.json" if init_from else None
-        if training is None or not training.exists():
+    if not init_from:
+        return []
+    earlier = shipped_evaluation(init_from)
+    if earlier is None:  # built, never shipped
+        path = Path(init_from) / "training.json"
+        if not path.exists():
             return []
-        training = json.loads(training.read_text())
-        return (earlier_stages((training.get("recipe") or {}).get("init_from"))
-                + [dict(training_budget(training), tau=None)])
+        training = json.loads(path.read_text())
+        earlier = dict(training_budget(training), tau=None, recipe=training.get("recipe") or {})
     if earlier.get("stages"):
         return earlier["stages"]
     return earlier_stages(earlier.get("recipe", {}).get("init_from")) + [stage_summary(earlier)]
