@@ -533,6 +533,7 @@ def _draft_seconds(drafter, context: int, repeats: int, rows: int = 0, k: int = 
     first = drafter(input_ids=ids[:, 1:], target_hidden_states=feats.to(drafter.device), use_cache=True,
                     logits_to_keep=1)
     draft_cache, g = first.past_key_values, first.last_hidden_state[:, -1:]
+    scratch = torch.empty(max(rows, 1), first.logits.shape[-1], device=drafter.device)
 
     def draft():
         draft_cache.crop(context)
@@ -545,9 +546,9 @@ def _draft_seconds(drafter, context: int, repeats: int, rows: int = 0, k: int = 
         step = drafter(input_ids=ids[:, :rows], hidden_states=g.expand(1, rows, g.shape[-1]),
                        past_key_values=draft_cache, position_ids=torch.full((rows,), context, device=drafter.device),
                        attention_mask=mask, logits_to_keep=0)
-        scores = step.logits[0].float()
+        scores = scratch.copy_(step.logits[0])
         top_choices(scores, k)
-        torch.logsumexp(scores, dim=-1)
+        log_normalizer_(scores)
 
     return _median_seconds(level if rows else draft, repeats)
 
@@ -698,22 +699,30 @@ class DraftTree:
         return seen
 
 
-def top_choices(log_p, k: int, chunks: int = 64) -> tuple:
+def top_choices(log_p, k: int, chunk: int = 1024) -> tuple:
     """The k largest entries of each row of log_p [F, V] -> (values [F, k], indices [F, k]), the first being the
     row's first maximum, as ``argmax`` (and so the chain) picks it.
 
-    Two stages (exact: the k largest of a row are among the k largest of the chunk each lies in): the top k of
-    each of ``chunks`` chunks, then the top k of those; about twice as fast as one ``topk`` over a large
-    vocabulary on one row. ``topk`` may order equal values otherwise than ``argmax``: rows whose first two
-    values tie are put in argmax's order."""
+    Two stages, exact: split each row into chunks of ``chunk`` entries; the k largest of the row lie in the k chunks
+    with the largest maxima (an entry of any other chunk has k chunk maxima, so k entries, above it), so ``topk``
+    runs over those k chunks (and the tail past the last whole chunk) only. A chunk maximum (``amax``) streams the
+    row at memory speed, where one ``topk`` over a large vocabulary is several times slower. ``topk`` may order equal
+    values otherwise than ``argmax``: rows whose first two values tie are put in argmax's order."""
     rows, vocab = log_p.shape
-    if vocab % chunks or vocab // chunks < k:
+    whole = vocab // chunk
+    if whole <= k:
         values, indices = log_p.topk(k, dim=-1)
     else:
-        part_values, part_indices = log_p.view(rows, chunks, vocab // chunks).topk(k, dim=-1)
-        part_indices = part_indices + torch.arange(0, vocab, vocab // chunks, device=log_p.device).view(1, -1, 1)
-        values, best = part_values.view(rows, -1).topk(k, dim=-1)
-        indices = part_indices.view(rows, -1).gather(-1, best)
+        parts = log_p.as_strided((rows, whole, chunk), (log_p.stride(0), chunk, log_p.stride(1)))  # a view
+        best = parts.amax(-1).topk(k, dim=-1).indices.sort(dim=-1).values  # [F, k] chunks, in index order
+        starts = best * chunk
+        candidates = [parts.gather(1, best.unsqueeze(-1).expand(rows, k, chunk)).view(rows, k * chunk)]
+        if whole * chunk < vocab:  # the tail
+            candidates.append(log_p[:, whole * chunk :])
+        values, at = torch.cat(candidates, dim=-1).topk(k, dim=-1)
+        inside = at < k * chunk
+        indices = torch.where(inside, starts.gather(1, (at // chunk).clamp(max=k - 1)) + at % chunk,
+                              whole * chunk + at - k * chunk)
     if k > 1 and bool((values[:, 0] == values[:, 1]).any()):
         for r, row in enumerate(indices.tolist()):
             first = int(first_argmax(log_p[r : r + 1]))
@@ -722,6 +731,15 @@ def top_choices(log_p, k: int, chunks: int = 64) -> tuple:
                 indices[r] = torch.tensor([first] + row, device=indices.device)
         values = log_p.gather(-1, indices)
     return values, indices
+
+
+def log_normalizer_(scores, alpha: float = 1.0):
+    """log sum_v exp(alpha scores[:, v]) per row of scores [F, V] (fp32) -> [F, 1], computed in place: ``scores`` is
+    overwritten. m + log sum exp(alpha x - m) with m = alpha max x; no temporary the size of the rows (a fresh
+    [F, V] buffer per call costs page faults that can take longer than the arithmetic)."""
+    top = scores.amax(-1, keepdim=True)
+    scores.sub_(top).mul_(alpha).exp_()
+    return scores.sum(-1, keepdim=True).log_().add_(top, alpha=alpha)
 
 
 def attention_windows(target) -> dict:
@@ -929,6 +947,7 @@ class SlimSpecProposer:
         # target's probability of it, which the drafter's own (KL-trained) probabilities estimate
         scale = tree_logit_scale(draft_config)  # validated either way
         self.tree_scale = 1.0 if self.do_sample else scale
+        self.scratch = None  # fp32 [tree_frontier, V_d]: a tree level's scores (``_tree_choices``)
         self.windows = attention_windows(target) if self.tree_total else None
         if self.windows is not None and len(self.windows) > 1:
             check_masks_by_layer_type(target, self.windows)
@@ -1106,7 +1125,9 @@ class SlimSpecProposer:
         length), each row is processed first with its own path as the prefix, as the chain's drafts are."""
         k = min(self.tree_top_k, logits.shape[-1])
         if self.logits_processor is None:
-            scores = logits.float()
+            if self.scratch is None or self.scratch.shape[0] < logits.shape[0]:  # fp32 rows reused level to level
+                self.scratch = torch.empty(max(self.tree_frontier, 1), logits.shape[-1], device=logits.device)
+            scores = self.scratch[: logits.shape[0]].copy_(logits)
             values, draft_ids = top_choices(scores, k)
             ids = self.drafter.draft_to_target_ids(draft_ids)
         else:
@@ -1115,9 +1136,7 @@ class SlimSpecProposer:
                 [tree.path(node)]).view(1, -1)], dim=-1), full[r : r + 1]) for r, node in enumerate(frontier or [-1])])
             values, ids = top_choices(scores, k)
         alpha = self.tree_scale
-        if alpha != 1.0:  # (a sharper softmax costs one more pass over the rows)
-            values, scores = alpha * values, alpha * scores
-        return values - torch.logsumexp(scores, dim=-1, keepdim=True), ids  # log p of the choices
+        return alpha * values - log_normalizer_(scores, alpha), ids  # log p of the choices (scores overwritten)
 
     def _add_lookup_branch(self, tree: DraftTree, input_ids, budget: int) -> None:
         """Prompt lookup's continuation (``lookup_continuation``, ending at an eos) as a branch from the root: a

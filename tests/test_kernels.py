@@ -37,7 +37,8 @@ def test_packed_head_agrees_is_deterministic_and_switches_nothing(dtype, pack_ti
         state = global_torch_state()
         packed = k.optimize_for_cpu(head)
         got3, got2, again = head(x), head(x.view(1, 64)), head(x)  # [1, 1, d] and [1, d]: the same kernel
-        batched = head(x.expand(5, 1, 64))  # a segmented copy serves single rows only: F.linear here
+        batched = head(x.expand(5, 1, 64))  # a few rows (a tree level): the segmented copy as well
+        prefill = head(x.expand(k.SEGMENT_MAX_ROWS + 1, 1, 64))  # more rows: F.linear
         assert global_torch_state() == state
     can = ONEDNN and (dtype == torch.float32 or BF16)
     assert packed == (2 if can else 0) and isinstance(head.up, k.PackedLinear) == can
@@ -47,6 +48,7 @@ def test_packed_head_agrees_is_deterministic_and_switches_nothing(dtype, pack_ti
     torch.testing.assert_close(got3.float(), want, **tol)
     assert got3.shape == (1, 1, 3000) and torch.equal(got2, got3.view(1, 3000)) and torch.equal(again, got3)
     torch.testing.assert_close(batched.float(), want.expand(5, 1, 3000), **tol)
+    torch.testing.assert_close(prefill.float(), want.expand(k.SEGMENT_MAX_ROWS + 1, 1, 3000), **tol)
     twin = SlimSpecLowRankHead(64, 8, 3000).to(dtype)  # packed separately: the same kernel, bit-identical logits
     twin.load_state_dict(head.state_dict())
     k.optimize_for_cpu(twin)
@@ -58,13 +60,15 @@ def test_packed_head_agrees_is_deterministic_and_switches_nothing(dtype, pack_ti
 @pytest.mark.parametrize("segments", [1, 2, 4])
 def test_segmented_packed_product_is_the_plain_product_in_order(segments):
     torch.manual_seed(0)
-    weight, x = torch.randn(1000, 8), torch.randn(1, 8)
-    torch.testing.assert_close(k.segment_rows(x, segments) @ k.segment_view(weight, segments).T,
-                               (x @ weight.T).view(segments, -1))  # the math: row j is logits [j N/g, (j + 1) N/g)
+    weight, x = torch.randn(1000, 8), torch.randn(3, 8)
+    for rows in (1, 3):  # the math: row m g + j is row m's logits [j N/g, (j + 1) N/g)
+        torch.testing.assert_close(k.segment_rows(x[:rows], segments) @ k.segment_view(weight, segments).T,
+                                   (x[:rows] @ weight.T).view(rows * segments, -1))
     packed = k.pack_weight(weight, min_elements=0, segments=segments)
     assert packed is not None and packed.segments == segments
-    torch.testing.assert_close(k.packed_linear(x, packed), torch.nn.functional.linear(x, weight), atol=1e-5,
-                               rtol=1e-5)
+    for rows in (1, 3):
+        torch.testing.assert_close(k.packed_linear(x[:rows], packed), torch.nn.functional.linear(x[:rows], weight),
+                                   atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="divide the weight's 1000 rows"):
         k.pack_weight(weight, min_elements=0, segments=3)
 

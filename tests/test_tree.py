@@ -8,7 +8,8 @@ import torch
 from transformers import DynamicCache, Gemma3ForCausalLM, Gemma3TextConfig
 
 import generation_slimspec
-from generation_slimspec import DraftTree, keep_positions, tree_attention, tree_logit_scale, tree_setting
+from generation_slimspec import (DraftTree, keep_positions, log_normalizer_, top_choices, tree_attention,
+                                 tree_logit_scale, tree_setting)
 from test_generate import (drafter_for, oracle_pair, plain_and_assisted, prompts, repeating_prompts, tiny_target,
                            with_lookup)
 from test_loop import word_tokenizer
@@ -150,6 +151,28 @@ def test_tree_scores_equal_drafting_each_path_as_a_chain(monkeypatch, alpha):
     for ids in prompts(3, 101, seed=4):
         target.generate(ids, do_sample=False, max_new_tokens=6, assistant_model=drafter)
     assert max(checked) == TREE["tree_depth"]
+
+
+@pytest.mark.parametrize("vocab", [8192, 8192 + 300, 700])  # whole chunks; a tail past the last; no whole chunk
+def test_top_choices_are_topk_with_argmax_first_and_the_normalizer_is_logsumexp(vocab):
+    """The chunked top-k (the k chunks with the largest maxima, then their top k) is ``topk``: on random rows, on
+    rows whose top k share one chunk or sit in the tail, and with ties, where the first is ``argmax``'s choice."""
+    torch.manual_seed(0)
+    rows = torch.randn(6, vocab)
+    rows[1, 10:14] = 50.0 + torch.arange(4.0)  # all in one chunk
+    rows[2, -3:] = torch.tensor([60.0, 61.0, 59.0])  # the row's end (the tail where there is one)
+    rows[3, [5, 3000 % vocab, vocab - 1]] = 70.0  # a three-way tie: argmax takes index 5
+    rows[4] = 0.0  # all equal
+    values, indices = top_choices(rows, 4, chunk=512)
+    want_values, _ = rows.topk(4, dim=-1)
+    torch.testing.assert_close(values, want_values, rtol=0, atol=0)
+    torch.testing.assert_close(rows.gather(-1, indices), values, rtol=0, atol=0)
+    assert all(len(set(row)) == 4 for row in indices.tolist())
+    assert indices[:, 0].tolist() == rows.argmax(-1).tolist()  # argmax picks the first maximum
+    assert indices[1].tolist() == [13, 12, 11, 10] and indices[3, 0] == 5 and indices[4, 0] == 0
+    for alpha in (1.0, 1.7):
+        want = torch.logsumexp(alpha * rows, dim=-1, keepdim=True)
+        torch.testing.assert_close(log_normalizer_(rows.clone(), alpha), want, rtol=1e-6, atol=1e-5)
 
 
 def test_tree_attention_masks_ancestors_and_windows():

@@ -38,9 +38,10 @@ from torch import nn
 PACK_MIN_ELEMENTS = 1 << 18
 
 # A bf16 weight with a short inner dimension K (the low-rank head's up factor [V, r]) is packed as ``SEGMENTS``
-# segments side by side, [N / g, g K], when g K <= SEGMENT_MAX_WIDTH, and a single row is multiplied by g rows that
-# each hold it in one segment: the same bytes then stream as a wide product (docs/cpu-kernels.md).
-SEGMENTS, SEGMENT_MAX_WIDTH = 4, 512
+# segments side by side, [N / g, g K], when g K <= SEGMENT_MAX_WIDTH, and each of up to ``SEGMENT_MAX_ROWS`` rows is
+# multiplied as g rows that each hold it in one segment: the same bytes then stream as a wide product
+# (docs/cpu-kernels.md). More rows (a prefill) take ``F.linear``: the g-fold zeros would cost compute there.
+SEGMENTS, SEGMENT_MAX_WIDTH, SEGMENT_MAX_ROWS = 4, 512, 8
 
 
 def segments_for(weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> int:
@@ -58,9 +59,12 @@ def segment_view(weight: torch.Tensor, segments: int) -> torch.Tensor:
 
 
 def segment_rows(x: torch.Tensor, segments: int) -> torch.Tensor:
-    """x [1, K] -> [g, g K], block diagonal: row j holds x in columns [j K, (j + 1) K), zeros elsewhere, so that
-    ``segment_rows(x, g) @ segment_view(W, g).T`` is ``(x @ W.T)`` as [g, N / g]."""
-    return torch.block_diag(*([x] * segments))
+    """x [M, K] -> [M g, g K]: row m g + j holds x[m] in columns [j K, (j + 1) K), zeros elsewhere, so that
+    ``segment_rows(x, g) @ segment_view(W, g).T`` is ``(x @ W.T)`` as [M g, N / g], i.e. [M, N] row by row."""
+    m, k = x.shape
+    rows = x.new_zeros(m, segments, segments, k)
+    rows.diagonal(dim1=1, dim2=2).copy_(x.unsqueeze(-1).expand(m, k, segments))
+    return rows.view(m * segments, segments * k)
 
 
 def _identity(weight: torch.Tensor) -> tuple:
@@ -116,11 +120,11 @@ def pack_weight(weight: torch.Tensor, min_elements: Optional[int] = None, segmen
 
 
 def packed_linear(x: torch.Tensor, packed: Packed, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """x [M, K] @ the packed weight (+ bias) -> [M, N]; a segmented weight takes one row (M = 1)."""
+    """x [M, K] @ the packed weight (+ bias) -> [M, N]; a segmented weight takes at most SEGMENT_MAX_ROWS rows."""
     if packed.segments == 1:
         return torch.ops.mkldnn._linear_pointwise(x, packed.tensor, bias, "none", [], "")
     rows = segment_rows(x, packed.segments)
-    return torch.ops.mkldnn._linear_pointwise(rows, packed.tensor, None, "none", [], "").view(1, -1)
+    return torch.ops.mkldnn._linear_pointwise(rows, packed.tensor, None, "none", [], "").view(x.shape[0], -1)
 
 
 class _Held:
@@ -135,8 +139,8 @@ class _Held:
 class PackedLinear(nn.Module):
     """An ``nn.Linear`` with a oneDNN-packed copy of its weight: the same ``weight``/``bias`` parameters (so the same
     state-dict keys), x [..., K] -> [..., N]. Inputs are flattened to [M, K] first, so [1, K] and [1, 1, K] take
-    the same kernel; a segmented copy serves single rows, and everything the packed copy cannot serve runs
-    ``F.linear``."""
+    the same kernel; a segmented copy serves up to ``SEGMENT_MAX_ROWS`` rows (a drafting step, a tree level), and
+    everything the packed copy cannot serve runs ``F.linear``."""
 
     def __init__(self, linear: nn.Linear, packed: Packed):
         super().__init__()
@@ -148,7 +152,8 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        if self.packed.usable(flat, self.weight) and (self.packed.segments == 1 or flat.shape[0] == 1):
+        if self.packed.usable(flat, self.weight) and (self.packed.segments == 1
+                                                        or flat.shape[0] <= SEGMENT_MAX_ROWS):
             y = packed_linear(flat, self.packed, self.bias)
             return y.view(*x.shape[:-1], y.shape[-1])
         return F.linear(x, self.weight, self.bias)
