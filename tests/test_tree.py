@@ -3,6 +3,8 @@ and sliding-window (Gemma 3) targets, trees that run into eos, max_new_tokens an
 scores equal to drafting each path as a chain, the accepted path kept in the target's cache, the hybrid tree's
 sources, the settings saved and validated, and sampling with trees."""
 
+import math
+
 import pytest
 import torch
 from transformers import DynamicCache, Gemma3ForCausalLM, Gemma3TextConfig
@@ -315,6 +317,56 @@ def test_tree_size_follows_the_measured_verification_cost():
     assert choose_tree_size(steep, scores, 0.05, 4)[0] == 0  # a drafter that is never right: plain decoding
     prohibitive = DraftCosts(target_pass=[0.1] + [10.0] * 8, draft=0.002, tree_level=0.003)
     assert choose_tree_size(prohibitive, scores, 1.0, 4)[0] == 0
+
+
+def test_a_tree_grows_a_level_only_where_the_level_can_pay():
+    """next_level_pays: the bound on what level + 1 adds (the frontier's probability) against one more tree level."""
+    from generation_slimspec import DraftCosts, choose_tree_size, next_level_pays, tree_seconds
+
+    costs = DraftCosts(target_pass=[0.1 + 0.001 * n for n in range(40)], draft=0.01, tree_level=0.02)
+    scores = [-0.05, -3.0, -3.5, -4.0]  # level 1: one confident child
+    assert next_level_pays(costs, scores, [-0.05], 1.0, 1)  # its children may add ~0.95 tokens for 0.02 s
+    assert not next_level_pays(costs, scores, [-3.0], 1.0, 1)  # at most 0.05 tokens: not worth a level
+    assert not next_level_pays(costs, scores, [-0.05], 0.02, 1)  # a drafter whose nodes are rarely accepted
+    free = DraftCosts(target_pass=costs.target_pass, draft=0.01, tree_level=0.0)
+    assert next_level_pays(free, scores, [-3.0], 1.0, 1)  # a free level always may
+    size, rate = choose_tree_size(costs, scores, 1.0, 1)  # the rule, at its edge: the bound equals the rate
+    tokens = rate * tree_seconds(costs, size, 1)
+    edge = math.log(rate * tree_seconds(costs, size, 2) - tokens)
+    assert next_level_pays(costs, scores, [edge + 1e-6], 1.0, 1) and not next_level_pays(costs, scores, [edge - 1e-6],
+                                                                                         1.0, 1)
+
+
+@pytest.mark.parametrize("level_ms", [0.0, 50.0])
+def test_the_cost_schedule_drafts_no_deeper_than_pays(monkeypatch, level_ms):
+    """With a drafter that spreads its probability (random tiny weights), a tree level priced at half a target pass
+    stops the "cost" schedule's trees short of tree_depth; a free level lets every tree reach it (unless an eos
+    ends every branch). Outputs stay identical."""
+    from generation_slimspec import DraftCosts
+
+    costs = DraftCosts(target_pass=[0.1 + 0.001 * n for n in range(40)], draft=0.01, tree_level=level_ms / 1e3)
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    target = tiny_target(vocab=8)
+    drafter = with_tree(drafter_for(target), num_assistant_tokens_schedule="cost", num_assistant_tokens=4,
+                        tree_total_tokens=24, tree_depth=5).attach(target)
+    levels, draft_tree = [], generation_slimspec.SlimSpecProposer._draft_tree
+
+    def spy(self, *args):
+        tree = draft_tree(self, *args)
+        levels.append((self.tree_levels, max(tree.depths, default=0), args[-1]))
+        return tree
+
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "_draft_tree", spy)
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "wants_tree", lambda self: True)  # trees only
+    for ids in prompts(4, 8, seed=9):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=20)
+        assert torch.equal(plain, assisted)
+    assert levels and all(drafted >= deepest for drafted, deepest, _ in levels)
+    full = sum(drafted == depth for drafted, _, depth in levels)
+    if level_ms:
+        assert full < len(levels) // 2
+    else:
+        assert full > 0.9 * len(levels)
 
 
 def test_interpolated_pass_costs():

@@ -280,6 +280,19 @@ def choose_tree_size(costs: DraftCosts, scores: list, calibration: float, depth:
     return best_n, best_rate
 
 
+def next_level_pays(costs: DraftCosts, scores: list, frontier: list, calibration: float, level: int) -> bool:
+    """Whether drafting level + 1 of a tree can raise its rate (``choose_tree_size`` over the nodes so far, ``level``
+    levels drafted). The new level's children have at most their parents' probability in all, so it adds at most
+
+        calibration * sum over the frontier of exp(score)
+
+    tokens, for one more tree level (its nodes priced as verified for free: an upper bound). Drafting stops where
+    even that bound does not beat the rate without the level."""
+    size, rate = choose_tree_size(costs, scores, calibration, level)
+    tokens = rate * tree_seconds(costs, size, level) + calibration * sum(math.exp(s) for s in frontier)
+    return tokens / tree_seconds(costs, size, level + 1) > rate
+
+
 def sampling_key(generation_config) -> tuple:
     """The settings that shape the distribution sampled from (and so how often drafts are accepted)."""
     return tuple(getattr(generation_config, name, None) for name in
@@ -948,6 +961,7 @@ class SlimSpecProposer:
         scale = tree_logit_scale(draft_config)  # validated either way
         self.tree_scale = 1.0 if self.do_sample else scale
         self.scratch = None  # fp32 [tree_frontier, V_d]: a tree level's scores (``_tree_choices``)
+        self.tree_levels = 0  # levels the last tree drafted
         self.windows = attention_windows(target) if self.tree_total else None
         if self.windows is not None and len(self.windows) > 1:
             check_masks_by_layer_type(target, self.windows)
@@ -1064,9 +1078,10 @@ class SlimSpecProposer:
             depth = min(self.tree_depth, budget)
             tree = self._draft_tree(input_ids, *self._ingest(input_ids), depth)
             if self.acceptance is not None:  # the "cost" schedule: as many nodes as pay
-                size, _ = choose_tree_size(self.costs, tree.scores, self.tree_calibration(), depth)
+                levels = self.tree_levels
+                size, _ = choose_tree_size(self.costs, tree.scores, self.tree_calibration(), levels)
                 tree = tree.pruned(size)
-                self.tree_cost = tree_seconds(self.costs, size, depth)
+                self.tree_cost = tree_seconds(self.costs, size, levels)
         if self.lookup_tokens and budget > 0:
             self._add_lookup_branch(tree, input_ids, budget)
         self.source = "tree"
@@ -1081,6 +1096,8 @@ class SlimSpecProposer:
                         excluded; EAGLE-2's frontier is top_k),
                         each node attending to the context and its own ancestors; each gets top_k children,
                         score = parent score + log p(child)
+            stop:       at ``depth``, or (the "cost" schedule) where ``next_level_pays`` finds that one more level
+                        cannot raise the tree's rate at the measured costs
             prune:      the tree_total_tokens best-scoring nodes of all levels (``DraftTree.pruned``)
 
         The drafter's cache keeps the frontier nodes' keys (``_ingest`` crops them away next pass)."""
@@ -1116,6 +1133,10 @@ class SlimSpecProposer:
             frontier = [node for node, _ in best]
             parent_g = states[:, [r for _, r in best]]
             logits = None
+            if self.acceptance is not None and level < depth and not next_level_pays(
+                    self.costs, tree.scores, [tree.scores[i] for i in frontier], self.tree_calibration(), level):
+                break  # the "cost" schedule: no deeper than pays
+        self.tree_levels = level
         return tree.pruned(self.tree_total)
 
     def _tree_choices(self, input_ids, tree: DraftTree, frontier: list, logits) -> tuple:
