@@ -362,6 +362,32 @@ def test_a_drafter_method_runs_the_drafter_alone_even_when_it_carries_a_lookup_s
     assert drafter.generation_config.prompt_lookup_num_tokens == 4  # restored after the call
 
 
+def test_rounds_keep_each_methods_fastest_call(monkeypatch):
+    """rounds=3: the methods run three times in turn on each prompt; each keeps its fastest call's seconds, with that
+    call's output and statistics; rounds < 1 is refused."""
+    import slimspec.runner as runner
+
+    target = tiny_target()
+    drafter = drafter_for(target)
+    clock, real = iter([5.0, 4.0, 1.0, 3.0, 2.0, 6.0] * 2), runner.generate_once
+    calls = []
+
+    def timed(target, method, inputs, gen_kwargs, instrument=None):
+        out, _, record = real(target, method, inputs, gen_kwargs, instrument)
+        calls.append((method.name, method.drafter.last_generate_stats if method.uses_drafter else None))
+        return out, next(clock), record
+
+    monkeypatch.setattr(runner, "generate_once", timed)
+    methods = [Method("plain", "plain"), Method("alone", "drafter", 3, drafter=drafter)]
+    t = run_methods(target, tiny_tokenizer(), methods, ["t5 t6 t7 t8", "t9 t10 t11"],
+                    dict(do_sample=False, max_new_tokens=6), warmup=False, rounds=3)
+    # per prompt, rounds in turn: plain 5, alone 4, plain 1, alone 3, plain 2, alone 6
+    assert t["plain"].prompt_seconds == [1.0, 1.0] and t["alone"].prompt_seconds == [3.0, 3.0]
+    assert t["alone"].stats == [calls[3][1], calls[9][1]] and t["alone"].identical == 2
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        run_methods(target, tiny_tokenizer(), methods, ["t5"], dict(max_new_tokens=2), rounds=0)
+
+
 def test_cpu_reference_drafters_side_by_side():
     """Reference drafters (same data and budget) get tau and tokens/s per category and the head targets, found by
     role; a bench without them has no such section."""
