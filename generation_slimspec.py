@@ -54,6 +54,8 @@ try:  # Hub case: the kernels file sits next to this one
 except ImportError:  # Installed case: the Hub files are top-level modules
     from kernels_slimspec import first_argmax, optimize_for_cpu, packed_count, restore
 
+_clock = time.perf_counter  # times the loop's passes for the "cost" schedule (tests substitute their own)
+
 # The transformers releases this file was tested with (CI: the floor, the lock and the newest release).
 TESTED_TRANSFORMERS = ("5.8.0", "5.25.0")
 
@@ -202,27 +204,56 @@ class TreeRecord:
     """What the "cost" schedule's tree passes produced on one target setup, priced by its measured costs: tokens
     and cost of the trees, and of each tree's most probable chain (what the chain would have produced on the same
     passes). Sums over the last ~``horizon`` passes (halved when they pass it), and when to try the tree again;
-    kept with the costs, across calls."""
+    kept with the costs, across calls.
+
+    The costs are timed once, and a busy moment then, or the loop's own work a tree pass adds, can misprice a tree
+    against a chain. So the wall-clock seconds of the passes themselves are kept too: of the tree passes beside
+    their priced cost, and of the drafter's chain passes beside theirs (``add_chain``); ``scale`` is how much more
+    a tree pass takes than priced, relative to a chain pass (1 until chain passes are timed)."""
 
     tree_tokens: int = 0
     tree_cost: float = 0.0
     chain_tokens: int = 0
     chain_cost: float = 0.0
     passes: int = 0
+    tree_wall: float = 0.0  # measured seconds of the tree passes (priced: tree_cost)
+    chain_wall: float = 0.0  # measured seconds of chain passes (priced: chain_priced)
+    chain_priced: float = 0.0
+    chain_passes_timed: int = 0
     horizon: int = 256
     chain_passes: int = 0  # chain passes since the tree was last drafted
     retry: int = 8  # chain passes before the next try (doubles while the tree keeps losing, up to 64)
+    tree_passes: int = 0  # tree passes since the last chain pass
+    probe: int = 16  # while the tree wins, one chain pass after this many tree passes keeps the chain timed
 
-    def add(self, tree_tokens: int, tree_cost: float, chain_tokens: int, chain_cost: float) -> None:
+    def add(self, tree_tokens: int, tree_cost: float, chain_tokens: int, chain_cost: float,
+            wall: Optional[float] = None) -> None:
         if self.passes >= self.horizon:
             self.tree_tokens, self.tree_cost = self.tree_tokens / 2, self.tree_cost / 2
             self.chain_tokens, self.chain_cost, self.passes = self.chain_tokens / 2, self.chain_cost / 2, \
                 self.passes // 2
+            self.tree_wall /= 2
         self.tree_tokens += tree_tokens
         self.tree_cost += tree_cost
         self.chain_tokens += chain_tokens
         self.chain_cost += chain_cost
+        self.tree_wall += tree_cost if wall is None else wall
         self.passes += 1
+
+    def add_chain(self, wall: float, priced: float) -> None:
+        """A chain pass of the drafter took ``wall`` seconds where the costs price it at ``priced``."""
+        if self.chain_passes_timed >= self.horizon:
+            self.chain_wall, self.chain_priced = self.chain_wall / 2, self.chain_priced / 2
+            self.chain_passes_timed //= 2
+        self.chain_wall += wall
+        self.chain_priced += priced
+        self.chain_passes_timed += 1
+
+    def scale(self) -> float:
+        """(measured / priced seconds of tree passes) / (the same of chain passes); 1 before both are timed."""
+        if not (self.tree_cost and self.tree_wall and self.chain_priced and self.chain_wall):
+            return 1.0
+        return (self.tree_wall / self.tree_cost) / (self.chain_wall / self.chain_priced)
 
 
 def chain_seconds(costs: DraftCosts, k: int) -> float:
@@ -1018,15 +1049,21 @@ class SlimSpecProposer:
 
     def lookup_length(self, found: int) -> int:
         """How many of a lookup match's ``found`` tokens to verify under the "cost" schedule: the length with the
-        best expected rate, expected_tokens(lookup acceptance, l) / target_pass[l], if that beats the chain the
-        schedule chose (or plain decoding); else 0 (no lookup block this pass)."""
+        best expected rate (``lookup_choice``), if that beats the chain the schedule chose (or plain decoding);
+        else 0 (no lookup block this pass)."""
+        length, rate = self.lookup_choice(found)
+        return length if rate > self.chain_rate() else 0
+
+    def lookup_choice(self, found: int) -> tuple:
+        """The lookup block length l <= ``found`` with the best expected rate, expected_tokens(lookup acceptance, l)
+        / (target_pass[l] + overhead) -> (l, that rate)."""
         rates = self.lookup_acceptance.rates()
         best, best_rate = 0, 0.0
         for length in range(1, min(found, len(self.costs.target_pass) - 1) + 1):
             rate = expected_tokens(rates, length) / (self.costs.target_pass[length] + self.costs.overhead)
             if rate > best_rate:
                 best, best_rate = length, rate
-        return best if best_rate > self.chain_rate() else 0
+        return best, best_rate
 
     TREE_PRIOR = 8.0  # predicted tokens the prior calibration of 1 weighs
 
@@ -1044,21 +1081,31 @@ class SlimSpecProposer:
         return (self.TREE_PRIOR + accepted) / (self.TREE_PRIOR + predicted)
 
     # -- one pass -------------------------------------------------------------------------------------------------
-    def wants_tree(self) -> bool:
+    def wants_tree(self, input_ids) -> bool:
         """Whether the next pass drafts a tree (else a chain, or nothing). The "cost" schedule drafts a tree while
         its rate so far (tokens its passes produced over their measured cost) beats plain decoding and the chain
         the schedule chose, priced the same way on the same passes (each tree's most probable chain of that
         length: what the chain would have produced), and tries it again after 8 chain passes (twice as many each
-        time it still loses, up to 64). What tree passes produced is kept with the measured costs, so later calls
-        on the same target setup start from it. The other schedules always draft the tree."""
+        time it still loses, up to 64). The tree's priced cost is corrected by how much longer its passes took
+        than priced, relative to chain passes (``TreeRecord.scale``); while the tree wins, one chain pass after
+        every ``probe`` tree passes keeps that comparison current. What tree passes produced is kept with the
+        measured costs, so later calls on the same target setup start from it. In a hybrid, a pass whose context
+        has a lookup match priced above the tree's rate takes the lookup block instead (``propose``). The other
+        schedules always draft the tree."""
         if not self.tree_total or not self.requires_features:
             return False
         record = self.tree_record
         if self.acceptance is None or not record.tree_cost:
             return True
-        tree_rate = record.tree_tokens / record.tree_cost
+        tree_rate = record.tree_tokens / (record.tree_cost * record.scale())
         if tree_rate >= max(record.chain_tokens / record.chain_cost, 1.0 / self.costs.target_pass[0]):
+            if self._lookup_beats(input_ids, tree_rate):
+                return False  # a lookup block that pays more than the tree: propose() takes it
             record.retry = TreeRecord.retry
+            record.tree_passes += 1
+            if record.tree_passes > record.probe and self.num_assistant_tokens:  # keep the chain timed
+                record.tree_passes = 0
+                return False
             return True
         record.chain_passes += 1
         if record.chain_passes >= record.retry:
@@ -1067,6 +1114,14 @@ class SlimSpecProposer:
         if self.num_assistant_tokens == 0 and tree_rate < 1.0 / self.costs.target_pass[0]:
             self.requires_features = False  # neither pays: plain decoding from here on
         return False
+
+    def _lookup_beats(self, input_ids, rate: float) -> bool:
+        """Whether prompt lookup (when on) finds a match here whose best block is priced above ``rate``."""
+        budget = self.max_length - input_ids.shape[1] - 1
+        if not self.lookup_tokens or budget <= 0:
+            return False
+        found = self._lookup_continuation(input_ids, budget).numel()
+        return found > 0 and self.lookup_choice(found)[1] > rate
 
     def propose_tree(self, input_ids) -> DraftTree:
         """input_ids [1, cur_len] -> the pass's DraftTree: the drafter's (``_draft_tree``), at most
@@ -1289,9 +1344,9 @@ class SlimSpecProposer:
         return token, (logits if self.do_sample else None), confident
 
     # -- after verification ---------------------------------------------------------------------------------------
-    def record_tree(self, tree: DraftTree, path: list, length: int) -> None:
+    def record_tree(self, tree: DraftTree, path: list, length: int, seconds: Optional[float] = None) -> None:
         """Record a tree pass: its nodes and the accepted ``path``, with the source of each (drafter, lookup, or
-        both where they proposed the same token at the same place)."""
+        both where they proposed the same token at the same place); ``seconds``: how long the pass took."""
         def by_source(nodes):
             counts = {}
             for i in nodes:
@@ -1308,7 +1363,7 @@ class SlimSpecProposer:
             self.tree_seen[0] += sum(math.exp(tree.scores[i]) for i in mine)
             self.tree_seen[1] += sum("drafter" in tree.sources[i] for i in path)
             chain_tokens, chain_cost = self._observe_chain_in_tree(tree, path)
-            self.tree_record.add(1 + len(path), self.tree_cost, chain_tokens, chain_cost)
+            self.tree_record.add(1 + len(path), self.tree_cost, chain_tokens, chain_cost, wall=seconds)
         self.source = "tree"
         self.record(len(tree), len(path), length)
 
@@ -1333,9 +1388,11 @@ class SlimSpecProposer:
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
         return 1 + accepted, chain_seconds(self.costs, len(chain))
 
-    def record(self, drafted: int, accepted: int, length: int, expected: Optional[list] = None) -> None:
+    def record(self, drafted: int, accepted: int, length: int, expected: Optional[list] = None,
+               seconds: Optional[float] = None) -> None:
         """Record a target pass (the first is the prefill) that verified ``drafted`` drafts and accepted
-        ``accepted``, leaving the output ``length`` tokens long; after a drafter pass adapt K: the "cost" schedule
+        ``accepted``, leaving the output ``length`` tokens long, in ``seconds``; after a drafter pass time it for
+        the tree's comparison (``TreeRecord.add_chain``, when a tree is on) and adapt K: the "cost" schedule
         re-chooses it from the observed acceptance (sampling: each draft's acceptance probability, ``expected``),
         the "heuristic" schedules add 2 if all drafts were accepted, else remove 1."""
         stats = self.stats
@@ -1349,6 +1406,8 @@ class SlimSpecProposer:
         if self.acceptance is not None and drafted > 0 and self.source in ("lookup", "drafter"):
             estimate = self.acceptance if drafter_pass else self.lookup_acceptance
             estimate.observe(drafted, accepted) if expected is None else estimate.observe_expected(expected)
+        if self.acceptance is not None and drafter_pass and self.tree_total and seconds is not None:
+            self.tree_record.add_chain(seconds, chain_seconds(self.costs, drafted))
         if self.acceptance is not None and drafter_pass:
             self.num_assistant_tokens = choose_draft_length(self.costs, self.acceptance.rates(), self.max_k)
             stats.chosen_draft_lengths.append(self.num_assistant_tokens)
@@ -1525,8 +1584,9 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
     all_scores, all_logits = [], []
     ids, stopped = input_ids, False
     while not stopped:
+        started = _clock()
         past, rows = cache.get_seq_length(), None
-        if past and proposer.wants_tree():  # a tree: [last token] + nodes, one forward with a tree mask
+        if past and proposer.wants_tree(ids):  # a tree: [last token] + nodes, one forward with a tree mask
             tree = proposer.propose_tree(ids)
             positions, mask = tree_attention(tree, past, proposer.windows, model.dtype, ids.device)
             block = torch.cat([ids[:, -1:], ids.new_tensor([tree.tokens]).view(1, -1)], dim=-1)
@@ -1553,10 +1613,11 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
             drop_last(cache, K - n)
         tokens, stopped = until_stop(stopping_criteria, ids, tokens.to(ids.device), scores)
         ids = torch.cat([ids, tokens], dim=-1)
+        seconds = _clock() - started  # the pass: drafting (with the ingest), verification, acceptance
         if rows is None:
-            proposer.record(K, n, ids.shape[1], expected)
+            proposer.record(K, n, ids.shape[1], expected, seconds=seconds)
         else:
-            proposer.record_tree(tree, path, ids.shape[1])
+            proposer.record_tree(tree, path, ids.shape[1], seconds=seconds)
         all_scores += [scores[:, j] for j in range(tokens.shape[1])] if keep_scores else []
         all_logits += [logits[:, j].float() for j in range(tokens.shape[1])] if keep_logits else []
         if streamer is not None:

@@ -357,7 +357,7 @@ def test_the_cost_schedule_drafts_no_deeper_than_pays(monkeypatch, level_ms):
         return tree
 
     monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "_draft_tree", spy)
-    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "wants_tree", lambda self: True)  # trees only
+    monkeypatch.setattr(generation_slimspec.SlimSpecProposer, "wants_tree", lambda self, ids: True)  # trees only
     for ids in prompts(4, 8, seed=9):
         plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=20)
         assert torch.equal(plain, assisted)
@@ -412,6 +412,7 @@ def test_the_cost_schedule_drafts_a_tree_only_where_it_pays(monkeypatch, cheap):
     slope = 0.0 if cheap else 0.1
     costs = DraftCosts(target_pass=[0.1 + slope * n for n in range(40)], draft=0.01, tree_level=0.0)
     monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    monkeypatch.setattr(generation_slimspec.TreeRecord, "scale", lambda self: 1.0)  # passes take what is priced
     target, drafter = oracle_pair() if cheap else (tiny_target(vocab=8), None)  # always right / rarely right
     drafter = with_tree(drafter or drafter_for(target), num_assistant_tokens_schedule="cost",
                         num_assistant_tokens=4).attach(target)
@@ -431,6 +432,64 @@ def test_the_cost_schedule_drafts_a_tree_only_where_it_pays(monkeypatch, cheap):
     torch.manual_seed(0)
     target.generate(prompts(1, 8, seed=6)[0], do_sample=True, max_new_tokens=12, assistant_model=drafter)
     assert costs.sampled_tree_record.passes > 0 and (costs.tree_record.passes, costs.tree_record.tree_tokens) == greedy
+
+
+@pytest.mark.parametrize("slower", [1.0, 3.0])
+def test_trees_that_take_longer_than_priced_give_way_to_the_chain(monkeypatch, slower):
+    """Costs under which trees pay (the oracle drafter, verification free), but tree passes that take ``slower``
+    times their priced seconds where chain passes take theirs: at 1 the schedule keeps the tree (one chain pass
+    every ``probe`` tree passes keeps the chain timed); at 3 the timed chain passes show the tree losing, and
+    chains take over. Outputs stay identical."""
+    from generation_slimspec import DraftCosts, SlimSpecProposer, chain_seconds
+
+    costs = DraftCosts(target_pass=[0.1] * 40, draft=0.01, tree_level=0.0)
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    record_tree, record = SlimSpecProposer.record_tree, SlimSpecProposer.record
+
+    def timed_tree(self, tree, path, length, seconds=None):
+        return record_tree(self, tree, path, length, seconds=slower * self.tree_cost if self.tree_cost else seconds)
+
+    def timed_chain(self, drafted, accepted, length, expected=None, seconds=None):
+        return record(self, drafted, accepted, length, expected, seconds=chain_seconds(self.costs, drafted))
+
+    monkeypatch.setattr(SlimSpecProposer, "record_tree", timed_tree)
+    monkeypatch.setattr(SlimSpecProposer, "record", timed_chain)
+    target, drafter = oracle_pair()
+    drafter = with_tree(drafter, num_assistant_tokens_schedule="cost", num_assistant_tokens=4).attach(target)
+    sources = []
+    for ids in prompts(8, 50, seed=5):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=40)
+        assert torch.equal(plain, assisted)
+        sources += drafter.last_generate_stats.source_per_pass
+    assert costs.tree_record.scale() == pytest.approx(slower)
+    trees = sources.count("tree") / len(sources)
+    assert (trees > 0.85) if slower == 1.0 else (trees < 0.5), (trees, sources)
+
+
+@pytest.mark.parametrize("lookup_pays", [True, False])
+def test_a_hybrid_tree_takes_a_lookup_block_priced_above_the_tree(monkeypatch, lookup_pays):
+    """Under the "cost" schedule a hybrid tree pass whose context has a lookup match priced above the tree's rate
+    is a lookup block instead (verifying the drafter's tree beside it would only add its cost); priced below, the
+    tree (with the lookup branch) stays. Outputs stay identical."""
+    from generation_slimspec import DraftCosts, SlimSpecProposer
+
+    costs = DraftCosts(target_pass=[0.1] * 40, draft=0.01, tree_level=0.0)
+    monkeypatch.setattr(generation_slimspec, "measured_costs", lambda *a, **k: costs)
+    monkeypatch.setattr(generation_slimspec.TreeRecord, "scale", lambda self: 1.0)  # passes take what is priced
+    monkeypatch.setattr(SlimSpecProposer, "lookup_choice",
+                        lambda self, found: (min(found, 4), 1e6 if lookup_pays else 0.0))
+    target, drafter = oracle_pair()  # the drafter's tree always beats its chain and plain decoding
+    drafter = with_lookup(with_tree(drafter, num_assistant_tokens_schedule="cost", num_assistant_tokens=4),
+                          6).attach(target)
+    sources = []
+    for ids in repeating_prompts(6, 50, seed=2):
+        plain, assisted = plain_and_assisted(target, drafter, ids, max_new_tokens=24)
+        assert torch.equal(plain, assisted)
+        sources += drafter.last_generate_stats.source_per_pass
+    if lookup_pays:
+        assert sources.count("lookup") > sources.count("tree") > 0, sources
+    else:
+        assert "lookup" not in sources and sources.count("tree") > 0.8 * len(sources), sources
 
 
 def test_a_frontier_of_one_is_a_chain_with_alternatives(kept_rows, monkeypatch):
