@@ -590,9 +590,7 @@ def _draft_seconds(drafter, context: int, repeats: int, rows: int = 0, k: int = 
         step = drafter(input_ids=ids[:, :rows], hidden_states=g.expand(1, rows, g.shape[-1]),
                        past_key_values=draft_cache, position_ids=torch.full((rows,), context, device=drafter.device),
                        attention_mask=mask, logits_to_keep=0)
-        scores = scratch.copy_(step.logits[0])
-        top_choices(scores, k)
-        log_normalizer_(scores)
+        top_log_probs_(scratch.copy_(step.logits[0]), k)
 
     return _median_seconds(level if rows else draft, repeats)
 
@@ -775,6 +773,14 @@ def top_choices(log_p, k: int, chunk: int = 1024) -> tuple:
                 indices[r] = torch.tensor([first] + row, device=indices.device)
         values = log_p.gather(-1, indices)
     return values, indices
+
+
+def top_log_probs_(scores, k: int, alpha: float = 1.0) -> tuple:
+    """The k most probable entries of softmax(alpha * scores) in each row of fp32 scores [F, V] -> (log p [F, k],
+    indices [F, k]), the first being argmax's (``top_choices``); ``scores`` is overwritten (``log_normalizer_``).
+    What a tree level computes, in the loop (``_tree_choices``) and when timed (``_draft_seconds``)."""
+    values, indices = top_choices(scores, k)
+    return alpha * values - log_normalizer_(scores, alpha), indices
 
 
 def log_normalizer_(scores, alpha: float = 1.0):
@@ -1203,16 +1209,12 @@ class SlimSpecProposer:
         if self.logits_processor is None:
             if self.scratch is None or self.scratch.shape[0] < logits.shape[0]:  # fp32 rows reused level to level
                 self.scratch = torch.empty(max(self.tree_frontier, 1), logits.shape[-1], device=logits.device)
-            scores = self.scratch[: logits.shape[0]].copy_(logits)
-            values, draft_ids = top_choices(scores, k)
-            ids = self.drafter.draft_to_target_ids(draft_ids)
-        else:
-            full = self.drafter.to_target_logits(logits).float().to(input_ids.device)
-            scores = torch.cat([self.logits_processor(torch.cat([input_ids, input_ids.new_tensor(
-                [tree.path(node)]).view(1, -1)], dim=-1), full[r : r + 1]) for r, node in enumerate(frontier or [-1])])
-            values, ids = top_choices(scores, k)
-        alpha = self.tree_scale
-        return alpha * values - log_normalizer_(scores, alpha), ids  # log p of the choices (scores overwritten)
+            log_p, draft_ids = top_log_probs_(self.scratch[: logits.shape[0]].copy_(logits), k, self.tree_scale)
+            return log_p, self.drafter.draft_to_target_ids(draft_ids)
+        full = self.drafter.to_target_logits(logits).float().to(input_ids.device)
+        scores = torch.cat([self.logits_processor(torch.cat([input_ids, input_ids.new_tensor(
+            [tree.path(node)]).view(1, -1)], dim=-1), full[r : r + 1]) for r, node in enumerate(frontier or [-1])])
+        return top_log_probs_(scores, k, self.tree_scale)
 
     def _add_lookup_branch(self, tree: DraftTree, input_ids, budget: int) -> None:
         """Prompt lookup's continuation (``lookup_continuation``, ending at an eos) as a branch from the root: a
