@@ -112,18 +112,20 @@ DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
 def _fill(template: str, slots: tuple, values: tuple) -> str:
     fields = {}
     for slot, value in zip(slots, values):
-        if slot in ("people", "speakers", "sports"):
+        if slot in ("people", "speakers", "sports", "pair"):
             fields["a"], fields["b"] = value
         elif slot == "method":
             fields["cls"], fields["method"], fields["doc"] = value
         elif slot == "function":
             fields["name"], fields["args"], fields["doc"] = value
             fields["name_title"] = "".join(part.title() for part in value[0].split("_"))
-        elif slot in ("numbers", "amounts"):
+            fields["camel"] = value[0][:1] + fields["name_title"][1:]
+        elif slot in ("numbers", "amounts", "number_pair"):
             fields["x"], fields["y"] = value
         else:
             fields[slot] = value
             fields[f"{slot}_title"] = value[:1].upper() + value[1:]
+            fields[f"{slot}_a"] = ("an " if value[:1].lower() in "aeiou" else "a ") + value
     fields["day"] = DAYS[len(template + "".join(map(str, values))) % len(DAYS)]
     return template.format(**fields)
 
@@ -238,7 +240,184 @@ VARIED_FILLERS = {"diary": DIARY, "occasion": OCCASIONS, "person": PERSONS, "rol
                   "subject": SUBJECTS, "opinion": OPINIONS, "sports": SPORTS, "query": QUERIES, "item": ITEMS,
                   "speakers": SPEAKERS, "remark": REMARKS, "amounts": AMOUNTS, "method": METHODS, "table": TABLES}
 VARIED_PER_GENRE = 64
-SOURCES = {"composed": (GENRES, FILLERS, None), "varied": (VARIED_GENRES, VARIED_FILLERS, VARIED_PER_GENRE)}
+
+# The third source, "everyday": what people type to a base model in a day (emails, forum posts, product pages,
+# manuals, postcards, poems, notices, field notes, film and book reviews, short stories about ordinary people, ...),
+# with filler pools of their own (names, jobs, objects, animals, hobbies, foods, places, research questions), far
+# larger than the first two sources', so that its data brings new words and scenes rather than new templates alone.
+NAMES = ["Priya", "Marcus", "Elena", "Tariq", "Chloe", "Jonas", "Aiko", "Samuel", "Fatima", "Lucas", "Nadia",
+         "Owen", "Mei", "Gabriel", "Zara", "Hugo", "Isla", "Kofi", "Rosa", "Ivan", "Lena", "Mateo", "Ruth", "Yusuf",
+         "Clara", "Diego", "Freya", "Anil", "Beatrice", "Tomas"]
+JOBS = ["bus driver", "florist", "software developer", "dentist", "librarian", "plumber", "journalist",
+        "pharmacist", "carpenter", "flight attendant", "accountant", "gardener", "translator", "zookeeper",
+        "firefighter", "photographer", "nurse practitioner", "marine biologist", "tailor", "park ranger",
+        "data analyst", "barista", "electrician", "school principal", "veterinarian", "baker", "pilot",
+        "museum curator", "social worker", "mechanic"]
+OBJECTS = ["brass key", "old camera", "red umbrella", "handwritten map", "broken watch", "violin case",
+           "jar of buttons", "paper boat", "leather notebook", "silver locket", "wooden box", "postcard from Rome",
+           "pair of muddy boots", "telescope", "birthday card", "sealed envelope", "chipped teacup", "bicycle bell",
+           "photograph of a stranger", "snow globe", "typewriter", "compass", "glass bottle", "library book",
+           "kite with no string"]
+ANIMALS = ["hedgehog", "otter", "giraffe", "octopus", "badger", "flamingo", "tortoise", "squirrel", "koala", "heron",
+           "beaver", "camel", "dolphin", "raccoon", "peacock", "lynx", "frog", "panda", "seal", "crow", "goat",
+           "bat", "moth", "polar bear", "salmon", "gecko", "robin", "elephant", "jellyfish", "wolf"]
+FRIENDS = ["mole", "swan", "donkey", "hare", "owl chick", "duck", "lizard", "field mouse", "rabbit", "pony"]
+THEMES = ["the history of umbrellas", "how bridges carry weight", "why leaves change colour", "the science of baking",
+          "how vaccines are tested", "the origins of the alphabet", "how airplanes stay in the air",
+          "the life of a honey farmer", "how recycling plants sort waste", "the invention of the bicycle chain",
+          "how coral grows", "the chemistry of soap", "how submarines dive", "the history of the fork",
+          "how rain forms", "the first public parks", "how magnets work", "the story of zero",
+          "how the heart pumps blood", "why the sea is salty", "how cheese is made", "the history of football",
+          "how trains switch tracks", "the discovery of penicillin", "how volcanoes form islands",
+          "the economics of coffee", "how languages change", "the life cycle of a star", "how glass is blown",
+          "the history of the calendar", "why cats sleep so much", "how earthquakes are measured",
+          "the craft of bookbinding", "how solar cells make power", "the migration of monarch butterflies",
+          "how tunnels are dug", "the history of chocolate", "how a bill becomes law", "how maps are made",
+          "the role of fungi in forests"]
+COUNTRIES = ["Portugal", "Kenya", "Japan", "Canada", "Peru", "Norway", "New Zealand", "Morocco", "Iceland",
+             "Vietnam", "Chile", "Greece", "Scotland", "Mexico", "India", "Croatia", "Ghana", "Thailand",
+             "Argentina", "Finland"]
+HAPPENINGS = ["a water main burst under the high street", "the town council voted to build a skate park",
+              "a rare white deer was spotted in the woods", "the local bakery celebrated its fiftieth year",
+              "two students built a solar-powered boat", "the ferry service was cancelled because of high winds",
+              "a time capsule from 1925 was opened", "the hospital opened a new children's ward",
+              "a power failure left thousands without light", "the marathon raised money for the food bank",
+              "a missing parrot was found three streets away", "the museum returned a stolen painting",
+              "the school choir won a national prize", "a new cycle lane opened along the river",
+              "the library extended its opening hours", "a sinkhole appeared in a supermarket car park"]
+FOODS = ["shakshuka", "lemon drizzle cake", "miso soup", "stuffed peppers", "cornbread", "pad thai", "falafel",
+         "blueberry scones", "chicken pot pie", "ratatouille", "peanut noodles", "cinnamon rolls", "minestrone",
+         "fish pie", "guacamole", "sweet potato fries", "lamb kofta", "rice pudding", "gazpacho", "pesto pasta",
+         "black bean chili", "cheese souffle", "coconut dal", "bread pudding", "tuna salad"]
+GADGETS = ["a cordless drill", "a baby monitor", "a portable speaker", "a digital thermometer", "a label printer",
+           "an air fryer", "a fitness tracker", "a home weather station", "a sewing machine", "a dashcam",
+           "a water filter jug", "a video doorbell", "a tablet stand", "a heated blanket", "a bread maker",
+           "a solar phone charger", "a kids' scooter", "a noise machine", "a garden hose reel", "a travel pillow"]
+HOBBIES = ["birdwatching", "knitting", "rock climbing", "pottery", "sourdough baking", "chess", "calligraphy",
+           "beekeeping", "kayaking", "watercolour painting", "woodworking", "amateur astronomy", "origami",
+           "bouldering", "gardening on a balcony", "learning the ukulele", "trail running", "fly fishing",
+           "home brewing", "stamp collecting", "urban sketching", "bread making", "film photography", "sailing",
+           "foraging for mushrooms"]
+QUESTIONS_RESEARCH = ["predicting river floods from rainfall records", "measuring noise in city parks",
+                      "sorting handwritten digits", "estimating crop yields from satellite images",
+                      "detecting leaks in water pipes", "reducing food waste in school canteens",
+                      "compressing audio recordings", "forecasting electricity demand",
+                      "tracking bird populations with microphones", "improving battery life in phones",
+                      "translating between related languages", "planning bus routes in small towns",
+                      "finding typos in source code", "counting trees from aerial photographs",
+                      "recommending books to new readers", "scheduling nurses in hospitals"]
+WORKS = ["The Glass Orchard", "A Winter in Lisbon", "The Last Cartographer", "Salt and Iron", "Nine Bright Lanterns",
+         "The Quiet Engine", "Letters from the Valley", "The Clockmaker's Daughter", "North of Nowhere",
+         "The Paper Garden", "Under a Copper Sky", "The Long Way Home", "Small Hours", "The Orange Door",
+         "Echoes of the Reef", "A Map of Small Things"]
+PAIRS = [("Sara", "Mike"), ("Receptionist", "Visitor"), ("Pharmacist", "Customer"), ("Coach", "Runner"),
+         ("Landlord", "Tenant"), ("Mum", "Josh"), ("Driver", "Passenger"), ("Librarian", "Reader"),
+         ("Chef", "Waiter"), ("Nina", "Omar"), ("Boss", "Assistant"), ("Vet", "Pet owner")]
+LINES = ["I think someone took my parking space again.", "do you have this in a smaller size?",
+         "the meeting has been moved to three o'clock.", "I can't find the charger anywhere.",
+         "how long will the repairs take?", "there's a strange noise coming from the engine.",
+         "we're out of coffee beans.", "could you explain the bill to me?", "I got the job!",
+         "the cat knocked over the plant again.", "is it going to rain tomorrow?",
+         "I need this by the end of the day.", "which platform does the train leave from?",
+         "my internet has stopped working.", "can we split the cost of the gift?",
+         "what should I bring to the party?"]
+SUBJECT_LINES = ["Change of plans for Saturday", "Invoice for October", "Welcome to the team", "Quick question",
+                 "Lost and found", "Reminder: library books due", "Your order has shipped", "Thank you!",
+                 "Office move next week", "Minutes from today's call", "Holiday rota", "Fundraiser update"]
+NOTICES = ["the swimming pool will be closed for cleaning", "the car park will be resurfaced",
+           "the water will be turned off on Tuesday", "the lifts are out of service",
+           "the school play has been moved to Friday", "bins will now be collected on Mondays",
+           "the fire alarm will be tested this morning", "the staff kitchen must be kept tidy",
+           "the garden will be sprayed against weeds", "the front entrance is closed for repairs"]
+NUMBER_PAIRS = [(8, 40), (15, 60), (25, 200), (12, 150), (30, 90), (5, 75), (40, 250), (9, 27), (14, 56), (20, 80),
+                (6, 48), (35, 140), (18, 72), (45, 300), (11, 99), (16, 64)]
+FUNCTIONS_B = [("clamp", "value, low, high", "Keep value between low and high."),
+               ("first_word", "sentence", "Return the first word of sentence."),
+               ("sum_of_squares", "numbers", "Return the sum of the squares of numbers."),
+               ("count_words", "text", "Return how many words are in text."),
+               ("is_even", "n", "True if n is divisible by two."),
+               ("initials", "full_name", "Return the initials of a full name, like 'A.B.'."),
+               ("seconds_to_minutes", "seconds", "Convert seconds to a 'm:ss' string."),
+               ("longest_word", "words", "Return the longest word in a list."),
+               ("title_case", "text", "Capitalize the first letter of each word in text."),
+               ("pairwise_sums", "values", "Return the sums of neighbouring values."),
+               ("parse_date", "text", "Turn 'YYYY-MM-DD' into a (year, month, day) tuple."),
+               ("mask_email", "email", "Hide all but the first letter of the name in an email address."),
+               ("grade", "score", "Return 'A' to 'F' for a score from 0 to 100."),
+               ("dedupe_sorted", "items", "Remove repeated neighbours from a sorted list."),
+               ("max_gap", "numbers", "Return the largest difference between neighbouring numbers."),
+               ("vowel_positions", "word", "Return the indexes of the vowels in word.")]
+
+EVERYDAY_GENRES = {
+    "short story": [("{name} found the {object} on the kitchen table the morning after", "name", "object"),
+                    ("As {job_a}, {name} had seen many strange things, but nothing like the", "job", "name"),
+                    ("Everyone at work knew that {name} kept {object_a} in the bottom drawer. Nobody knew why",
+                     "name", "object")],
+    "children's story": [("There once was a little {animal} who wanted more than anything to", "animal"),
+                         ("The {animal} and the {animal2} were the best of friends, until the day", "animal",
+                          "animal2"),
+                         ("Every evening the young {animal} climbed to the top of the hill to", "animal")],
+    "article": [("This article is about {theme}.\n\n", "theme"), ("Key facts: {theme}\n\nMost people", "theme"),
+                ("A short introduction to {theme}.\n\nTo understand it, we", "theme")],
+    "local news": [("{country} - Local news: {happening}, residents said on {day}.", "country", "happening"),
+                   ("LATEST: {happening_title}. Witnesses told reporters that", "happening"),
+                   ("Town gazette, {day} edition. This week {happening}, and", "happening")],
+    "cover letter": [("To whoever reads this application,\n\nI have worked as {job_a} for six years, and", "job"),
+                     ("Dear {name},\n\nPlease accept this letter as my application to join your team as {job_a}.",
+                      "name", "job")],
+    "email": [("Subject: {subject_line}\n\nHello {name},\n\n", "subject_line", "name"),
+              ("From: {name}\nSubject: {subject_line}\n\nDear all,\n", "name", "subject_line")],
+    "home cooking": [("How to make {food} at home\n\nYou will need:\n", "food"),
+               ("My family's favourite {food} recipe. The secret is", "food"),
+               ("{food_title}\nPrep time: 15 minutes\nCook time:", "food")],
+    "product page": [("Product description: {gadget}.\n\nFeatures:\n-", "gadget"),
+                     ("Meet {gadget} that finally does what it promises.", "gadget"),
+                     ("Customer question about {gadget}: does it work without", "gadget")],
+    "manual": [("User manual for {gadget}\n\n1. Safety instructions\n", "gadget"),
+               ("Before you use {gadget} for the first time, please", "gadget")],
+    "hobby guide": [("Getting started with {hobby}\n\n", "hobby"),
+                    ("Everything I wish I had known when I started {hobby}:\n1.", "hobby"),
+                    ("A complete beginner's introduction to {hobby}. The equipment you need is", "hobby")],
+    "research abstract": [("Abstract\nBackground: {research_title} is hard because", "research"),
+                          ("Summary. This thesis is about {research}. We collected", "research"),
+                          ("We present a method for {research} that needs no", "research")],
+    "book review": [("Book review: {work}\n\nI picked up {work} on a whim and", "work"),
+                    ("{work} is the kind of novel that", "work"),
+                    ("Film review: {work} (two hours, rated PG)\n\nThe film opens with", "work")],
+    "postcard": [("Greetings from {country}! We arrived on {day} and", "country"),
+                 ("Dear {name},\nThe weather in {country} is", "name", "country"),
+                 ("Travel diary, day three in {country}. This morning we", "country")],
+    "field notes": [("Field notes: the {animal}.\nObserved near the river at dawn,", "animal"),
+                    ("Did you know? The {animal} can", "animal"),
+                    ("Animal facts for children: the {animal}\n\nWhere it lives:", "animal")],
+    "poem": [("A poem about the {animal}\n\n", "animal"), ("Ode to {food}\n\n", "food"),
+             ("A short poem for {job_a}\n\n", "job")],
+    "notice": [("NOTICE TO ALL RESIDENTS\n\nPlease be aware that {notice}.", "notice"),
+               ("Attention staff: from next week {notice}. This means", "notice")],
+    "forum post": [("Has anyone tried {hobby}? I'm thinking of starting and", "hobby"),
+                   ("Forum > Kitchen > Help with my {food}\n\nMy {food} always comes out", "food"),
+                   ("Question for the group: is {gadget} worth the money? I", "gadget")],
+    "conversation": [("{a}: {line_title}\n{b}:", "pair", "line"),
+                     ("{a}: Morning!\n{b}: Morning. Listen, {line}\n{a}:", "pair", "line")],
+    "lists": [("Ten facts about the {animal}:\n1.", "animal"), ("Best things to do in {country}:\n1.", "country"),
+              ("Shopping list for {food}:\n-", "food"), ("Pros and cons of {hobby}\nPros:\n-", "hobby")],
+    "sums": [("What is {x} percent of {y}? First,", "number_pair"),
+             ("A garden is {x} m long and {y} m wide. Its area is", "number_pair"),
+             ("{name} saves {x} dollars a week. How many weeks until {name} has {y} dollars?\nSolution:", "name",
+              "number_pair"),
+             ("Write {x}/{y} in its simplest form.\n", "number_pair")],
+    "functions": [("def {name}({args}):\n    # {doc}\n", "function"),
+                  ("def {name}({args}):\n    \"\"\"{doc}\n\n    >>> {name}(", "function"),
+                  ("// {doc}\nfunction {camel}({args}) {{\n", "function")],
+}
+EVERYDAY_FILLERS = {"name": NAMES, "job": JOBS, "object": OBJECTS, "animal": ANIMALS, "animal2": FRIENDS,
+                    "theme": THEMES, "country": COUNTRIES, "happening": HAPPENINGS, "food": FOODS,
+                    "gadget": GADGETS, "hobby": HOBBIES, "research": QUESTIONS_RESEARCH, "work": WORKS,
+                    "pair": PAIRS, "line": LINES, "subject_line": SUBJECT_LINES, "notice": NOTICES,
+                    "number_pair": NUMBER_PAIRS, "function": FUNCTIONS_B}
+EVERYDAY_PER_GENRE = 150
+SOURCES = {"composed": (GENRES, FILLERS, None), "varied": (VARIED_GENRES, VARIED_FILLERS, VARIED_PER_GENRE),
+           "everyday": (EVERYDAY_GENRES, EVERYDAY_FILLERS, EVERYDAY_PER_GENRE)}
 
 
 def composed_by_genre(source: str = "composed", capped: bool = True) -> dict:
@@ -268,6 +447,11 @@ def composed_prompts(limit: int | None = None, source: str = "composed") -> list
 def varied_prompts(limit: int | None = None) -> list:
     """The second composed source (other genres, registers and topics than ``composed_prompts``)."""
     return composed_prompts(limit, source="varied")
+
+
+def everyday_prompts(limit: int | None = None) -> list:
+    """The third composed source (emails, forum posts, product pages, postcards, ... with filler pools of its own)."""
+    return composed_prompts(limit, source="everyday")
 
 
 def varied_rest_prompts(per_genre: int = 24) -> list:

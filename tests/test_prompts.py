@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from slimspec.compose import (GENRES, SOURCES, VARIED_GENRES, VARIED_PER_GENRE, composed_by_genre, composed_prompts,
-                              composition, varied_prompts, varied_rest_prompts)
+from slimspec.compose import (GENRES, SOURCES, VARIED_PER_GENRE, composed_by_genre, composed_prompts, composition,
+                              everyday_prompts, varied_prompts, varied_rest_prompts)
 from slimspec.heldout import CATEGORIES, HELD_OUT_SETS, held_out_prompts
 from slimspec.prompts import builtin_prompts, offline_texts
 
@@ -55,7 +55,7 @@ def test_varied_rest_is_new_to_every_recipe_and_the_held_out_sets():
     run of six words with a held-out prompt, and only genres with more than the cap have any."""
     rest = varied_rest_prompts()
     assert rest and len(set(rest)) == len(rest)
-    assert not set(rest) & (set(composed_prompts()) | set(varied_prompts()))
+    assert not set(rest) & {p for source in SOURCES for p in composed_prompts(source=source)}
     held = word_runs(p for n in HELD_OUT_SETS for _, p in held_out_prompts(held_out=n))
     assert not held & word_runs(rest)
     full = composed_by_genre("varied", capped=False)
@@ -64,14 +64,30 @@ def test_varied_rest_is_new_to_every_recipe_and_the_held_out_sets():
     assert len(varied_rest_prompts(2)) == 2 * len(composition(rest))
 
 
-def test_the_varied_source_adds_new_genres_and_prompts():
-    varied, composed = composed_by_genre("varied"), composed_by_genre("composed")
-    assert set(varied) == set(VARIED_GENRES) and not set(varied) & set(composed)
-    assert all(8 <= len(v) <= SOURCES["varied"][2] for v in varied.values())
-    everything = composed_prompts(source="varied")
-    assert len(set(everything)) == len(everything) and not set(everything) & set(composed_prompts())
+@pytest.mark.parametrize("source", ["varied", "everyday"])
+def test_each_further_source_adds_new_genres_and_prompts(source):
+    """A further source's genres and prompts are its own (no genre name or prompt of an earlier source), every slot
+    is filled, each genre keeps at most the source's cap, and the genres come in turn."""
+    earlier = list(SOURCES)[: list(SOURCES).index(source)]
+    mine = composed_by_genre(source)
+    assert not [g for e in earlier for g in mine if g in composed_by_genre(e)]
+    assert all(8 <= len(v) <= SOURCES[source][2] for v in mine.values())
+    everything = composed_prompts(source=source)
+    assert len(set(everything)) == len(everything)
+    assert not set(everything) & {p for e in earlier for p in composed_prompts(source=e)}
     assert not [p for p in everything if re.search(r"\{[a-z_]+\}", p)]
-    assert composition(everything[: len(varied)]) == {genre: 1 for genre in varied}
+    assert composition(everything[: len(mine)]) == {genre: 1 for genre in mine}
+
+
+def test_everyday_prompts_read_as_written():
+    """The filled-in article agrees with its noun ("an accountant", "a baker") and the everyday source is the
+    "everyday" recipe group's prompts."""
+    from train.recipe import Recipe, data_prompts
+
+    everything = composed_prompts(source="everyday")
+    assert not [p for p in everything if re.search(r"\ba [aeiou]", p, re.IGNORECASE)]
+    assert any(" an accountant" in p for p in everything)
+    assert data_prompts(Recipe(prompts="everyday", prompt_limit=None)) == everyday_prompts() == everything
 
 
 def test_composed_prompts_cover_every_genre_in_turn():

@@ -216,7 +216,7 @@ def composed_text(recipe_changes: dict) -> str:
     from .recipe import SAMPLED, Recipe, data_prompts
 
     recipe = Recipe(**recipe_changes)
-    if not {"composed", "varied"} & set(recipe.prompts.replace(SAMPLED, "").replace(",", "+").split("+")):
+    if not {"composed", "varied", "everyday"} & set(recipe.prompts.replace(SAMPLED, "").replace(",", "+").split("+")):
         return ""
     parts = recipe.parts()
     counts = composition([p for part in parts if part.response_modes() != [True] for p in data_prompts(part)])
