@@ -140,8 +140,7 @@ def main(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         previous = load_revision(args.against, Path(tmp))
         drafters = {"this loop": AutoModel.from_pretrained(args.drafter, trust_remote_code=True, dtype=dtype),
-                    f"{args.against} (transformers' assisted loop)": previous.from_pretrained(args.drafter,
-                                                                                              dtype=dtype)}
+                    f"{args.against}'s loop": previous.from_pretrained(args.drafter, dtype=dtype)}
         if args.previous_first:
             drafters = dict(reversed(list(drafters.items())))
         prompts = [p for _, p in held_out_prompts(args.per_category)]

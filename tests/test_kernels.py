@@ -194,18 +194,24 @@ def test_calibration_keeps_the_faster_setup_and_goes_stale_with_the_target(monke
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_first_argmax_is_argmax_with_ties_on_any_thread_count(threads, dtype):
-    """The split reduction gives argmax's answer, the first maximum, whatever the rows; ties across rows too."""
+    """The chunked reduction gives argmax's answer, the first maximum, in every row: with many ties, with the
+    maximum in two chunks (the earlier wins), in the tail past the last whole chunk, in a strided row, and for
+    vocabularies too small to chunk."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         g = torch.Generator().manual_seed(threads)
-        for vocab in (12, 1000, 1024):
-            for _ in range(20):
-                x = torch.randint(-3, 4, (1, vocab), generator=g).to(dtype)  # small integers: many ties
-                got = k.first_argmax(x)
-                assert got.shape == (1, 1) and int(got) == int(x.float().argmax(-1)), (vocab, x)
-            x = torch.zeros(1, vocab, dtype=dtype)
-            x[0, [vocab - 1, vocab // 2 + 1]] = 1  # the maximum in two rows: the earlier one wins
-            assert int(k.first_argmax(x)) == vocab // 2 + 1
+        for vocab in (12, 1000, 1024, 2048, 5000, 9 * 1024 + 7):
+            for rows in (1, 3, 17):
+                for _ in range(8):
+                    x = torch.randint(-3, 4, (rows, vocab), generator=g).to(dtype)  # small integers: many ties
+                    got = k.first_argmax(x)
+                    assert got.shape == (rows, 1) and torch.equal(got, x.float().argmax(-1, keepdim=True)), (vocab, x)
+            x = torch.zeros(2, vocab, dtype=dtype)
+            x[0, [vocab - 1, vocab // 2 + 1]] = 1  # the maximum twice: the earlier one wins
+            x[1, vocab - 1] = 1  # the last entry: the tail where the vocabulary has one
+            assert k.first_argmax(x).view(-1).tolist() == [vocab // 2 + 1, vocab - 1]
+            wide = torch.randn(3, 2 * vocab, generator=g).to(dtype)[:, ::2]  # a strided view
+            assert torch.equal(k.first_argmax(wide), wide.float().argmax(-1, keepdim=True))
     finally:
         torch.set_num_threads(saved)

@@ -871,30 +871,32 @@ def keep_positions(cache, start: int, rows: list) -> None:
 
 
 def tree_row(logits, node: int, logits_processor, ids, tokens: list):
-    """The target's processed logits at ``node`` (-1: the root) [1, V]: row node + 1 of logits [1, N + 1, V], the
-    processors seeing its own prefix (the context ``ids``, then ``tokens``, the path's tokens down to it)."""
+    """The target's processed logits at ``node`` (-1: the root) [1, V]: row node + 1 of logits [1, N + 1, V] (in
+    their own dtype where no processor runs, else in fp32), the processors seeing its own prefix (the context
+    ``ids``, then ``tokens``, the path's tokens down to it)."""
     row = logits[:, node + 1]
     if logits_processor is None:
         return row
-    return logits_processor(torch.cat([ids, ids.new_tensor([tokens])], dim=-1), row)
+    return logits_processor(torch.cat([ids, ids.new_tensor([tokens])], dim=-1), row.float())
 
 
 def accept_tree_greedy(tree: DraftTree, logits, logits_processor, ids) -> tuple:
     """Walk the tree along the target's own choices: from the root (logits row 0), y = argmax of the processed
     row; descend to the child holding y (its row is node + 1) while there is one. logits [1, N + 1, V] ->
-    (path: the accepted nodes, tokens [1, n + 1] = their tokens then the target's own, scores [1, n + 1, V]: the
-    processed rows that chose them). Processors see each row's own prefix, as in plain decoding."""
+    (path: the accepted nodes, tokens [1, n + 1] = their tokens then the target's own, scores [1, n + 1, V] fp32:
+    the processed rows that chose them). Processors see each row's own prefix, as in plain decoding. Only the
+    walked rows are read (a tree's other rows never become fp32)."""
     node, path, tokens, rows = -1, [], [], []
     while True:
         row = tree_row(logits, node, logits_processor, ids, tokens)
         rows.append(row)
-        choice = int(row.argmax(-1))
+        choice = int(first_argmax(row))
         tokens.append(choice)
         node = tree.child(node, choice)
         if node < 0:
             break
         path.append(node)
-    return path, ids.new_tensor([tokens]), torch.stack(rows, dim=1)
+    return path, ids.new_tensor([tokens]), torch.stack(rows, dim=1).float()
 
 
 def accept_tree_sampled(tree: DraftTree, logits, logits_processor, ids) -> tuple:
@@ -924,7 +926,7 @@ def accept_tree_sampled(tree: DraftTree, logits, logits_processor, ids) -> tuple
         tokens.append(tree.tokens[chosen])
         path.append(chosen)
         node = chosen
-    return path, ids.new_tensor([tokens]), torch.stack(rows, dim=1)
+    return path, ids.new_tensor([tokens]), torch.stack(rows, dim=1).float()
 
 
 def without(p, token: int):
@@ -1337,7 +1339,7 @@ class SlimSpecProposer:
             probs = torch.softmax(logits, dim=-1)
             token = sample_from(probs)
         else:
-            token = logits.argmax(-1, keepdim=True)
+            token = first_argmax(logits)
             probs = None
         confident = True
         if self.confidence_threshold > 0:
@@ -1489,18 +1491,19 @@ class TargetForward:
 # ----------------------------------------------------------------------------------------------------------------------
 def processed_scores(logits_processor, candidate, logits, start: int):
     """The logits processors applied row by row, as plain decoding applies them token by token: row i of ``logits``
-    [1, R, V] scores the token after ``candidate[:, :start + i]``. -> [1, R, V]."""
+    [1, R, V] scores the token after ``candidate[:, :start + i]``. -> [1, R, V]: fp32 rows where a processor runs,
+    else ``logits`` as they are (their own dtype: the caller turns only the rows it keeps into fp32)."""
     if logits_processor is None:
         return logits
-    return torch.stack([logits_processor(candidate[:, : start + i], logits[:, i]) for i in range(logits.shape[1])],
-                       dim=1)
+    return torch.stack([logits_processor(candidate[:, : start + i], logits[:, i].float())
+                        for i in range(logits.shape[1])], dim=1)
 
 
 def accept_greedy(drafts, scores):
     """drafts [1, K], scores [1, K + 1, V] -> (n, tokens [1, n + 1]): the target's choice y_i = argmax scores_i;
     n = the longest prefix with drafts_i = y_i; the new tokens are y_0..y_n (the accepted drafts, then the target's
     own token where the first draft differs, or after the last)."""
-    choice = scores.argmax(-1)
+    choice = first_argmax(scores[0]).view(1, -1)
     K = drafts.shape[1]
     n = int((drafts.to(choice.device) == choice[:, :K]).int().cumprod(-1).sum()) if K else 0
     return n, choice[:, : n + 1]
@@ -1596,7 +1599,7 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
                                       attention_mask=mask)
             check_cache_grew(cache, past + block.shape[1])
             accept = accept_tree_sampled if generation_config.do_sample else accept_tree_greedy
-            path, tokens, scores = accept(tree, logits.float(), processors, ids)
+            path, tokens, scores = accept(tree, logits, processors, ids)
             rows = [0] + [node + 1 for node in path]
             keep_positions(cache, past, rows)
             logits = logits[:, rows]
@@ -1605,7 +1608,7 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
             start, K = ids.shape[1], candidate.shape[1] - ids.shape[1]
             logits, outputs = forward(candidate[:, past:], cache, proposer.requires_features, K + 1)
             check_cache_grew(cache, candidate.shape[1])
-            scores = processed_scores(processors, candidate, logits.float(), start)
+            scores = processed_scores(processors, candidate, logits, start)
             drafts = candidate[:, start:]
             expected = None
             if generation_config.do_sample:
@@ -1613,6 +1616,7 @@ def speculative_decode(model, input_ids, logits_processor=None, stopping_criteri
             else:
                 n, tokens = accept_greedy(drafts, scores)
             drop_last(cache, K - n)
+            scores = scores[:, : n + 1].float()  # the rows that chose the new tokens
         tokens, stopped = until_stop(stopping_criteria, ids, tokens.to(ids.device), scores)
         ids = torch.cat([ids, tokens], dim=-1)
         seconds = _clock() - started  # the pass: drafting (with the ingest), verification, acceptance
