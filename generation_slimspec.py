@@ -766,8 +766,7 @@ def top_choices(log_p, k: int, chunk: int = 1024) -> tuple:
         indices = torch.where(inside, starts.gather(1, (at // chunk).clamp(max=k - 1)) + at % chunk,
                               whole * chunk + at - k * chunk)
     if k > 1 and bool((values[:, 0] == values[:, 1]).any()):
-        for r, row in enumerate(indices.tolist()):
-            first = int(first_argmax(log_p[r : r + 1]))
+        for r, (row, first) in enumerate(zip(indices.tolist(), first_argmax(log_p).view(-1).tolist())):
             if row[0] != first:
                 row.remove(first) if first in row else row.pop()
                 indices[r] = torch.tensor([first] + row, device=indices.device)

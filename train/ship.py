@@ -211,12 +211,12 @@ def _resumed(report: dict) -> str:
 
 def composed_text(recipe_changes: dict) -> str:
     """"; composed prompts by genre: story 360, ..." where the recipe trained on composed prompts, else ""."""
-    from slimspec.compose import composition
+    from slimspec.compose import SOURCES, composition
 
     from .recipe import SAMPLED, Recipe, data_prompts
 
     recipe = Recipe(**recipe_changes)
-    if not {"composed", "varied", "everyday"} & set(recipe.prompts.replace(SAMPLED, "").replace(",", "+").split("+")):
+    if not set(SOURCES) & set(recipe.prompts.replace(SAMPLED, "").replace(",", "+").split("+")):
         return ""
     parts = recipe.parts()
     counts = composition([p for part in parts if part.response_modes() != [True] for p in data_prompts(part)])
