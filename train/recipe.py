@@ -150,16 +150,19 @@ def data_prompts(recipe: Recipe) -> list:
     joined by "+" ("builtin": HumanEval and Python-docs prose, the train split; "composed": ``slimspec.compose``,
     openings of stories, recipes, letters, news, dialogues, lists and more; "varied": its second source, diaries,
     speeches, biographies, travel, opinion, interviews and more; "everyday": its third, emails, forum posts, product
-    pages, manuals, postcards, poems, notices, short stories about ordinary people and more), interleaved one of each in turn, the first
+    pages, manuals, postcards, poems, notices, short stories about ordinary people and more; "found":
+    ``slimspec.found``, openings of text people wrote: news, encyclopedia paragraphs, a novel, film plots and
+    reviews, questions, chat), interleaved one of each in turn, the first
     ``prompt_limit`` of them; groups separated by "," (each its own data folder) one after the other; a group's
     ":sampled" suffix changes its responses (``Recipe.response_modes``), not its prompts."""
     from slimspec.compose import composed_prompts, everyday_prompts, varied_prompts
+    from slimspec.found import found_prompts
     from slimspec.prompts import builtin_prompts
 
     if "," in recipe.prompts:
         return [p for part in recipe.parts() for p in data_prompts(part)]
     sources = {"builtin": lambda: builtin_prompts("train"), "composed": composed_prompts, "varied": varied_prompts,
-               "everyday": everyday_prompts}
+               "everyday": everyday_prompts, "found": found_prompts}
     names = recipe.prompts.removesuffix(SAMPLED).split("+")
     unknown = [n for n in names if n not in sources]
     if unknown:

@@ -216,13 +216,19 @@ def composed_text(recipe_changes: dict) -> str:
     from .recipe import SAMPLED, Recipe, data_prompts
 
     recipe = Recipe(**recipe_changes)
-    if not set(SOURCES) & set(recipe.prompts.replace(SAMPLED, "").replace(",", "+").split("+")):
+    names = set(recipe.prompts.replace(SAMPLED, "").replace(",", "+").split("+"))
+    if not set(SOURCES) & names:
         return ""
     parts = recipe.parts()
     counts = composition([p for part in parts if part.response_modes() != [True] for p in data_prompts(part)])
-    counts.pop("other", None)  # the built-in prompts
+    counts.pop("other", None)  # the built-in prompts (and found text, below)
     text = "; composed prompts by genre: " + ", ".join(f"{g} {n}" for g, n in sorted(counts.items(),
                                                                                       key=lambda x: -x[1]))
+    if "found" in names:
+        from slimspec.found import found_by_genre
+
+        text += "; openings of found text by genre: " + ", ".join(f"{g} {len(ps)}" for g, ps in
+                                                                    found_by_genre().items())
     sampled = sum(len(data_prompts(part)) for part in parts if part.response_modes() == [True])
     return text + (f"; a sampled response (T = 1) to {sampled:,} of them besides the greedy one" if sampled else "")
 
