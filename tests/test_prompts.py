@@ -7,6 +7,7 @@ import pytest
 
 from slimspec.compose import (GENRES, SOURCES, VARIED_PER_GENRE, composed_by_genre, composed_prompts, composition,
                               everyday_prompts, varied_prompts, varied_rest_prompts)
+from slimspec.found import word_runs
 from slimspec.heldout import CATEGORIES, HELD_OUT_SETS, held_out_prompts
 from slimspec.prompts import builtin_prompts, offline_texts
 
@@ -32,14 +33,6 @@ def test_held_out_prompts_never_appear_in_training_sources(name):
     corpus = "\n".join(training)
     leaked = [p for _, p in held_out_prompts(held_out=name) if p.strip()[:60] in corpus]
     assert leaked == []
-
-
-def word_runs(texts, n: int = 6) -> set:
-    runs = set()
-    for text in texts:
-        words = text.lower().split()
-        runs |= {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-    return runs
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
