@@ -605,6 +605,28 @@ def test_held_out_evaluation_reports_both_sets_per_category():
     assert result["mean"] == 4.0 and "| b | 4.00 |" in held_out_table(result)
 
 
+def test_held_out_evaluation_adds_found_rest_when_asked(monkeypatch):
+    """``slimspec-train heldout --found-rest N``: tau on real text no recipe trains on, beside the sets (not in the
+    mean)."""
+    import slimspec.found
+    from slimspec.train.evaluate import evaluate_held_out, held_out_table
+    from test_generate import oracle_pair
+
+    asked = []
+    monkeypatch.setattr(slimspec.found, "found_rest_prompts",
+                        lambda n: asked.append(n) or ["A real opening of a news story", "Question: why?\nAnswer:"])
+    target, drafter = oracle_pair()
+    kwargs = dict(per_category=1, num_assistant_tokens=3, max_new_tokens=9, progress=False)
+    plain = evaluate_held_out(target, tiny_tokenizer(50), drafter, **kwargs)
+    result = evaluate_held_out(target, tiny_tokenizer(50), drafter, found_rest=2, **kwargs)
+    assert "found-rest" not in plain and asked == [2]
+    assert result["found-rest"]["prompts"] == 2 and result["found-rest"]["tau"] == 4.0
+    assert result["mean"] == plain["mean"]
+    assert held_out_table(result).endswith("found-rest (openings of real text no recipe trains on, 2 prompts): "
+                                           "**4.00**")
+    assert "found-rest" not in held_out_table(plain)
+
+
 def test_the_card_states_the_composed_data_by_genre():
     from slimspec.train.ship import composed_text
 

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--k", type=int, default=HELD_OUT_PROTOCOL["num_assistant_tokens"], help="constant draft length")
     h.add_argument("--max-new-tokens", type=int, default=HELD_OUT_PROTOCOL["max_new_tokens"])
     h.add_argument("--dtype", default="fp32", choices=["bf16", "fp32"], help="target dtype (default fp32)")
+    h.add_argument("--found-rest", type=int, default=0, metavar="N",
+                   help="also tau on N openings per found-text genre that no recipe trains on (real text; the "
+                        "archives are downloaded once)")
     h.add_argument("--out", default="reports/heldout", help="where the table and its JSON go")
     h.add_argument("--curve", action="store_true", help="also the drafter's learning-curve snapshots, against the "
                                                         "run's CPU minutes (a curve table, JSON and plot)")
@@ -160,9 +163,10 @@ def _heldout(args) -> int:
         return _heldout_curve(args, Path(folder), target, tokenizer)
     drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype).eval()
     result = evaluate_held_out(target, tokenizer, drafter, per_category=args.per_category, num_assistant_tokens=args.k,
-                               max_new_tokens=args.max_new_tokens)
+                               max_new_tokens=args.max_new_tokens, found_rest=args.found_rest)
     command = (f"slimspec-train heldout --drafter {os.path.relpath(folder)} --k {args.k} --max-new-tokens {args.max_new_tokens} "
-               f"--dtype {args.dtype}" + (f" --per-category {args.per_category}" if args.per_category else ""))
+               f"--dtype {args.dtype}" + (f" --per-category {args.per_category}" if args.per_category else "")
+               + (f" --found-rest {args.found_rest}" if args.found_rest else ""))
     text = (f"# Held-out tau: {Path(folder).name}\n\nGreedy, the drafter alone (prompt lookup off), constant K = "
             f"{args.k}, {args.max_new_tokens} new tokens, {args.dtype} target, on {describe_line()}.\n\n"
             f"Command: `{command}`\n\n{held_out_table(result)}\n")

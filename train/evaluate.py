@@ -36,9 +36,12 @@ HELD_OUT_PROTOCOL = dict(num_assistant_tokens=5, max_new_tokens=48)
 
 def evaluate_held_out(target, tokenizer, drafter, *, sets=("a", "b"), per_category: int | None = None,
                       num_assistant_tokens: int = HELD_OUT_PROTOCOL["num_assistant_tokens"],
-                      max_new_tokens: int = HELD_OUT_PROTOCOL["max_new_tokens"], progress: bool = True) -> dict:
+                      max_new_tokens: int = HELD_OUT_PROTOCOL["max_new_tokens"], progress: bool = True,
+                      found_rest: int = 0) -> dict:
     """tau per category on each held-out set (``slimspec.heldout.HELD_OUT_SETS``), the drafter alone (prompt lookup
-    off) at a constant K -> {set: {category: {"tau", "prompts"}, "all": {...}}, "mean": mean of the sets' tau}."""
+    off) at a constant K -> {set: {category: {"tau", "prompts"}, "all": {...}}, "mean": mean of the sets' tau}.
+    ``found_rest``: also "found-rest": {"tau", "prompts", "acceptance"} on that many openings per found genre that no
+    recipe trains on (``slimspec.found.found_rest_prompts``: real text; not part of the mean)."""
     from slimspec.heldout import CATEGORIES, HELD_OUT_SETS
 
     out = {}
@@ -55,6 +58,13 @@ def evaluate_held_out(target, tokenizer, drafter, *, sets=("a", "b"), per_catego
                            acceptance=merged.per_position_acceptance())
         out[name] = rows
     out["mean"] = sum(out[name]["all"]["tau"] for name in sets) / len(sets)
+    if found_rest:
+        from slimspec.found import found_rest_prompts
+
+        r = evaluate_drafter(target, tokenizer, drafter, prompts=found_rest_prompts(found_rest),
+                             num_assistant_tokens=num_assistant_tokens, max_new_tokens=max_new_tokens,
+                             progress=progress)
+        out["found-rest"] = dict(tau=r["tau"], prompts=r["prompts"], acceptance=r["per_position_acceptance"])
     return out
 
 
@@ -67,7 +77,10 @@ def held_out_table(result: dict, sets=("a", "b")) -> str:
         rows = result[name]
         lines.append(f"| {name} | " + " | ".join(f"{rows[c]['tau']:.2f}" for c in CATEGORIES)
                      + f" | **{rows['all']['tau']:.2f}** |")
-    return "\n".join(lines) + f"\n\nmean of the sets: **{result['mean']:.2f}**"
+    text = "\n".join(lines) + f"\n\nmean of the sets: **{result['mean']:.2f}**"
+    rest = result.get("found-rest")
+    return text + (f"\n\nfound-rest (openings of real text no recipe trains on, {rest['prompts']} prompts): "
+                   f"**{rest['tau']:.2f}**" if rest else "")
 
 
 def held_out_curve(target, tokenizer, folder, *, start=None, per_category: int | None = None,
