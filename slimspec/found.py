@@ -49,6 +49,8 @@ WHEEL_PLATFORM = ["--platform", "manylinux_2_28_x86_64", "--python-version", "3.
                   "--abi", "cp311"]
 PER_GENRE = {"news": 300, "local news": 150, "encyclopedia": 250, "novel": 150, "film plots": 150,
              "film reviews": 100, "questions": 150, "chat": 150}
+REST_RESERVED = 24  # openings per genre past PER_GENRE kept for found-rest: never trained on, as prompts or as text
+LONG_FORM = ("news", "local news", "encyclopedia", "novel", "film plots")  # whole texts for teacher-forced data
 SPEAKERS = (("Sam", "Alex"), ("Maya", "Tom"), ("User", "Assistant"), ("Nina", "Omar"), ("Kid", "Parent"))
 
 
@@ -239,11 +241,33 @@ def found_prompts(limit: int | None = None, root=None) -> list:
 
 
 def found_rest_prompts(per_genre: int = 6, root=None) -> list:
-    """Each genre's openings past the ``PER_GENRE`` that recipes train on, up to ``per_genre`` of each, genre by
-    genre: real text no drafter trained on (the same sources, other texts), for measuring how a drafter does on
-    text people wrote; never a recipe's source."""
+    """Each genre's openings past the ``PER_GENRE`` that recipes train on, up to ``per_genre`` (at most
+    ``REST_RESERVED``) of each, genre by genre: real text no drafter trained on (the same sources, other texts), for
+    measuring how a drafter does on text people wrote; never a recipe's source, as a prompt or as text."""
+    if per_genre > REST_RESERVED:
+        raise ValueError(f"found_rest_prompts takes at most REST_RESERVED = {REST_RESERVED} openings per genre "
+                         f"(asked {per_genre}): the ones past it may be trained on as text (found_texts)")
     full = found_by_genre(root, capped=False)
     return [p for genre, prompts in full.items() for p in prompts[PER_GENRE[genre] : PER_GENRE[genre] + per_genre]]
+
+
+def found_texts(root=None) -> list:
+    """The long-form genres' texts whole (``LONG_FORM``: news articles, local news reports, encyclopedia paragraphs,
+    novel passages, film plots), for teacher-forced data (``slimspec-train data --text found``): every position of
+    text people wrote, trained on the target's own next-token distribution there. A text that shares a run of six
+    words with a held-out prompt or with one of the ``REST_RESERVED`` found-rest openings of its genre is dropped,
+    so neither the held-out sets nor found-rest ever meet trained text. Each genre in a fixed order (by hash),
+    genres interleaved."""
+    from .heldout import HELD_OUT_SETS, held_out_prompts
+
+    full = found_by_genre(root, capped=False)
+    rest = [p for genre in LONG_FORM for p in full[genre][PER_GENRE[genre] : PER_GENRE[genre] + REST_RESERVED]]
+    banned = word_runs(p for name in HELD_OUT_SETS for _, p in held_out_prompts(held_out=name)) | word_runs(rest)
+    lists = []
+    for genre in LONG_FORM:
+        texts = sorted(set(GENRES[genre](root)), key=_digest)
+        lists.append([t for t in texts if not word_runs([t]) & banned])
+    return interleaved(lists)
 
 
 def word_runs(texts, n: int = 6) -> set:

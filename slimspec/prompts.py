@@ -133,7 +133,10 @@ def humaneval_texts() -> list:
 def offline_texts(sources=TEXT_SOURCES, split: str = "train", eval_fraction: float = 0.1) -> list:
     """Text found on every machine, for teacher-forced data: the sources interleaved round-robin (so any prefix
     mixes them), the held-out hash split of ``is_held_out`` applied as for prompts."""
-    loaders = {"stdlib": stdlib_texts, "docs": docs_texts, "packages": package_texts, "humaneval": humaneval_texts}
+    from .found import found_texts  # text people wrote, from pinned archives (fetched once; slimspec.found)
+
+    loaders = {"stdlib": stdlib_texts, "docs": docs_texts, "packages": package_texts, "humaneval": humaneval_texts,
+               "found": found_texts}
     unknown = [s for s in sources if s not in loaders]
     if unknown:
         raise ValueError(f"unknown text source(s) {unknown}; choose from {list(loaders)}")

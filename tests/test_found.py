@@ -162,3 +162,20 @@ def test_found_rest_is_real_text_no_recipe_trains_on(root, monkeypatch):
     full = found.found_by_genre(root, capped=False)
     assert rest and not set(rest) & set(trained)
     assert rest == [p for ps in full.values() for p in ps[1:3]]
+
+
+def test_found_texts_never_meet_held_out_text_or_found_rest(monkeypatch):
+    """Whole texts for teacher-forced data: every long-form text but those that share six words with a held-out
+    prompt or with a found-rest opening (the REST_RESERVED past each genre's cap), so found-rest stays unseen."""
+    articles = [" ".join(f"w{i}x{j}" for j in range(60)) for i in range(8)] + [f"{HELD} and then more words here"]
+    monkeypatch.setattr(found, "GENRES", {g: (lambda root, g=g: articles if g == "news" else [])
+                                          for g in found.GENRES})
+    monkeypatch.setattr(found, "PER_GENRE", {g: 2 for g in found.PER_GENRE})
+    monkeypatch.setattr(found, "REST_RESERVED", 3)
+    rest = found.found_rest_prompts(3)
+    assert len(rest) == 3
+    texts = found.found_texts()
+    assert sorted(texts) == sorted(t for t in articles[:8] if found.opening(t) not in rest)  # 5: the trained two too
+    assert not found.word_runs(texts) & found.word_runs(rest + [HELD])
+    with pytest.raises(ValueError, match="REST_RESERVED"):
+        found.found_rest_prompts(4)

@@ -627,6 +627,23 @@ def test_held_out_evaluation_adds_found_rest_when_asked(monkeypatch):
     assert "found-rest" not in held_out_table(plain)
 
 
+def test_target_confidence_reads_the_targets_own_probabilities():
+    """``slimspec-train heldout --confidence``: the target's probability of each greedy token it chose. A uniform
+    head gives 1/V at every position, a sharp one ~1."""
+    from slimspec.train.evaluate import confidence_table, target_confidence
+
+    target, tok = tiny_target(), tiny_tokenizer()
+    with torch.no_grad():
+        target.lm_head.weight.zero_()
+    flat = target_confidence(target, tok, PROMPTS[:3], max_new_tokens=5, progress=False)
+    assert flat["positions"] == 15 and flat["mean_p"] == pytest.approx(1 / 101) and flat["p_half"] == 0
+    with torch.no_grad():
+        target.lm_head.weight.copy_(torch.randn_like(target.lm_head.weight) * 1000)
+    sharp = target_confidence(target, tok, PROMPTS[:3], max_new_tokens=5, progress=False)
+    assert sharp["mean_p"] > 0.95 and sharp["p_half"] == 1.0
+    assert "| a | 15 | 0.010 | 0% | 0% |" in confidence_table({"a": flat})
+
+
 def test_the_card_states_the_composed_data_by_genre():
     from slimspec.train.ship import composed_text
 

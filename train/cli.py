@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "'builtin-eval' or 'varied-rest' (composed prompts no "
                                                              "recipe trains on, for tree-scale)")
     source.add_argument("--text", default=None, help="teacher-forced instead: offline text sources, comma-separated "
-                                                     "(stdlib, docs, packages, humaneval; 'all')")
+                                                     "(stdlib, docs, packages, humaneval; 'all'; found: text "
+                                                     "people wrote, slimspec.found)")
     d.add_argument("--window", type=int, default=512, help="--text: tokens per target forward")
     d.add_argument("--out", required=True)
     d.add_argument("--max-new-tokens", type=int, default=128)
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--found-rest", type=int, default=0, metavar="N",
                    help="also tau on N openings per found-text genre that no recipe trains on (real text; the "
                         "archives are downloaded once)")
+    h.add_argument("--confidence", action="store_true",
+                   help="also how sure the target is of its own greedy tokens on each set (plain generate): text "
+                        "hard for the target against a drafter that generalizes badly")
     h.add_argument("--out", default="reports/heldout", help="where the table and its JSON go")
     h.add_argument("--curve", action="store_true", help="also the drafter's learning-curve snapshots, against the "
                                                         "run's CPU minutes (a curve table, JSON and plot)")
@@ -166,10 +170,24 @@ def _heldout(args) -> int:
                                max_new_tokens=args.max_new_tokens, found_rest=args.found_rest)
     command = (f"slimspec-train heldout --drafter {os.path.relpath(folder)} --k {args.k} --max-new-tokens {args.max_new_tokens} "
                f"--dtype {args.dtype}" + (f" --per-category {args.per_category}" if args.per_category else "")
-               + (f" --found-rest {args.found_rest}" if args.found_rest else ""))
+               + (f" --found-rest {args.found_rest}" if args.found_rest else "")
+               + (" --confidence" if args.confidence else ""))
     text = (f"# Held-out tau: {Path(folder).name}\n\nGreedy, the drafter alone (prompt lookup off), constant K = "
             f"{args.k}, {args.max_new_tokens} new tokens, {args.dtype} target, on {describe_line()}.\n\n"
             f"Command: `{command}`\n\n{held_out_table(result)}\n")
+    if args.confidence:
+        from slimspec.found import found_rest_prompts
+        from slimspec.heldout import held_out_prompts
+
+        from .evaluate import confidence_table, target_confidence
+
+        sets = {name: [p for _, p in held_out_prompts(args.per_category, held_out=name)] for name in ("a", "b")}
+        sets.update({"found-rest": found_rest_prompts(args.found_rest)} if args.found_rest else {})
+        result["confidence"] = {name: target_confidence(target, tokenizer, prompts, max_new_tokens=args.max_new_tokens)
+                                for name, prompts in sets.items()}
+        text += ("\nHow sure the target is of its own greedy tokens on the same prompts (plain greedy generate, "
+                 f"{args.max_new_tokens} new tokens; p: its probability of the token it chose):\n\n"
+                 f"{confidence_table(result['confidence'])}\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / Path(folder).name

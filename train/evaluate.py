@@ -68,6 +68,35 @@ def evaluate_held_out(target, tokenizer, drafter, *, sets=("a", "b"), per_catego
     return out
 
 
+def target_confidence(target, tokenizer, prompts: list, *, max_new_tokens: int = HELD_OUT_PROTOCOL["max_new_tokens"],
+                      progress: bool = True) -> dict:
+    """How sure the target is of its own greedy tokens on ``prompts``: plain greedy ``generate``, and at each new
+    position p = the target's softmax probability of the token it chose -> dict(positions, mean_p, p_half: share of
+    positions with p >= 0.5, p_90: share with p >= 0.9). A drafter of any size accepts less where the target itself
+    is unsure (its next token then depends on details a small drafter reads less well), so this separates text that
+    is hard for the target from a drafter that generalizes badly."""
+    import torch
+    from tqdm.auto import tqdm
+
+    chosen = []
+    for prompt in tqdm(prompts, desc="target confidence", unit="prompt", disable=not progress):
+        enc = tokenizer(prompt, return_tensors="pt").to(target.device)
+        out = target.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, output_scores=True,
+                              return_dict_in_generate=True)
+        chosen += [float(torch.softmax(scores[0].float(), dim=-1).max()) for scores in out.scores]
+    p = torch.tensor(chosen)
+    return dict(positions=len(chosen), mean_p=float(p.mean()), p_half=float((p >= 0.5).float().mean()),
+                p_90=float((p >= 0.9).float().mean()))
+
+
+def confidence_table(confidence: dict) -> str:
+    """``{set name: target_confidence(...)}`` as a markdown table."""
+    lines = ["| set | positions | mean p of the chosen token | p >= 0.5 | p >= 0.9 |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {c['positions']} | {c['mean_p']:.3f} | {c['p_half']:.0%} | {c['p_90']:.0%} |"
+              for name, c in confidence.items()]
+    return "\n".join(lines)
+
+
 def held_out_table(result: dict, sets=("a", "b")) -> str:
     """The per-category tau of ``evaluate_held_out`` as a markdown table, one row per set."""
     from slimspec.heldout import CATEGORIES
