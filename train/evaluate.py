@@ -72,9 +72,9 @@ def target_confidence(target, tokenizer, prompts: list, *, max_new_tokens: int =
                       progress: bool = True) -> dict:
     """How sure the target is of its own greedy tokens on ``prompts``: plain greedy ``generate``, and at each new
     position p = the target's softmax probability of the token it chose -> dict(positions, mean_p, p_half: share of
-    positions with p >= 0.5, p_90: share with p >= 0.9). A drafter of any size accepts less where the target itself
-    is unsure (its next token then depends on details a small drafter reads less well), so this separates text that
-    is hard for the target from a drafter that generalizes badly."""
+    positions with p >= 0.5, p_90: share with p >= 0.9). A small drafter accepts less where the target itself is
+    unsure (its choice then turns on small differences in its logits), so this tells text that is hard for the
+    target from a drafter that generalizes badly."""
     import torch
     from tqdm.auto import tqdm
 
