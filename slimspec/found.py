@@ -255,13 +255,12 @@ def found_texts(root=None) -> list:
     """The long-form genres' texts whole (``LONG_FORM``: news articles, local news reports, encyclopedia paragraphs,
     novel passages, film plots), for teacher-forced data (``slimspec-train data --text found``): every position of
     text people wrote, trained on the target's own next-token distribution there. A text that shares a run of six
-    words with a held-out prompt or with one of the ``REST_RESERVED`` found-rest openings of its genre is dropped,
-    so neither the held-out sets nor found-rest ever meet trained text. Each genre in a fixed order (by hash),
-    genres interleaved."""
+    words with a held-out prompt or with any opening found-rest may draw (the ``REST_RESERVED`` past each genre's
+    cap) is dropped, so neither the held-out sets nor found-rest ever meet trained text. Each genre in a fixed order
+    (by hash), genres interleaved."""
     from .heldout import HELD_OUT_SETS, held_out_prompts
 
-    full = found_by_genre(root, capped=False)
-    rest = [p for genre in LONG_FORM for p in full[genre][PER_GENRE[genre] : PER_GENRE[genre] + REST_RESERVED]]
+    rest = found_rest_prompts(REST_RESERVED, root)
     banned = word_runs(p for name in HELD_OUT_SETS for _, p in held_out_prompts(held_out=name)) | word_runs(rest)
     lists = []
     for genre in LONG_FORM:
