@@ -644,6 +644,72 @@ def test_target_confidence_reads_the_targets_own_probabilities():
     assert "| a | 15 | 0.010 | 0% | 0% |" in confidence_table({"a": flat})
 
 
+def successor_pair(V=101):
+    """A tiny target that always continues with the successor token (x -> x + 1: every layer adds nothing, row j of
+    its head is the embedding of j - 1) and a dense drafter that reads only the target's features at t (the embedding
+    of x_t); ``propose(shift)`` sets the drafter's head to propose x_t + shift. Under the target's own continuation
+    (or any successor text) the first draft at t is for token t + 2 = x_t + 2: shift 2 is always right, shift 1
+    (off by one position) never."""
+    from test_generate import drafter_for
+
+    target = tiny_target(vocab=V)
+    e = torch.nn.functional.normalize(torch.randn(V, 48, generator=torch.Generator().manual_seed(0)), dim=-1)
+    with torch.no_grad():
+        for layer in target.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        target.model.embed_tokens.weight.copy_(e)
+        target.lm_head.weight.copy_(50 * e.roll(1, dims=0))
+    drafter = drafter_for(target, head_rank=None)
+    d = drafter.config.hidden_size
+    with torch.no_grad():
+        drafter.midlayer.self_attn.o_proj.weight.zero_()
+        drafter.midlayer.mlp.down_proj.weight.zero_()
+        drafter.midlayer.hidden_norm.weight.fill_(1.0)
+        drafter.norm.weight.fill_(1.0)
+        drafter.fc.weight.zero_()
+        drafter.fc.weight[:, :d].copy_(torch.eye(d, 48))  # g_t = the embedding of x_t
+
+    def propose(shift):
+        with torch.no_grad():
+            drafter.lm_head.weight.copy_(50 * e.roll(shift, dims=0)[:, :d])
+        return drafter
+
+    return target, propose
+
+
+def test_target_confidence_scores_the_drafters_first_draft_per_range_of_p():
+    """With a drafter, ``--confidence`` also says how often its first draft is the target's greedy token per range of
+    the target's p: always for the drafter proposing the right token, never for one off by a position."""
+    from slimspec.train.evaluate import confidence_table, target_confidence
+
+    (target, propose), tok = successor_pair(), tiny_tokenizer()
+    scores = {shift: target_confidence(target, tok, PROMPTS[:3], max_new_tokens=6, drafter=propose(shift),
+                                       progress=False) for shift in (2, 1)}
+    right, off = scores[2]["bins"], scores[1]["bins"]
+    assert right["0.9-1"] == dict(share=1.0, drafter=1.0) and right["0-0.5"] == dict(share=0.0, drafter=None)
+    assert off["0.9-1"]["drafter"] == 0.0
+    assert "| 100% (100%) |" in confidence_table({"a": scores[2]}) and "| - |" in confidence_table({"a": scores[2]})
+
+
+def test_text_agreement_scores_the_first_draft_along_a_text():
+    """``--text-agreement``: teacher-forced along a text, the drafter's first draft at t against the target's top
+    choice of token t + 2. Along a successor text the right drafter hits every position and the one off by a
+    position none; along a text that jumps, the target's choice follows the text's token t + 1, which the drafter
+    proposing x_t + 2 cannot know, so it misses every one."""
+    from slimspec.train.evaluate import text_agreement, text_agreement_table
+
+    (target, propose), tok = successor_pair(), tiny_tokenizer()
+    # words from t40 on: the tiny tokenizer splits its special tokens (t0, t1, t3) out of longer words
+    steady, jumps = " ".join(f"t{i}" for i in range(40, 70)), " ".join(f"t{i}" for i in range(40, 100, 3))
+    right = text_agreement(target, tok, propose(2), [steady, steady[:20]], progress=False)
+    assert right["positions"] == 28 + len(steady[:20].split()) - 2 and right["drafter"] == 1.0
+    assert right["bins"]["0.9-1"] == dict(share=1.0, drafter=1.0)
+    assert text_agreement(target, tok, propose(1), [steady], progress=False)["drafter"] == 0.0
+    assert text_agreement(target, tok, propose(2), [jumps], progress=False)["drafter"] == 0.0
+    assert "| train | 31 | 1.000 | 100.0% | - | - | 100% (100%) |" in text_agreement_table({"train": right})
+
+
 def test_the_card_states_the_composed_data_by_genre():
     from slimspec.train.ship import composed_text
 

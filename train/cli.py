@@ -8,6 +8,8 @@
     slimspec-train ship [--source DRAFTER]          evaluate per category, write drafters/slimspec-gemma3-270m-d8
     slimspec-train heldout [--drafter DRAFTER]      tau per category on both held-out sets (fp32, alone, K = 5)
     slimspec-train heldout --drafter D --curve      ... and of D's learning-curve snapshots, against CPU minutes
+    slimspec-train heldout --found-rest 6 --confidence --text-agreement 60   ... and found-rest, the target's
+                                                    confidence and the first draft per level of it, and along real text
     slimspec-train tree-scale --drafter D --data DATA [--write]   tree score sharpness on data D never trained on
 
 T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
@@ -126,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--confidence", action="store_true",
                    help="also how sure the target is of its own greedy tokens on each set (plain generate): text "
                         "hard for the target against a drafter that generalizes badly")
+    h.add_argument("--text-agreement", type=int, default=0, metavar="N",
+                   help="also the drafter's first draft teacher-forced along N found texts of the train split (what a "
+                        "recipe with text=found takes first) and N of the held-out split: fit against generalization")
     h.add_argument("--out", default="reports/heldout", help="where the table and its JSON go")
     h.add_argument("--curve", action="store_true", help="also the drafter's learning-curve snapshots, against the "
                                                         "run's CPU minutes (a curve table, JSON and plot)")
@@ -171,7 +176,8 @@ def _heldout(args) -> int:
     command = (f"slimspec-train heldout --drafter {os.path.relpath(folder)} --k {args.k} --max-new-tokens {args.max_new_tokens} "
                f"--dtype {args.dtype}" + (f" --per-category {args.per_category}" if args.per_category else "")
                + (f" --found-rest {args.found_rest}" if args.found_rest else "")
-               + (" --confidence" if args.confidence else ""))
+               + (" --confidence" if args.confidence else "")
+               + (f" --text-agreement {args.text_agreement}" if args.text_agreement else ""))
     text = (f"# Held-out tau: {Path(folder).name}\n\nGreedy, the drafter alone (prompt lookup off), constant K = "
             f"{args.k}, {args.max_new_tokens} new tokens, {args.dtype} target, on {describe_line()}.\n\n"
             f"Command: `{command}`\n\n{held_out_table(result)}\n")
@@ -183,11 +189,27 @@ def _heldout(args) -> int:
 
         sets = {name: [p for _, p in held_out_prompts(args.per_category, held_out=name)] for name in ("a", "b")}
         sets.update({"found-rest": found_rest_prompts(args.found_rest)} if args.found_rest else {})
-        result["confidence"] = {name: target_confidence(target, tokenizer, prompts, max_new_tokens=args.max_new_tokens)
-                                for name, prompts in sets.items()}
+        result["confidence"] = {name: target_confidence(target, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
+                                                  drafter=drafter) for name, prompts in sets.items()}
         text += ("\nHow sure the target is of its own greedy tokens on the same prompts (plain greedy generate, "
-                 f"{args.max_new_tokens} new tokens; p: its probability of the token it chose):\n\n"
+                 f"{args.max_new_tokens} new tokens; p: its probability of the token it chose), and how often the "
+                 "drafter's first draft is that token at each range of p (teacher-forced on the target's features; "
+                 "the range's share of positions in brackets):\n\n"
                  f"{confidence_table(result['confidence'])}\n")
+    if args.text_agreement:
+        from slimspec.prompts import offline_texts
+
+        from .evaluate import text_agreement, text_agreement_table
+
+        n = args.text_agreement
+        groups = {"found, train split": offline_texts(["found"])[:n],
+                  "found, held-out split": offline_texts(["found"], split="eval")[:n]}
+        result["text_agreement"] = {name: text_agreement(target, tokenizer, drafter, texts)
+                                    for name, texts in groups.items()}
+        text += ("\nTeacher-forced along text people wrote (the first 256 tokens of each): the drafter's first draft "
+                 "against the target's top choice at every position (what training fits). The train split's first "
+                 f"texts are what a recipe with text=found trains on first; no recipe trains on the held-out split:\n\n"
+                 f"{text_agreement_table(result['text_agreement'])}\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / Path(folder).name

@@ -68,32 +68,126 @@ def evaluate_held_out(target, tokenizer, drafter, *, sets=("a", "b"), per_catego
     return out
 
 
+CONFIDENCE_BINS = ((0.0, 0.5), (0.5, 0.9), (0.9, 1.01))  # the target's p of its own greedy token
+
+
+def first_drafts(target, drafter, ids):
+    """Teacher-forced along ``ids`` [1, T]: one target forward, then at every position t <= T - 3 the drafter's first
+    draft (the target's features up to t, token t + 1; what an accepted pass leaves it) -> (the target's output,
+    drafted target ids [T - 2]: entry t proposes token t + 2)."""
+    import torch
+
+    from .ttt import ttt_unroll
+
+    with torch.no_grad():
+        out = target(input_ids=ids, output_hidden_states=True)
+        feats = torch.cat([out.hidden_states[i] for i in drafter.config.target_layer_ids], dim=-1)
+        with attached(drafter, target):  # a drafter sharing the target's embeddings reads them
+            g = ttt_unroll(drafter, ids, feats[:, :-1].to(drafter.dtype), 1)[0][0]  # [T - 1, d]
+        return out, drafter.draft_to_target_ids(drafter.head(g[:-1]).argmax(-1))
+
+
 def target_confidence(target, tokenizer, prompts: list, *, max_new_tokens: int = HELD_OUT_PROTOCOL["max_new_tokens"],
-                      progress: bool = True) -> dict:
+                      drafter=None, progress: bool = True) -> dict:
     """How sure the target is of its own greedy tokens on ``prompts``: plain greedy ``generate``, and at each new
     position p = the target's softmax probability of the token it chose -> dict(positions, mean_p, p_half: share of
     positions with p >= 0.5, p_90: share with p >= 0.9). A small drafter accepts less where the target itself is
     unsure (its choice then turns on small differences in its logits), so this tells text that is hard for the
-    target from a drafter that generalizes badly."""
+    target from a drafter that generalizes badly.
+
+    With ``drafter``, also "bins": per ``CONFIDENCE_BINS`` range of p, its share of the positions ("share") and how
+    often the drafter's first draft there is the target's greedy token ("drafter"; teacher-forced on the target's
+    features of the text so far, as after an accepted pass; the first new token has no draft). Comparing sets at the
+    same p tells contexts the drafter reads badly from text where the target is unsure."""
     import torch
     from tqdm.auto import tqdm
 
-    chosen = []
+    chosen, rows = [], []
     for prompt in tqdm(prompts, desc="target confidence", unit="prompt", disable=not progress):
         enc = tokenizer(prompt, return_tensors="pt").to(target.device)
         out = target.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, output_scores=True,
                               return_dict_in_generate=True)
-        chosen += [float(torch.softmax(scores[0].float(), dim=-1).max()) for scores in out.scores]
+        p = torch.stack([torch.softmax(s[0].float(), dim=-1).max() for s in out.scores])
+        chosen += p.tolist()
+        if drafter is None:
+            continue
+        P = enc["input_ids"].shape[1]
+        new = out.sequences[0, P:]  # new[i] is token P + i, proposed by the first draft at P + i - 2
+        drafted = first_drafts(target, drafter, out.sequences)[1][P - 1 :]  # for new[1:]
+        rows.append(torch.cat([torch.tensor([float("nan")]), (drafted == new[1:]).float().cpu()]))
     p = torch.tensor(chosen)
-    return dict(positions=len(chosen), mean_p=float(p.mean()), p_half=float((p >= 0.5).float().mean()),
-                p_90=float((p >= 0.9).float().mean()))
+    result = dict(positions=len(chosen), mean_p=float(p.mean()), p_half=float((p >= 0.5).float().mean()),
+                  p_90=float((p >= 0.9).float().mean()))
+    if rows:
+        result["bins"] = agreement_bins(p, torch.cat(rows))
+    return result
+
+
+def agreement_bins(p, hits) -> dict:
+    """Per ``CONFIDENCE_BINS`` range of the target's p [N]: the range's share of positions and the drafter's hit
+    rate there (hits [N] 0/1, NaN where nothing was drafted; None for an empty range) -> {"low-high": {share,
+    drafter}}."""
+    bins = {}
+    for low, high in CONFIDENCE_BINS:
+        inside = (p >= low) & (p < high)
+        counted = inside & ~hits.isnan()
+        bins[f"{low:g}-{min(high, 1):g}"] = dict(share=float(inside.float().mean()),
+                                                  drafter=float(hits[counted].mean()) if counted.any() else None)
+    return bins
+
+
+def text_agreement(target, tokenizer, drafter, texts: list, *, window: int = 256, progress: bool = True) -> dict:
+    """What training fits, measured on ``texts``: one target forward over the first ``window`` tokens of each text
+    (its bos first), and at every position t the drafter's first draft (the target's features up to t, the text's
+    token t + 1) against the target's top choice of token t + 2 there -> dict(positions, mean_p: the target's mean
+    probability of its top choice, drafter: the share of hits, bins: ``agreement_bins``). On texts the drafter
+    trained on against texts it never saw, it tells a drafter that fits real text but generalizes badly (hits far
+    apart) from one that cannot fit it (both low)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    chosen, rows = [], []
+    for text in tqdm(texts, desc="text agreement", unit="text", disable=not progress):
+        ids = torch.tensor([bos + tokenizer(text, add_special_tokens=False)["input_ids"][: window - len(bos)]])
+        if ids.shape[1] < 3:
+            continue
+        out, drafted = first_drafts(target, drafter, ids.to(target.device))
+        p, top = torch.softmax(out.logits[0].float(), dim=-1).max(-1)  # position t: its choice of token t + 1
+        rows.append((drafted == top[1:-1]).float().cpu())
+        chosen.append(p[1:-1].cpu())
+    p, hits = torch.cat(chosen), torch.cat(rows)
+    return dict(positions=len(p), mean_p=float(p.mean()), drafter=float(hits.mean()), bins=agreement_bins(p, hits))
 
 
 def confidence_table(confidence: dict) -> str:
-    """``{set name: target_confidence(...)}`` as a markdown table."""
-    lines = ["| set | positions | mean p of the chosen token | p >= 0.5 | p >= 0.9 |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {c['positions']} | {c['mean_p']:.3f} | {c['p_half']:.0%} | {c['p_90']:.0%} |"
-              for name, c in confidence.items()]
+    """``{set name: target_confidence(...)}`` as a markdown table; with the drafter's "bins", a column per range of p:
+    the drafter's first-draft agreement there (the range's share of positions in brackets)."""
+    bins = next((list(c["bins"]) for c in confidence.values() if "bins" in c), [])
+    lines = ["| set | positions | mean p of the chosen token | p >= 0.5 | p >= 0.9 |"
+             + "".join(f" drafter at p {b} |" for b in bins), "|---|---|---|---|---|" + "---|" * len(bins)]
+    for name, c in confidence.items():
+        lines.append(f"| {name} | {c['positions']} | {c['mean_p']:.3f} | {c['p_half']:.0%} | {c['p_90']:.0%} |"
+                     + _bin_cells(c.get("bins"), bins))
+    return "\n".join(lines)
+
+
+def _bin_cells(bins: dict | None, names: list) -> str:
+    """Table cells of ``agreement_bins``: "hits (share)" per range, "-" where nothing was drafted."""
+    cells = [f"{bins[b]['drafter']:.0%} ({bins[b]['share']:.0%})" if bins and bins[b]["drafter"] is not None else "-"
+             for b in names]
+    return "".join(f" {cell} |" for cell in cells)
+
+
+def text_agreement_table(results: dict) -> str:
+    """``{texts name: text_agreement(...)}`` as a markdown table: the drafter's hits overall and per range of p (the
+    range's share of positions in brackets)."""
+    bins = list(next(iter(results.values()))["bins"])
+    lines = ["| texts | positions | mean p of the target's top choice | first draft = that choice |"
+             + "".join(f" at p {b} |" for b in bins), "|---|---|---|---|" + "---|" * len(bins)]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['positions']} | {r['mean_p']:.3f} | {r['drafter']:.1%} |"
+                     + _bin_cells(r["bins"], bins))
     return "\n".join(lines)
 
 
