@@ -708,6 +708,8 @@ def test_text_agreement_scores_the_first_draft_along_a_text():
     assert text_agreement(target, tok, propose(1), [steady], progress=False)["drafter"] == 0.0
     assert text_agreement(target, tok, propose(2), [jumps], progress=False)["drafter"] == 0.0
     assert "| train | 31 | 1.000 | 100.0% | - | - | 100% (100%) |" in text_agreement_table({"train": right})
+    with pytest.raises(ValueError, match="3 tokens or more"):
+        text_agreement(target, tok, propose(2), ["t40"], progress=False)
 
 
 def test_the_card_states_the_composed_data_by_genre():

@@ -156,6 +156,8 @@ def text_agreement(target, tokenizer, drafter, texts: list, *, window: int = 256
         p, top = torch.softmax(out.logits[0].float(), dim=-1).max(-1)  # position t: its choice of token t + 1
         rows.append((drafted == top[1:-1]).float().cpu())
         chosen.append(p[1:-1].cpu())
+    if not rows:
+        raise ValueError(f"text_agreement: none of the {len(texts)} texts has 3 tokens or more; give longer texts")
     p, hits = torch.cat(chosen), torch.cat(rows)
     return dict(positions=len(p), mean_p=float(p.mean()), drafter=float(hits.mean()), bins=agreement_bins(p, hits))
 
