@@ -712,6 +712,18 @@ def test_text_agreement_scores_the_first_draft_along_a_text():
         text_agreement(target, tok, propose(2), ["t40"], progress=False)
 
 
+def test_report_commands_show_folders_relative_or_under_home(tmp_path, monkeypatch):
+    """A report's command shows a folder relative to the working directory, a cached one under ~, others whole."""
+    from slimspec.train.cli import shown_path
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert shown_path(tmp_path / "work" / "drafters" / "d8") == "drafters/d8"
+    assert shown_path(tmp_path / "home" / ".cache" / "m") == "~/.cache/m"
+    assert shown_path(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+
+
 def test_the_card_states_the_composed_data_by_genre():
     from slimspec.train.ship import composed_text
 

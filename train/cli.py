@@ -158,6 +158,15 @@ def _tree_scale(args) -> int:
     return 0
 
 
+def shown_path(folder) -> str:
+    """A folder as a report's command shows it: relative to the working directory when inside it, else with the
+    home directory as ~ (a cached member folder), else absolute."""
+    folder, home = Path(folder).resolve(), Path.home().resolve()
+    if folder.is_relative_to(Path.cwd().resolve()):
+        return os.path.relpath(folder)
+    return f"~/{folder.relative_to(home)}" if folder.is_relative_to(home) else str(folder)
+
+
 def _heldout(args) -> int:
     from modeling_slimspec import SlimSpecDrafter
     from slimspec.machine import describe_line, resolve_dtype
@@ -173,8 +182,9 @@ def _heldout(args) -> int:
     drafter = SlimSpecDrafter.from_pretrained(str(folder), dtype=target.dtype).eval()
     result = evaluate_held_out(target, tokenizer, drafter, per_category=args.per_category, num_assistant_tokens=args.k,
                                max_new_tokens=args.max_new_tokens, found_rest=args.found_rest)
-    command = (f"slimspec-train heldout --drafter {os.path.relpath(folder)} --k {args.k} --max-new-tokens {args.max_new_tokens} "
-               f"--dtype {args.dtype}" + (f" --per-category {args.per_category}" if args.per_category else "")
+    command = (f"slimspec-train heldout --drafter {shown_path(folder)} --k {args.k} "
+               f"--max-new-tokens {args.max_new_tokens} --dtype {args.dtype}"
+               + (f" --per-category {args.per_category}" if args.per_category else "")
                + (f" --found-rest {args.found_rest}" if args.found_rest else "")
                + (" --confidence" if args.confidence else "")
                + (f" --text-agreement {args.text_agreement}" if args.text_agreement else ""))
@@ -199,16 +209,17 @@ def _heldout(args) -> int:
     if args.text_agreement:
         from slimspec.prompts import offline_texts
 
-        from .evaluate import text_agreement, text_agreement_table
+        from .evaluate import TEXT_WINDOW, text_agreement, text_agreement_table
 
         n = args.text_agreement
         groups = {"found, train split": offline_texts(["found"])[:n],
                   "found, held-out split": offline_texts(["found"], split="eval")[:n]}
         result["text_agreement"] = {name: text_agreement(target, tokenizer, drafter, texts)
                                     for name, texts in groups.items()}
-        text += ("\nTeacher-forced along text people wrote (the first 256 tokens of each): the drafter's first draft "
-                 "against the target's top choice at every position (what training fits). The train split's first "
-                 f"texts are what a recipe with text=found trains on first; no recipe trains on the held-out split:\n\n"
+        text += (f"\nTeacher-forced along text people wrote (the first {TEXT_WINDOW} tokens of each): the drafter's "
+                 "first draft against the target's top choice at every position (what training fits). The train "
+                 "split's first texts are what a recipe with text=found trains on first; no recipe trains on the "
+                 "held-out split:\n\n"
                  f"{text_agreement_table(result['text_agreement'])}\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +239,7 @@ def _heldout_curve(args, folder: Path, target, tokenizer) -> int:
     start = Path(args.start) if args.start else None
     start = json.loads(start.read_text()) if start is not None and start.is_file() else start
     curve = held_out_curve(target, tokenizer, folder, start=start, per_category=args.per_category)
-    command = f"slimspec-train heldout --drafter {os.path.relpath(folder)} --curve" + (
+    command = f"slimspec-train heldout --drafter {shown_path(folder)} --curve" + (
         f" --start {args.start}" if args.start else "") + (f" --per-category {args.per_category}"
                                                             if args.per_category else "")
     lines = [f"# Held-out learning curve: {folder.name}", "",

@@ -136,7 +136,11 @@ def agreement_bins(p, hits) -> dict:
     return bins
 
 
-def text_agreement(target, tokenizer, drafter, texts: list, *, window: int = 256, progress: bool = True) -> dict:
+TEXT_WINDOW = 256  # text_agreement reads the first this many tokens of each text (the training window)
+
+
+def text_agreement(target, tokenizer, drafter, texts: list, *, window: int = TEXT_WINDOW,
+                   progress: bool = True) -> dict:
     """What training fits, measured on ``texts``: one target forward over the first ``window`` tokens of each text
     (its bos first), and at every position t the drafter's first draft (the target's features up to t, the text's
     token t + 1) against the target's top choice of token t + 2 there -> dict(positions, mean_p: the target's mean
