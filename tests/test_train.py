@@ -712,6 +712,44 @@ def test_text_agreement_scores_the_first_draft_along_a_text():
         text_agreement(target, tok, propose(2), ["t40"], progress=False)
 
 
+def test_least_loss_head_keeps_every_logit_of_states_inside_its_rank():
+    """States spanning an r-dimensional subspace: the rank-r least-loss head gives the full head's logits exactly,
+    where the head's own top-r singular directions (blind to the states) do not; at r = d it is the head itself."""
+    from slimspec.train.head_ceiling import least_loss_head
+
+    g = torch.Generator().manual_seed(0)
+    E = torch.randn(300, 16, generator=g) * torch.linspace(3, 0.1, 16)  # a head with a decaying spectrum
+    h = torch.randn(200, 3, generator=g) @ torch.randn(3, 16, generator=g)  # states in a 3-dim subspace
+    down, up = least_loss_head(E, h, 3)
+    assert down.shape == (3, 16) and up.shape == (300, 3)
+    torch.testing.assert_close((h @ down.T) @ up.T, h @ E.T, atol=1e-3, rtol=1e-3)
+    V = torch.linalg.svd(E, full_matrices=False).Vh[:3]
+    assert ((h @ V.T @ V) @ E.T - h @ E.T).abs().max() > 1.0
+    down, up = least_loss_head(E, torch.randn(200, 16, generator=g), 16)
+    torch.testing.assert_close(up @ down, E, atol=1e-3, rtol=1e-3)
+
+
+def test_head_ceiling_scores_a_fitted_head_on_texts_fitted_and_unseen():
+    """At full rank the head starts as the target's own (every top-1 agrees); at rank 1 it cannot, and fitting
+    lowers its loss. A target whose logits are not its output layer's (a soft cap it does not apply) is refused."""
+    from slimspec.train.head_ceiling import final_states, head_ceiling, head_ceiling_table
+
+    target, tok = tiny_target(), tiny_tokenizer()
+    texts = [" ".join(f"t{(5 * i + 11 * j) % 55 + 40}" for j in range(12)) for i in range(8)]
+    result = head_ceiling(target, tok, texts[:6], texts[6:], [48, 1], steps=30, batch=32, lr=1e-2, fit_texts=2,
+                          progress=False)
+    assert result["positions"] == dict(train=66, fit=22, **{"held-out": 22})
+    full, one = result["ranks"][48], result["ranks"][1]
+    assert full["start"]["fit"]["agreement"] == 1.0 and full["start"]["held-out"]["agreement"] == 1.0
+    assert one["start"]["held-out"]["agreement"] < 0.5
+    assert one["loss"]["last"] < one["loss"]["first"]
+    table = head_ceiling_table(result)
+    assert "| 48 | start | - | 100.0% | 100.0% |" in table and "| 1 | fitted |" in table
+    target.config.final_logit_softcapping = 1.0
+    with pytest.raises(ValueError, match="final_logit_softcapping"):
+        final_states(target, tok, texts[:1], progress=False)
+
+
 def test_report_commands_show_folders_relative_or_under_home(tmp_path, monkeypatch):
     """A report's command shows a folder relative to the working directory, a cached one under ~, others whole."""
     from slimspec.train.cli import shown_path

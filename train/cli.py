@@ -11,6 +11,7 @@
     slimspec-train heldout --found-rest 6 --confidence --text-agreement 60   ... and found-rest, the target's
                                                     confidence and the first draft per level of it, and along real text
     slimspec-train tree-scale --drafter D --data DATA [--write]   tree score sharpness on data D never trained on
+    slimspec-train head-ceiling [--ranks d/16,d/8,d/4]   what a rank-r head reaches with perfect features
 
 T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
 sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split), or
@@ -144,7 +145,55 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rows", type=int, default=2048, help="drafting positions measured")
     t.add_argument("--top-k", type=int, default=4, help="children per node the calibration covers (tree_top_k)")
     t.add_argument("--write", action="store_true", help="store it in the drafter's generation_config.json")
+    c = sub.add_parser("head-ceiling", help="what a rank-r head reaches with perfect features: a head alone fitted "
+                                            "on the target's own final states along found texts")
+    c.add_argument("--target", default="gemma3-270m", help="embedded target name or model folder")
+    c.add_argument("--ranks", default="d/16,d/8,d/4", help="head ranks, comma-separated (an int or d/N each)")
+    c.add_argument("--texts", type=int, default=240, help="found texts of the train split to fit on")
+    c.add_argument("--held-out", type=int, default=60, help="found texts of the held-out split to score on")
+    c.add_argument("--steps", type=int, default=500, help="Adam steps per rank")
+    c.add_argument("--batch", type=int, default=256, help="positions per step")
+    c.add_argument("--lr", type=float, default=1e-4)
+    c.add_argument("--out", default="reports/heldout/head-ceiling", help="where the table and its JSON go")
     return p
+
+
+def _head_ceiling(args) -> int:
+    import torch
+
+    from configuration_slimspec import resolve_head_rank
+    from slimspec.machine import describe_line
+    from slimspec.prompts import offline_texts
+    from slimspec.targets import load_target
+
+    from .evaluate import TEXT_WINDOW
+    from .head_ceiling import head_ceiling, head_ceiling_table
+
+    target, tokenizer = load_target(args.target, dtype=torch.float32)
+    d = target.get_output_embeddings().weight.shape[1]
+    ranks = [resolve_head_rank(r.strip(), d) for r in args.ranks.split(",")]
+    if None in ranks:
+        sys.exit("slimspec-train head-ceiling: --ranks takes ranks (an int or d/N), not a dense head: at full rank "
+                 "the head is the target's own")
+    result = head_ceiling(target, tokenizer, offline_texts(["found"])[: args.texts],
+                          offline_texts(["found"], split="eval")[: args.held_out], ranks, steps=args.steps,
+                          batch=args.batch, lr=args.lr)
+    command = (f"slimspec-train head-ceiling --target {args.target} --ranks {args.ranks} --texts {args.texts} "
+               f"--held-out {args.held_out} --steps {args.steps} --batch {args.batch} --lr {args.lr:g}")
+    text = (f"# A head alone, with perfect features\n\nA rank-r head (down [r, d], up [V, r]) fitted on the target's "
+            f"own final states along {args.texts} found texts of the train split (the first {TEXT_WINDOW} tokens "
+            f"of each: {result['positions']['train']:,} positions; forward KL to the target, from the rank-r map "
+            f"that keeps the most logit mass), scored by top-1 agreement with the target on the first texts it "
+            f"fitted and on {args.held_out} texts of the held-out split ({result['positions']['held-out']:,} "
+            f"positions). fp32 target {args.target}, on {describe_line()}.\n\nCommand: `{command}`\n\n"
+            f"{head_ceiling_table(result)}\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "head-ceiling.md").write_text(text)
+    (out / "head-ceiling.json").write_text(json.dumps(dict(result, command=command, machine=describe_line()),
+                                                      indent=2, default=str))
+    print(text)
+    return 0
 
 
 def _tree_scale(args) -> int:
@@ -369,6 +418,8 @@ def main(argv=None) -> int:
             return _heldout(args)
         if args.command == "tree-scale":
             return _tree_scale(args)
+        if args.command == "head-ceiling":
+            return _head_ceiling(args)
         from slimspec.machine import resolve_dtype, training_device
 
         device = training_device()
