@@ -136,7 +136,15 @@ def agreement_bins(p, hits) -> dict:
     return bins
 
 
-TEXT_WINDOW = 256  # text_agreement reads the first this many tokens of each text (the training window)
+TEXT_WINDOW = 256  # measurements along a text (text_window) read its first this many tokens (the training window)
+
+
+def text_window(tokenizer, text: str, window: int = TEXT_WINDOW):
+    """The ids [1, T] that a measurement along a text reads: its bos first, then the text's tokens, T <= window."""
+    import torch
+
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return torch.tensor([bos + tokenizer(text, add_special_tokens=False)["input_ids"][: window - len(bos)]])
 
 
 def text_agreement(target, tokenizer, drafter, texts: list, *, window: int = TEXT_WINDOW,
@@ -150,10 +158,9 @@ def text_agreement(target, tokenizer, drafter, texts: list, *, window: int = TEX
     import torch
     from tqdm.auto import tqdm
 
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     chosen, rows = [], []
     for text in tqdm(texts, desc="text agreement", unit="text", disable=not progress):
-        ids = torch.tensor([bos + tokenizer(text, add_special_tokens=False)["input_ids"][: window - len(bos)]])
+        ids = text_window(tokenizer, text, window)
         if ids.shape[1] < 3:
             continue
         out, drafted = first_drafts(target, drafter, ids.to(target.device))

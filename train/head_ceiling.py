@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .evaluate import TEXT_WINDOW, agreement_bins
+from .evaluate import TEXT_WINDOW, agreement_bins, text_window
 
 
 def final_states(target, tokenizer, texts: list, *, window: int = TEXT_WINDOW, progress: bool = True):
@@ -30,11 +30,10 @@ def final_states(target, tokenizer, texts: list, *, window: int = TEXT_WINDOW, p
 
     seen = []
     hook = target.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     hs, ps, tops = [], [], []
     try:
         for text in tqdm(texts, desc="target states", unit="text", disable=not progress):
-            ids = torch.tensor([bos + tokenizer(text, add_special_tokens=False)["input_ids"][: window - len(bos)]])
+            ids = text_window(tokenizer, text, window)
             if ids.shape[1] < 2:
                 continue
             seen.clear()
