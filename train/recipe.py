@@ -26,6 +26,7 @@ MEMBERS = {
     "truncated-32k": dict(head_rank=None, draft_vocab=32000),
     "slimspec-d8": dict(head_rank="d/8", curve=True, stages=True),
     "slimspec-d16": dict(head_rank="d/16"),
+    "slimspec-d4": dict(head_rank="d/4", stages=True),  # a stage from a d/8 drafter grows its head (grow_head)
     "converted-d8-healed": dict(convert_from="dense", rank="d/8"),
 }
 BUILD_KEYS = ("convert_from", "rank", "curve", "stages")  # member keys that are not FitConfig fields
@@ -55,7 +56,7 @@ class Recipe:
     precision: str = "auto"  # bf16 autocast where this CPU has native bf16 matmuls, else fp32
     heal_steps: int = 50
     seed: int = 0
-    init_from: str | None = None  # SlimSpec d/8 only: continue from this drafter folder (a further build stage)
+    init_from: str | None = None  # SlimSpec d/8 and d/4 only: continue from this drafter folder (a further build stage)
 
     def parts(self) -> list:
         """One recipe per data folder: ``prompts`` groups separated by "," ("builtin+composed,varied": the data

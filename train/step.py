@@ -21,6 +21,61 @@ def target_head_weight(target) -> torch.Tensor:
     return target.get_output_embeddings().weight.detach()
 
 
+def grow_head(drafter, rank: int, target_head: torch.Tensor) -> None:
+    """Widen a rank-r SlimSpec head to ``rank`` without changing a single logit, as LoRA starts an adapter: ``down``
+    gains rows at the scale of its old ones, ``up`` zero columns, so logits = up @ down @ h are unchanged and the
+    first step already moves the new columns (their gradient is (q - p) times the new rows' outputs).
+
+    Zero rows of ``down`` with new columns of ``up`` would grow far too slowly: Adam moves each entry by about the
+    learning rate per step, so a row of d entries takes ~ |row| / (lr sqrt(d)) steps to reach the old rows' norm
+    (measured: after 400 steps at lr 1e-4 the new rows were at 1% of the old ones' norm, 0.07 against 5.8); a
+    column of ``up`` has V entries and grows sqrt(V / d) times faster.
+
+    The new rows read the directions in which the target's head ``target_head`` [V_d, d_t] varies most outside what
+    ``up`` can express (the top right singular vectors of R = W - Q Q^T W, Q an orthonormal basis of up's columns,
+    from the eigenvectors of R^T R = W^T W - (Q^T W)^T Q^T W); where the drafter's width differs from the target's,
+    random orthonormal directions. fp32 throughout, cast back."""
+    from modeling_slimspec import SlimSpecLowRankHead
+
+    head = drafter.lm_head
+    if not isinstance(head, SlimSpecLowRankHead):
+        raise ValueError("grow_head widens a low-rank SlimSpec head; this drafter's head is dense")
+    up, down = head.up.weight.detach().float(), head.down.weight.detach().float()
+    old, d = up.shape[1], down.shape[1]
+    if rank < old:
+        raise ValueError(f"the drafter's head has rank {old}, more than the {rank} asked for: a narrower head loses "
+                         "logits, which is a conversion (slimspec-convert --rank), not a training stage")
+    if rank > d:
+        raise ValueError(f"rank {rank} is more than the drafter's width {d}: use 1 <= rank <= {d}")
+    if target_head.shape[1] == d:
+        W = target_head.float().to(up.device)
+        QW = torch.linalg.qr(up).Q.T @ W  # [r, d]
+        ev, vecs = torch.linalg.eigh((W.T @ W).double() - (QW.T @ QW).double())
+        rows = vecs[:, ev.argsort(descending=True)[: rank - old]].T.float()  # [new, d], orthonormal
+    else:
+        rows = torch.linalg.qr(torch.randn(d, rank - old, generator=torch.Generator().manual_seed(0))).Q.T
+    rows = rows.to(down.device) * down.norm(dim=1).median()
+    grown = type(head)(d, rank, up.shape[0]).to(device=head.up.weight.device, dtype=head.up.weight.dtype)
+    with torch.no_grad():
+        grown.up.weight.copy_(torch.cat([up, up.new_zeros(up.shape[0], rank - old)], dim=1))
+        grown.down.weight.copy_(torch.cat([down, rows]))
+    drafter.lm_head = grown
+    drafter.config.head_rank = rank
+
+
+def _grow_to_rank(drafter, config: FitConfig, target, columns) -> None:
+    """Continuing a low-rank drafter, a wider ``config.head_rank`` grows its head (``grow_head``); otherwise the
+    drafter keeps the head it was saved with (a healed conversion keeps the rank it was converted to)."""
+    from configuration_slimspec import resolve_head_rank
+
+    have = drafter.config.head_rank
+    want = resolve_head_rank(config.head_rank, drafter.config.hidden_size)
+    if have is None or want is None or want <= have:
+        return
+    W = target_head_weight(target)
+    grow_head(drafter, want, W if columns is None else W[columns.to(W.device)])
+
+
 def feature_scale(data: DistillationData, positions: int = 8192) -> torch.Tensor:
     """1 / RMS of every feature channel [3 d_t] over the first ``positions`` stored positions of each data folder
     (floored at 1% of the median channel RMS, so near-silent channels are not blown up).
@@ -56,6 +111,7 @@ def build_drafter(target, config: FitConfig, data: DistillationData):
         columns = None
         if drafter.d2t is not None:
             columns = torch.arange(drafter.config.draft_vocab_size) + drafter.d2t
+        _grow_to_rank(drafter, config, target, columns)
         drafter.attach(target)
         return drafter, columns
 
