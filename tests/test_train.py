@@ -479,7 +479,7 @@ def test_a_further_stage_starts_from_the_saved_drafter_exactly(tiny_data, tmp_pa
 
 
 def test_a_stage_with_a_wider_rank_grows_the_head_without_changing_a_logit(tiny_data, tmp_path):
-    """head_rank d/4 continuing a d/8 drafter: the head is widened as LoRA starts (new rows of down at the old rows'
+    """grow_to_rank d/4 continuing a d/8 drafter: the head is widened as LoRA starts (new rows of down at the old rows'
     scale, zero columns of up), so with a zero learning rate the saved drafter's logits are the original's; one step
     with a learning rate moves the new columns; a narrower head is refused, naming the fix."""
     from modeling_slimspec import SlimSpecDrafter
@@ -489,11 +489,14 @@ def test_a_stage_with_a_wider_rank_grows_the_head_without_changing_a_logit(tiny_
     common = dict(ttt_steps=2, batch_size=2, window=16, save_every=100)
     fit(target=target, data=str(folder), out=str(tmp_path / "d8"), progress=False,
         config=FitConfig(head_rank="d/8", max_steps=3, **common))
-    for name, lr in (("d4", 0.0), ("d4-moved", 1e-2)):
+    for name, lr, grow in (("d4", 0.0, "d/4"), ("d4-moved", 1e-2, "d/4"), ("kept", 0.0, None)):
         fit(target=target, data=str(folder), out=str(tmp_path / name), progress=False,
-            config=FitConfig(head_rank="d/4", max_steps=1, lr=lr, init_from=str(tmp_path / "d8"), **common))
-    d8, d4, moved = (SlimSpecDrafter.from_pretrained(str(tmp_path / n)).eval() for n in ("d8", "d4", "d4-moved"))
+            config=FitConfig(head_rank="d/4", grow_to_rank=grow, max_steps=1, lr=lr, init_from=str(tmp_path / "d8"),
+                             **common))
+    d8, d4, moved, kept = (SlimSpecDrafter.from_pretrained(str(tmp_path / n)).eval()
+                           for n in ("d8", "d4", "d4-moved", "kept"))
     r, d = d8.config.head_rank, d8.config.hidden_size
+    assert kept.config.head_rank == r  # never implicit: without grow_to_rank a stage keeps the saved head
     assert d4.config.head_rank == 2 * r == d // 4 and d4.lm_head.up.weight.shape[1] == 2 * r
     assert not d4.lm_head.up.weight[:, r:].any() and moved.lm_head.up.weight[:, r:].norm(dim=0).min() > 0
     rows, scale = d4.lm_head.down.weight[r:], float(d8.lm_head.down.weight.detach().norm(dim=1).median())
@@ -502,6 +505,9 @@ def test_a_stage_with_a_wider_rank_grows_the_head_without_changing_a_logit(tiny_
     torch.testing.assert_close(d4.head(h), d8.head(h), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="slimspec-convert --rank"):
         grow_head(d4, r, target_head_weight(target))
+    for bad in ("d/0", "dense"):  # FitConfig checks the rank's form when made
+        with pytest.raises(ValueError, match="FitConfig.grow_to_rank"):
+            FitConfig(grow_to_rank=bad)
 
 
 def test_ship_replaces_a_shipped_drafter_only_when_tau_rises_5_percent(tmp_path):

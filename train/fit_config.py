@@ -27,6 +27,7 @@ class FitConfig:
     seed: int = 0
     save_every: int = 200
     init_from: str | None = None  # start from this SlimSpec drafter folder (healing; a further training stage)
+    grow_to_rank: object = None  # with init_from: first widen its low-rank head to this rank (train.step.grow_head)
     trainable: str = "all"  # "all", or "head" (healing: only the factorized head learns)
     lora_rank: int = 0  # healing: LoRA adapters of this rank on the decoder layer (peft), merged before saving
     teacher: str | None = None  # healing: a dense drafter folder whose head is the teacher (None: the target)
@@ -55,6 +56,14 @@ class FitConfig:
         if self.epochs is not None:
             _check_counts(self, ("epochs",), least=1)
         parse_head_rank(self.head_rank)  # ValueError naming the valid forms
+        if self.grow_to_rank is not None:
+            try:
+                dense = parse_head_rank(self.grow_to_rank)[0] == "dense"
+            except ValueError as e:
+                raise ValueError(f"FitConfig.grow_to_rank: {e}") from None
+            if dense:
+                raise ValueError("FitConfig.grow_to_rank widens a low-rank head: give a rank (an int or d/N), not "
+                                 f"{self.grow_to_rank!r}")
 
     @property
     def trained_mask(self) -> str:

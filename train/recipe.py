@@ -26,7 +26,7 @@ MEMBERS = {
     "truncated-32k": dict(head_rank=None, draft_vocab=32000),
     "slimspec-d8": dict(head_rank="d/8", curve=True, stages=True),
     "slimspec-d16": dict(head_rank="d/16"),
-    "slimspec-d4": dict(head_rank="d/4", stages=True),  # a stage from a d/8 drafter grows its head (grow_head)
+    "slimspec-d4": dict(head_rank="d/4", grow_to_rank="d/4", stages=True),  # a stage from d/8 widens its head
     "converted-d8-healed": dict(convert_from="dense", rank="d/8"),
 }
 BUILD_KEYS = ("convert_from", "rank", "curve", "stages")  # member keys that are not FitConfig fields

@@ -64,13 +64,14 @@ def grow_head(drafter, rank: int, target_head: torch.Tensor) -> None:
 
 
 def _grow_to_rank(drafter, config: FitConfig, target, columns) -> None:
-    """Continuing a low-rank drafter, a wider ``config.head_rank`` grows its head (``grow_head``); otherwise the
-    drafter keeps the head it was saved with (a healed conversion keeps the rank it was converted to)."""
+    """``config.grow_to_rank``: widen the low-rank head of the drafter a stage continues (``grow_head``; a rank it
+    already has changes nothing). Never implicit: a healed conversion keeps the rank it was converted to."""
     from configuration_slimspec import resolve_head_rank
 
-    have = drafter.config.head_rank
-    want = resolve_head_rank(config.head_rank, drafter.config.hidden_size)
-    if have is None or want is None or want <= have:
+    if config.grow_to_rank is None:
+        return
+    want = resolve_head_rank(config.grow_to_rank, drafter.config.hidden_size)
+    if want == drafter.config.head_rank:
         return
     W = target_head_weight(target)
     grow_head(drafter, want, W if columns is None else W[columns.to(W.device)])
