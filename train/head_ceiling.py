@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .evaluate import TEXT_WINDOW, agreement_bins, text_window
+from .step import target_head_weight
 
 
 def final_states(target, tokenizer, texts: list, *, window: int = TEXT_WINDOW, progress: bool = True):
@@ -95,7 +96,7 @@ def head_ceiling(target, tokenizer, train_texts: list, held_out_texts: list, ran
     rest = train_texts[fit_texts:]
     h = torch.cat([sets["fit"][0]] + ([final_states(target, tokenizer, rest, window=window, progress=progress)[0]]
                                       if rest else []))
-    E = target.get_output_embeddings().weight.detach().float().cpu()
+    E = target_head_weight(target).float().cpu()
     out = dict(positions=dict(train=len(h), **{k: len(v[0]) for k, v in sets.items()}), ranks={})
     generator = torch.Generator().manual_seed(seed)
     for rank in ranks:

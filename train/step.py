@@ -21,10 +21,11 @@ def target_head_weight(target) -> torch.Tensor:
     return target.get_output_embeddings().weight.detach()
 
 
-def grow_head(drafter, rank: int, target_head: torch.Tensor) -> None:
-    """Widen a rank-r SlimSpec head to ``rank`` without changing a single logit, as LoRA starts an adapter: ``down``
-    gains rows at the scale of its old ones, ``up`` zero columns, so logits = up @ down @ h are unchanged and the
-    first step already moves the new columns (their gradient is (q - p) times the new rows' outputs).
+def grow_head(drafter, rank, target_head: torch.Tensor) -> None:
+    """Widen a rank-r SlimSpec head to ``rank`` (an int or d/N; the rank it has changes nothing) without changing a
+    single logit, as LoRA starts an adapter: ``down`` gains rows at the scale of its old ones, ``up`` zero columns,
+    so logits = up @ down @ h are unchanged and the first step already moves the new columns (their gradient is
+    (q - p) times the new rows' outputs).
 
     Zero rows of ``down`` with new columns of ``up`` would grow far too slowly: Adam moves each entry by about the
     learning rate per step, so a row of d entries takes ~ |row| / (lr sqrt(d)) steps to reach the old rows' norm
@@ -35,6 +36,7 @@ def grow_head(drafter, rank: int, target_head: torch.Tensor) -> None:
     ``up`` can express (the top right singular vectors of R = W - Q Q^T W, Q an orthonormal basis of up's columns,
     from the eigenvectors of R^T R = W^T W - (Q^T W)^T Q^T W); where the drafter's width differs from the target's,
     random orthonormal directions. fp32 throughout, cast back."""
+    from configuration_slimspec import resolve_head_rank
     from modeling_slimspec import SlimSpecLowRankHead
 
     head = drafter.lm_head
@@ -42,11 +44,14 @@ def grow_head(drafter, rank: int, target_head: torch.Tensor) -> None:
         raise ValueError("grow_head widens a low-rank SlimSpec head; this drafter's head is dense")
     up, down = head.up.weight.detach().float(), head.down.weight.detach().float()
     old, d = up.shape[1], down.shape[1]
+    rank = resolve_head_rank(rank, d, vocab_rows=up.shape[0])  # ValueError naming the valid ranks
+    if rank is None:
+        raise ValueError("grow_head widens a low-rank head to a rank (an int or d/N), not to a dense head")
     if rank < old:
         raise ValueError(f"the drafter's head has rank {old}, more than the {rank} asked for: a narrower head loses "
                          "logits, which is a conversion (slimspec-convert --rank), not a training stage")
-    if rank > d:
-        raise ValueError(f"rank {rank} is more than the drafter's width {d}: use 1 <= rank <= {d}")
+    if rank == old:
+        return
     if target_head.shape[1] == d:
         W = target_head.float().to(up.device)
         QW = torch.linalg.qr(up).Q.T @ W  # [r, d]
@@ -64,17 +69,11 @@ def grow_head(drafter, rank: int, target_head: torch.Tensor) -> None:
 
 
 def _grow_to_rank(drafter, config: FitConfig, target, columns) -> None:
-    """``config.grow_to_rank``: widen the low-rank head of the drafter a stage continues (``grow_head``; a rank it
-    already has changes nothing). Never implicit: a healed conversion keeps the rank it was converted to."""
-    from configuration_slimspec import resolve_head_rank
-
-    if config.grow_to_rank is None:
-        return
-    want = resolve_head_rank(config.grow_to_rank, drafter.config.hidden_size)
-    if want == drafter.config.head_rank:
-        return
-    W = target_head_weight(target)
-    grow_head(drafter, want, W if columns is None else W[columns.to(W.device)])
+    """``config.grow_to_rank``: widen the low-rank head of the drafter a stage continues (``grow_head``). Never
+    implicit: a healed conversion keeps the rank it was converted to."""
+    if config.grow_to_rank is not None:
+        W = target_head_weight(target)
+        grow_head(drafter, config.grow_to_rank, W if columns is None else W[columns.to(W.device)])
 
 
 def feature_scale(data: DistillationData, positions: int = 8192) -> torch.Tensor:
