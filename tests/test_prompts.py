@@ -108,6 +108,26 @@ def test_composed_data_is_keyed_by_its_prompts(monkeypatch):
     assert _key(composed.data_settings()) != before and _key(builtin.data_settings()) == _key(Recipe().data_settings())
 
 
+def test_teacher_forced_text_grows_in_blocks_that_keep_their_folders():
+    """A larger text_limit reuses the folders a smaller one built: the first block keeps the key a recipe of at most
+    600 texts always had (stage 13's found text), the next blocks get folders of their own; a limit past what the
+    sources hold is refused naming their count."""
+    from slimspec.train.recipe import TEXT_BLOCK, Recipe, text_folders
+
+    small, large = (Recipe(prompts="varied", text="found", text_limit=n) for n in (600, 1300))
+    assert text_folders("t", small)[0].name == "text-040870fdc7" and TEXT_BLOCK == 600
+    assert large.text_blocks() == [(0, 600), (600, 600), (1200, 100)]
+    assert text_folders("t", large)[0] == text_folders("t", small)[0] and len(set(text_folders("t", large))) == 3
+    assert text_folders("t", Recipe()) == text_folders("t", Recipe(text_limit=120)) and Recipe().text_blocks() == [
+        (0, 120)]
+    assert text_folders("t", Recipe(text=None)) == []
+    texts = [f"text {i}" for i in range(1250)]
+    assert [len(b) for b in large.text_block_items(texts)] == [600, 600, 50]
+    assert large.text_block_items(texts)[1][0] == "text 600"
+    with pytest.raises(ValueError, match="hold 1100 texts; set text_limit to at most 1100"):
+        large.text_block_items(texts[:1100])
+
+
 def test_prompt_groups_keep_their_own_data_folders():
     """"builtin+composed,varied": the first group's folder is the one "builtin+composed" alone has (its data is
     reused), the second gets its own; the prompts are the groups' one after the other."""

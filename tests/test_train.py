@@ -206,6 +206,24 @@ def test_data_records_and_resume(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         generate_data(target=target, tokenizer=tiny_tokenizer(), prompts=PROMPTS, out=str(folder), layer_ids=[2, 3, 3],
                       max_new_tokens=5, batch_size=4, shard_prompts=4, progress=False)
+    with pytest.raises(ValueError, match="items_digest"):  # as many prompts, other ones: never a mix of shards
+        generate_data(target=target, tokenizer=tiny_tokenizer(), prompts=PROMPTS[::-1], out=str(folder),
+                      layer_ids=[2, 3, 3], max_new_tokens=12, batch_size=4, shard_prompts=4, progress=False)
+
+
+def test_data_skip_and_limit_choose_a_further_block():
+    """``slimspec-train data --skip N --limit M``: the M prompts (or texts) after the first N; a skip past the end
+    is refused naming how many there are."""
+    from argparse import Namespace
+
+    from slimspec.train.cli import _chosen, build_parser
+
+    args = build_parser().parse_args(["data", "--text", "found", "--skip", "600", "--limit", "600", "--out", "x"])
+    assert (args.skip, args.limit) == (600, 600)
+    items = list(range(1000))
+    assert _chosen(items, args) == list(range(600, 1000)) and _chosen(items, Namespace(skip=0, limit=3)) == [0, 1, 2]
+    with pytest.raises(ValueError, match="there are 1000 prompts or texts"):
+        _chosen(items, Namespace(skip=1000, limit=None))
 
 
 def test_sampled_only_data_holds_one_sampled_response_per_prompt(tiny_data, tmp_path):
@@ -505,9 +523,18 @@ def test_a_stage_with_a_wider_rank_grows_the_head_without_changing_a_logit(tiny_
     torch.testing.assert_close(d4.head(h), d8.head(h), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="slimspec-convert --rank"):
         grow_head(d4, r, target_head_weight(target))
+    other = SlimSpecDrafter.from_pretrained(str(tmp_path / "d8")).eval()  # a target head of another width: the new
+    grow_head(other, "d/4", torch.randn(target_head_weight(target).shape[0], d + 3))  # rows are random directions
+    rows = other.lm_head.down.weight[r:].detach()
+    torch.testing.assert_close(rows @ rows.T, scale**2 * torch.eye(r), rtol=0, atol=1e-4 * scale**2)
+    assert (rows - d4.lm_head.down.weight[r:]).abs().max() > 0.1 * scale  # not the target's directions
+    torch.testing.assert_close(other.head(h), d8.head(h), rtol=1e-5, atol=1e-5)
     for bad in ("d/0", "dense"):  # FitConfig checks the rank's form when made
         with pytest.raises(ValueError, match="FitConfig.grow_to_rank"):
             FitConfig(grow_to_rank=bad)
+    with pytest.raises(ValueError, match="set head_rank='d/4' instead"):  # nothing to widen from scratch
+        FitConfig(head_rank="d/8", grow_to_rank="d/4")
+    assert FitConfig(head_rank="d/4", grow_to_rank="d/4").grow_to_rank == "d/4"  # the d/4 member built from scratch
 
 
 def test_ship_replaces_a_shipped_drafter_only_when_tau_rises_5_percent(tmp_path):

@@ -1,6 +1,6 @@
 """``slimspec-train``: self-distillation data, training and healing of SlimSpec drafters.
 
-    slimspec-train data --target T --prompts FILE --out DATA [--max-new-tokens N]
+    slimspec-train data --target T --prompts FILE --out DATA [--max-new-tokens N] [--skip N] [--limit M]
     slimspec-train fit  --target T --data DATA --out DRAFTER [--head-rank R|d/8|d/16|dense] [--draft-vocab N]
                         [--max-steps N] [--loss kl|ce|lk|lk_log]
     slimspec-train heal --target T --data DATA --drafter IN --out OUT [--teacher DENSE] [--max-steps N] [--lora-rank R]
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-prompt-tokens", type=int, default=384)
     d.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (--text: windows per forward)")
     d.add_argument("--limit", type=int, default=None, help="use only the first N prompts (or texts)")
+    d.add_argument("--skip", type=int, default=0, help="start after the first N prompts (or texts): a further folder "
+                                                      "beside one made with --limit N")
     d.add_argument("--no-sampled", action="store_true", help="greedy responses only (default: greedy + sampled)")
     d.add_argument("--layer-ids", default=None, help="target hidden_states indices, e.g. 2,9,15 (default EAGLE-3's)")
     d.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"],
@@ -385,8 +387,7 @@ def _data(args, target, tokenizer) -> dict:
         from slimspec.prompts import TEXT_SOURCES, offline_texts
 
         sources = list(TEXT_SOURCES) if args.text == "all" else args.text.split(",")
-        texts = offline_texts(sources)
-        return generate_text_data(texts=texts[: args.limit] if args.limit else texts, window=args.window,
+        return generate_text_data(texts=_chosen(offline_texts(sources), args), window=args.window,
                                   source=",".join(sources), batch_size=args.batch_size, **common)
     if args.prompts in ("builtin", "builtin-eval"):
         from slimspec.prompts import builtin_prompts
@@ -398,9 +399,17 @@ def _data(args, target, tokenizer) -> dict:
         prompts = varied_rest_prompts()
     else:
         prompts = load_prompt_file(args.prompts)
-    return generate_data(prompts=prompts[: args.limit] if args.limit else prompts, max_new_tokens=args.max_new_tokens,
+    return generate_data(prompts=_chosen(prompts, args), max_new_tokens=args.max_new_tokens,
                          max_prompt_tokens=args.max_prompt_tokens, batch_size=args.batch_size,
                          sampled=not args.no_sampled, **common)
+
+
+def _chosen(items: list, args) -> list:
+    """The prompts (or texts) ``slimspec-train data`` uses: ``--skip`` past the start, then at most ``--limit``."""
+    if args.skip < 0 or args.skip >= len(items):
+        raise ValueError(f"--skip {args.skip}: there are {len(items)} prompts or texts; skip fewer (0 to "
+                         f"{len(items) - 1})")
+    return items[args.skip :][: args.limit] if args.limit else items[args.skip :]
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ them skips a 262k-wide target head per position (the slowest part of a training 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -199,7 +200,11 @@ def _build(target, out, layer_ids, topk, target_name, settings, items, per_shard
     text_config = target.config.get_text_config() if hasattr(target.config, "get_text_config") else target.config
     settings = dict(settings, target=target_name, layer_ids=list(layer_ids), hidden_size=text_config.hidden_size,
                     vocab_size=text_config.vocab_size, num_hidden_layers=text_config.num_hidden_layers, topk=topk)
+    # what the shards hold, not only how many: a rerun over other prompts or texts (another --skip) is refused
+    settings["items_digest"] = hashlib.sha1(json.dumps(items).encode()).hexdigest()[:12]
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else dict(settings, shards=[], seconds=0.0)
+    if "items_digest" not in meta:  # a folder written before the digest was recorded
+        meta["items_digest"] = settings["items_digest"]
     changed = {k: (meta.get(k), v) for k, v in settings.items() if meta.get(k) != v}
     if changed:
         raise ValueError(f"{out} holds data made with other settings {changed}; use a new folder")

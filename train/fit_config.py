@@ -27,7 +27,8 @@ class FitConfig:
     seed: int = 0
     save_every: int = 200
     init_from: str | None = None  # start from this SlimSpec drafter folder (healing; a further training stage)
-    grow_to_rank: object = None  # with init_from: first widen its low-rank head to this rank (train.step.grow_head)
+    grow_to_rank: object = None  # with init_from: first widen its low-rank head to this rank (train.step.grow_head);
+    #                              from scratch it can only equal head_rank
     trainable: str = "all"  # "all", or "head" (healing: only the factorized head learns)
     lora_rank: int = 0  # healing: LoRA adapters of this rank on the decoder layer (peft), merged before saving
     teacher: str | None = None  # healing: a dense drafter folder whose head is the teacher (None: the target)
@@ -64,6 +65,10 @@ class FitConfig:
             if dense:
                 raise ValueError("FitConfig.grow_to_rank widens a low-rank head: give a rank (an int or d/N), not "
                                  f"{self.grow_to_rank!r}")
+            if self.init_from is None and parse_head_rank(self.grow_to_rank) != parse_head_rank(self.head_rank):
+                raise ValueError(f"FitConfig.grow_to_rank={self.grow_to_rank!r} widens the head of the drafter "
+                                 f"init_from continues; trained from scratch the head has head_rank "
+                                 f"({self.head_rank!r}): set head_rank={self.grow_to_rank!r} instead")
 
     @property
     def trained_mask(self) -> str:

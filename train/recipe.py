@@ -30,6 +30,7 @@ MEMBERS = {
     "converted-d8-healed": dict(convert_from="dense", rank="d/8"),
 }
 BUILD_KEYS = ("convert_from", "rank", "curve", "stages")  # member keys that are not FitConfig fields
+TEXT_BLOCK = 600  # teacher-forced texts per data folder (Recipe.text_blocks)
 SAMPLED = ":sampled"  # a prompt group with this suffix gets sampled responses only (Recipe.parts)
 
 
@@ -43,7 +44,7 @@ class Recipe:
     sampled: bool = False
     topk: int = 64
     text: str | None = "stdlib,docs,packages,humaneval"  # teacher-forced text data mixed in (None: responses only)
-    text_limit: int | None = 120  # the first N texts of the interleaved sources (~3k tokens each)
+    text_limit: int | None = 120  # the first N texts of the interleaved sources, built in blocks (text_blocks)
     text_window: int = 512
     candidates: int = 16384  # candidate softmax for training: batch top-k ids + this many frequent tokens (0: full)
     max_steps: int = 1200  # the budget: max_steps x batch_size x window positions at most (~780 per step here)
@@ -82,8 +83,27 @@ class Recipe:
             settings["prompts_digest"] = _key({"prompts": data_prompts(self)})
         return settings
 
-    def text_settings(self) -> dict:
-        return dict(text=self.text, text_limit=self.text_limit, window=self.text_window, topk=self.topk)
+    def text_blocks(self) -> list:
+        """The teacher-forced text in blocks of ``TEXT_BLOCK`` texts, as (skip, count) pairs: a folder each, so that
+        a later stage with a larger ``text_limit`` builds only the texts past what an earlier stage built."""
+        if self.text_limit is None or self.text_limit <= TEXT_BLOCK:
+            return [(0, self.text_limit)]
+        return [(skip, min(TEXT_BLOCK, self.text_limit - skip)) for skip in range(0, self.text_limit, TEXT_BLOCK)]
+
+    def text_block_items(self, texts: list) -> list:
+        """``texts`` (all the sources hold) cut into the recipe's blocks; a block past their end is an error naming
+        how many there are."""
+        blocks = [texts[skip:][:count] for skip, count in self.text_blocks()]
+        if not all(blocks):
+            raise ValueError(f"text_limit={self.text_limit}: the text sources {self.text!r} hold {len(texts)} texts; "
+                             f"set text_limit to at most {len(texts)}")
+        return blocks
+
+    def text_settings(self, skip: int = 0, count: int | None = None) -> dict:
+        """What one block of teacher-forced text depends on (its cache key); the first block's key is the one a
+        recipe of at most ``TEXT_BLOCK`` texts has always had."""
+        settings = dict(text=self.text, text_limit=count, window=self.text_window, topk=self.topk)
+        return dict(settings, text_skip=skip) if skip else settings
 
     def positions(self) -> int:
         return self.max_steps * self.batch_size * self.window
@@ -134,8 +154,12 @@ def data_folders(target_name: str, recipe: Recipe) -> list:
     return [data_folder(target_name, part) for part in recipe.parts()]
 
 
-def text_folder(target_name: str, recipe: Recipe) -> Path:
-    return reference_root(target_name) / f"text-{_key(recipe.text_settings())}"
+def text_folders(target_name: str, recipe: Recipe) -> list:
+    """The teacher-forced text folders of the recipe, one per block (``Recipe.text_blocks``); none without text."""
+    if not recipe.text:
+        return []
+    return [reference_root(target_name) / f"text-{_key(recipe.text_settings(skip, count))}"
+            for skip, count in recipe.text_blocks()]
 
 
 def member_folder(target_name: str, name: str, recipe: Recipe) -> Path:

@@ -38,18 +38,17 @@ from .fit import fit
 from .fit_config import FitConfig
 from .step import median_step_seconds, positions_per_s
 from .recipe import (BUILD_KEYS, MEMBERS, Recipe, _key, curve_steps, data_folders, data_prompts, data_responses_left,
-                     is_built, member_folder, member_recipe, reference_root, text_folder)
+                     is_built, member_folder, member_recipe, reference_root, text_folders)
 
 def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> str:
     """The recipe's training data, built or resumed: self-distilled responses (a folder per prompt group), and
-    teacher-forced text when the recipe mixes it in. Returns the data argument of ``fit`` (folders joined by
-    commas)."""
-    folders = data_folders(target_name, recipe)
-    text = text_folder(target_name, recipe) if recipe.text else None
-    text_done = text is None or (text / "meta.json").exists() and json.loads(
-        (text / "meta.json").read_text()).get("complete", False)
-    data = ",".join(map(str, folders + ([text] if text else [])))
-    if data_responses_left(target_name, recipe) == 0 and text_done:
+    teacher-forced text when the recipe mixes it in (a folder per block of texts). Returns the data argument of
+    ``fit`` (folders joined by commas)."""
+    folders, texts_at = data_folders(target_name, recipe), text_folders(target_name, recipe)
+    text_left = [folder for folder in texts_at if not ((folder / "meta.json").exists() and json.loads(
+        (folder / "meta.json").read_text()).get("complete", False))]
+    data = ",".join(map(str, folders + texts_at))
+    if data_responses_left(target_name, recipe) == 0 and not text_left:
         return data
     device = training_device()
     gpu = device.type == "cuda"  # batch sizes only (the data is the same): a GPU wants many rows per forward
@@ -61,10 +60,11 @@ def build_data(target_name: str, recipe: Recipe, progress: bool = True) -> str:
         if data_responses_left(target_name, part):
             generate_data(prompts=data_prompts(part), out=str(folder), max_new_tokens=recipe.max_new_tokens,
                           max_prompt_tokens=384, modes=part.response_modes(), batch_size=64 if gpu else 16, **common)
-    if not text_done:
-        texts = offline_texts(recipe.text.split(","))[: recipe.text_limit]
-        generate_text_data(texts=texts, out=str(text), window=recipe.text_window, source=recipe.text,
-                           batch_size=16 if gpu else 1, **common)
+    blocks = recipe.text_block_items(offline_texts(recipe.text.split(","))) if text_left else []
+    for folder, block in zip(texts_at, blocks):
+        if folder in text_left:  # a finished block is kept as it is
+            generate_text_data(texts=block, out=str(folder), window=recipe.text_window, source=recipe.text,
+                               batch_size=16 if gpu else 1, **common)
     return data
 
 
