@@ -59,13 +59,13 @@ class FitConfig:
         parse_head_rank(self.head_rank)  # ValueError naming the valid forms
         if self.grow_to_rank is not None:
             try:
-                dense = parse_head_rank(self.grow_to_rank)[0] == "dense"
+                grow = parse_head_rank(self.grow_to_rank)
             except ValueError as e:
                 raise ValueError(f"FitConfig.grow_to_rank: {e}") from None
-            if dense:
+            if grow[0] == "dense":
                 raise ValueError("FitConfig.grow_to_rank widens a low-rank head: give a rank (an int or d/N), not "
                                  f"{self.grow_to_rank!r}")
-            if self.init_from is None and parse_head_rank(self.grow_to_rank) != parse_head_rank(self.head_rank):
+            if self.init_from is None and grow != parse_head_rank(self.head_rank):
                 raise ValueError(f"FitConfig.grow_to_rank={self.grow_to_rank!r} widens the head of the drafter "
                                  f"init_from continues; trained from scratch the head has head_rank "
                                  f"({self.head_rank!r}): set head_rank={self.grow_to_rank!r} instead")
