@@ -854,6 +854,54 @@ def test_held_out_curve_reads_snapshots_and_minutes(tmp_path):
     assert curve["twice_the_budget"] == dict(minutes=8.0, mean=means[2], per_doubling=0.0)
 
 
+
+def test_data_curve_fits_unseen_agreement_per_doubling_of_the_text_each_drafter_read(tmp_path, capsys):
+    """``slimspec-train data-curve``: each report's drafter (named by its command) is traced to the distinct text
+    it trained on (text folders' meta.json; self-distilled ones add none); per series the unseen agreement is fitted
+    linear in log2(texts), and a report that cannot be placed is refused naming what to run."""
+    import json
+
+    from slimspec.train.cli import main
+    from slimspec.train.evaluate import data_curve
+
+    exact = data_curve([dict(series="s", texts=t, unseen=0.3 + 0.01 * math.log2(t)) for t in (600, 1200, 2400)]
+                       + [dict(series="one", texts=600, unseen=0.5)])
+    assert exact["series"]["s"]["per_doubling"] == pytest.approx(0.01)
+    assert exact["series"]["s"]["twice_the_text"]["texts"] == 4800
+    assert exact["series"]["s"]["twice_the_text"]["unseen"] == pytest.approx(0.3 + 0.01 * math.log2(4800))
+    assert exact["series"]["one"]["per_doubling"] is None and exact["series"]["one"]["twice_the_text"] is None
+
+    def folder(name, kind, count, tokens):
+        path = tmp_path / name
+        path.mkdir()
+        meta = dict(kind="text", texts=count) if kind == "text" else dict(prompts=count)
+        (path / "meta.json").write_text(json.dumps(dict(meta, tokens=tokens)))
+        return str(path)
+
+    responses, first, second = folder("data", "prompts", 256, 999), folder("t1", "text", 600, 10), folder("t2", "text",
+                                                                                                          600, 30)
+    reports = []
+    for i, (data, unseen) in enumerate([([responses, first], 0.39), ([responses, first, second], 0.40)]):
+        drafter = tmp_path / f"drafter{i}"
+        drafter.mkdir()
+        (drafter / "config.json").write_text(json.dumps(dict(head_rank=80)))
+        (drafter / "training.json").write_text(json.dumps(dict(data=",".join(data), history=[{}] * 3,
+                                                               config=dict(trainable="head", lr=1e-3))))
+        split = dict(positions=100, drafter=unseen)
+        reports.append(tmp_path / f"report{i}.json")
+        reports[-1].write_text(json.dumps(dict(command=f"slimspec-train heldout --drafter {drafter} --k 5",
+                                               machine="m", text_agreement={"found, train split": dict(split),
+                                                                            "found, held-out split": split})))
+    assert main(["data-curve", *map(str, reports), "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "data-curve.md").read_text()
+    assert "| head only, rank 80, lr 0.001 | report1 | 1,200 | 40 | 3 | 40.0% | **40.0%** |" in table
+    assert "+1.00 points | 41.0% at 2,400 texts" in table and (tmp_path / "out" / "data-curve.png").exists()
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(dict(command="slimspec-train heldout --drafter x")))
+    assert main(["data-curve", str(bare), "--out", str(tmp_path / "out")]) != 0
+    assert "no text agreement in it; measure it with slimspec-train heldout" in capsys.readouterr().err
+
+
 # --- tree score calibration ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("alpha", [1.0, 2.0])
 def test_the_tree_logit_scale_fit_recovers_how_sharp_the_argmax_is(alpha):

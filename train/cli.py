@@ -12,6 +12,7 @@
                                                     confidence and the first draft per level of it, and along real text
     slimspec-train tree-scale --drafter D --data DATA [--write]   tree score sharpness on data D never trained on
     slimspec-train head-ceiling [--ranks d/16,d/8,d/4]   what a rank-r head reaches with perfect features
+    slimspec-train data-curve HELDOUT.json ...   first draft on unseen real text against the distinct text read
 
 T is a local model folder or the embedded ``gemma3-270m``. FILE is jsonl/txt, or ``builtin`` for the offline
 sources (HumanEval prompts and Python-docs prose, train split; ``builtin-eval`` for the held-out split), or
@@ -147,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rows", type=int, default=2048, help="drafting positions measured")
     t.add_argument("--top-k", type=int, default=4, help="children per node the calibration covers (tree_top_k)")
     t.add_argument("--write", action="store_true", help="store it in the drafter's generation_config.json")
+    v = sub.add_parser("data-curve", help="first-draft agreement on unseen real text against the distinct text each "
+                                          "drafter trained on, from heldout --text-agreement reports")
+    v.add_argument("reports", nargs="+", metavar="HELDOUT.json",
+                   help="slimspec-train heldout --drafter D --text-agreement N reports, D a drafter trained here")
+    v.add_argument("--out", default="reports/heldout/data-curve", help="where the table, JSON and plot go")
     c = sub.add_parser("head-ceiling", help="what a rank-r head reaches with perfect features: a head alone fitted "
                                             "on the target's own final states along found texts")
     c.add_argument("--target", default="gemma3-270m", help="embedded target name or model folder")
@@ -196,6 +202,102 @@ def _head_ceiling(args) -> int:
                                                       indent=2, default=str))
     print(text)
     return 0
+
+
+def _data_curve(args) -> int:
+    from .evaluate import data_curve
+
+    points = [_data_curve_point(Path(path)) for path in args.reports]
+    unseen = {p["positions"] for p in points}
+    if len(unseen) > 1:
+        raise ValueError(f"the reports measured different held-out texts ({sorted(unseen)} positions); rerun them "
+                         "with the same --text-agreement N")
+    curve = data_curve(points)
+    command = "slimspec-train data-curve " + " ".join(args.reports)
+    lines = ["# First draft on unseen real text against the distinct real text trained on", "",
+             "Each drafter's first draft teacher-forced along found texts of the held-out split "
+             f"({points[0]['positions']:,} positions; no recipe trains on them) and along the train split's first "
+             "texts (which a recipe with text=found reads first), against the target's top choice (`slimspec-train "
+             "heldout --text-agreement`). Texts and tokens: the distinct teacher-forced text each drafter trained on "
+             "(its data folders). Fit: unseen agreement linear in log2(texts) per series, least squares.", "",
+             "Machines: " + "; ".join(sorted({p["machine"] for p in points})) + ".", "", f"Command: `{command}`", "",
+             "| series | drafter | texts | tokens | steps | first draft, train-split texts | unseen texts |",
+             "|---|---|---|---|---|---|---|"]
+    for label, s in curve["series"].items():
+        lines += [f"| {label} | {p['name']} | {p['texts']:,} | {p['tokens']:,} | {p['steps']} | {p['train']:.1%} | "
+                  f"**{p['unseen']:.1%}** |" for p in s["points"]]
+    lines += ["", "| series | unseen, per doubling of the text | twice the text predicts |", "|---|---|---|"]
+    lines += [f"| {label} | {s['per_doubling'] * 100:+.2f} points | {s['twice_the_text']['unseen']:.1%} at "
+              f"{s['twice_the_text']['texts']:,} texts |" for label, s in curve["series"].items() if s["per_doubling"]
+              is not None]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data-curve.md").write_text("\n".join(lines) + "\n")
+    (out / "data-curve.json").write_text(json.dumps(dict(curve, command=command), indent=2, default=str))
+    _plot_data_curve(curve, out / "data-curve.png")
+    print("\n".join(lines))
+    return 0
+
+
+def _data_curve_point(path: Path) -> dict:
+    """One drafter of ``slimspec-train data-curve``: its heldout report's text agreement and what it trained on
+    (the drafter folder the report names: its training.json, config.json and data folders)."""
+    import shlex
+
+    from .ship import text_read
+
+    report = json.loads(path.read_text())
+    agreement = report.get("text_agreement")
+    if not agreement:
+        raise ValueError(f"{path}: no text agreement in it; measure it with slimspec-train heldout --drafter D "
+                         "--text-agreement 60")
+    words = shlex.split(report["command"])
+    if "--drafter" not in words:
+        raise ValueError(f"{path}: its command names no --drafter; the curve needs drafters trained on this machine")
+    folder = Path(words[words.index("--drafter") + 1]).expanduser()
+    if not (folder / "training.json").exists():
+        raise ValueError(f"{path}: {folder} has no training.json (not trained on this machine, or moved)")
+    training = json.loads((folder / "training.json").read_text())
+    read = text_read(str(training.get("data", "")))
+    if not read["texts"]:
+        raise ValueError(f"{path}: {folder} trained on no teacher-forced text; the curve is over drafters that did")
+    config = training["config"]
+    trained = "head only" if config.get("trainable") == "head" else "whole drafter"
+    rank = json.loads((folder / "config.json").read_text()).get("head_rank")
+    unseen = agreement["found, held-out split"]
+    return dict(name=path.stem, report=str(path), machine=report.get("machine", "?"), steps=len(training["history"]),
+                series=f"{trained}, rank {rank}, lr {config['lr']:g}", positions=unseen["positions"],
+                train=agreement["found, train split"]["drafter"], unseen=unseen["drafter"], **read)
+
+
+def _plot_data_curve(curve: dict, path: Path) -> None:
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for (label, s), marker in zip(curve["series"].items(), "osD^v<>"):
+        texts = [p["texts"] for p in s["points"]]
+        line, = ax.plot(texts, [100 * p["unseen"] for p in s["points"]], marker, label=label)
+        if s["twice_the_text"] is not None:
+            ends = (texts[0], s["twice_the_text"]["texts"])
+            ax.plot(ends, [100 * (s["at_one_text"] + s["per_doubling"] * math.log2(t)) for t in ends], "--",
+                    color=line.get_color(), alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({p["texts"] for s in curve["series"].values() for p in s["points"]}))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("distinct found texts trained on (log2 scale)")
+    ax.set_ylabel("first draft = target's top choice, unseen texts (%)")
+    ax.set_title("first draft on unseen real text against the text read", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _tree_scale(args) -> int:
@@ -429,6 +531,8 @@ def main(argv=None) -> int:
             return _tree_scale(args)
         if args.command == "head-ceiling":
             return _head_ceiling(args)
+        if args.command == "data-curve":
+            return _data_curve(args)
         from slimspec.machine import resolve_dtype, training_device
 
         device = training_device()

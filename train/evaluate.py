@@ -256,3 +256,31 @@ def held_out_curve(target, tokenizer, folder, *, start=None, per_category: int |
         slope = (last["mean"] - before["mean"]) / math.log2(last["minutes"] / before["minutes"])
         predicted = dict(minutes=2 * last["minutes"], mean=last["mean"] + slope, per_doubling=slope)
     return dict(points=points, twice_the_budget=predicted)
+
+
+def data_curve(points: list) -> dict:
+    """First-draft agreement along unseen real text against the distinct real text each drafter trained on.
+    ``points``: dicts with name, series (what was trained, e.g. "head only, rank 80, lr 0.001"), texts, and unseen
+    (``text_agreement``'s hit share on the held-out split). Per series with two text budgets or more: unseen
+    agreement linear in log2(texts) by least squares, its gain per doubling of the text, and what twice the largest
+    budget predicts -> dict(series={label: dict(points, per_doubling, at_one_text, twice_the_text)}): the fit is
+    unseen = at_one_text + per_doubling * log2(texts); a series of one budget has None for all three."""
+    import math
+
+    series = {}
+    for point in points:
+        series.setdefault(point["series"], []).append(point)
+    out = {}
+    for label, members in series.items():
+        members = sorted(members, key=lambda p: p["texts"])
+        x = [math.log2(p["texts"]) for p in members]
+        y = [p["unseen"] for p in members]
+        slope = intercept = twice = None
+        if len(set(x)) > 1:
+            mx, my = sum(x) / len(x), sum(y) / len(y)
+            slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+            intercept = my - slope * mx
+            top = 2 * members[-1]["texts"]
+            twice = dict(texts=top, unseen=intercept + slope * math.log2(top))
+        out[label] = dict(points=members, per_doubling=slope, at_one_text=intercept, twice_the_text=twice)
+    return dict(series=out)

@@ -194,6 +194,20 @@ def describe_data(data: str) -> str:
     return "; ".join(parts)
 
 
+
+def text_read(data: str) -> dict:
+    """The distinct teacher-forced text a training data argument (folders joined by commas) holds: texts and
+    tokens summed over its text folders' meta.json; self-distilled folders add nothing."""
+    texts = tokens = 0
+    for folder in filter(None, data.split(",")):
+        meta_path = Path(folder) / "meta.json"
+        if not meta_path.exists():
+            raise ValueError(f"{folder}: no meta.json on this machine, so what text it holds is unknown; measure the "
+                             "drafter where its data folders are")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("kind") == "text":
+            texts, tokens = texts + meta["texts"], tokens + meta["tokens"]
+    return dict(texts=texts, tokens=tokens)
 def _card_source(report: dict) -> str:
     init_from = report["recipe"].get("init_from")
     if not init_from:
