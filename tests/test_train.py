@@ -892,10 +892,15 @@ def test_data_curve_fits_unseen_agreement_per_doubling_of_the_text_each_drafter_
         reports[-1].write_text(json.dumps(dict(command=f"slimspec-train heldout --drafter {drafter} --k 5",
                                                machine="m", text_agreement={"found, train split": dict(split),
                                                                             "found, held-out split": split})))
-    assert main(["data-curve", *map(str, reports), "--out", str(tmp_path / "out")]) == 0
+    recorded = tmp_path / "report2.json"  # heldout now records what its drafter trained on: no folder needed
+    split = dict(positions=100, drafter=0.41)
+    recorded.write_text(json.dumps(dict(command="slimspec-train heldout --drafter /gone", trained_on=dict(
+        texts=2400, tokens=50, steps=5, series="head only, rank 80, lr 0.001"), text_agreement={
+        "found, train split": split, "found, held-out split": split})))
+    assert main(["data-curve", *map(str, reports + [recorded]), "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "data-curve.md").read_text()
     assert "| head only, rank 80, lr 0.001 | report1 | 1,200 | 40 | 3 | 40.0% | **40.0%** |" in table
-    assert "+1.00 points | 41.0% at 2,400 texts" in table and (tmp_path / "out" / "data-curve.png").exists()
+    assert "+1.00 points | 42.0% at 4,800 texts" in table and (tmp_path / "out" / "data-curve.png").exists()
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps(dict(command="slimspec-train heldout --drafter x")))
     assert main(["data-curve", str(bare), "--out", str(tmp_path / "out")]) != 0

@@ -240,34 +240,44 @@ def _data_curve(args) -> int:
 
 
 def _data_curve_point(path: Path) -> dict:
-    """One drafter of ``slimspec-train data-curve``: its heldout report's text agreement and what it trained on
-    (the drafter folder the report names: its training.json, config.json and data folders)."""
+    """One drafter of ``slimspec-train data-curve``: its heldout report's text agreement and what it trained on (the
+    report's own record, or, for a report written before heldout kept one, the drafter folder its command names)."""
     import shlex
-
-    from .ship import text_read
 
     report = json.loads(path.read_text())
     agreement = report.get("text_agreement")
     if not agreement:
         raise ValueError(f"{path}: no text agreement in it; measure it with slimspec-train heldout --drafter D "
                          "--text-agreement 60")
-    words = shlex.split(report["command"])
-    if "--drafter" not in words:
-        raise ValueError(f"{path}: its command names no --drafter; the curve needs drafters trained on this machine")
-    folder = Path(words[words.index("--drafter") + 1]).expanduser()
-    if not (folder / "training.json").exists():
-        raise ValueError(f"{path}: {folder} has no training.json (not trained on this machine, or moved)")
-    training = json.loads((folder / "training.json").read_text())
-    read = text_read(str(training.get("data", "")))
-    if not read["texts"]:
-        raise ValueError(f"{path}: {folder} trained on no teacher-forced text; the curve is over drafters that did")
-    config = training["config"]
-    trained = "head only" if config.get("trainable") == "head" else "whole drafter"
-    rank = json.loads((folder / "config.json").read_text()).get("head_rank")
+    trained = report.get("trained_on")
+    if trained is None:
+        words = shlex.split(report["command"])
+        if "--drafter" not in words:
+            raise ValueError(f"{path}: its command names no --drafter; the curve needs drafters trained on this "
+                             "machine")
+        trained = trained_on(Path(words[words.index("--drafter") + 1]).expanduser())
+    if trained is None or not trained["texts"]:
+        raise ValueError(f"{path}: its drafter has no training.json here or read no teacher-forced text; the curve "
+                         "is over drafters trained on found text")
     unseen = agreement["found, held-out split"]
-    return dict(name=path.stem, report=str(path), machine=report.get("machine", "?"), steps=len(training["history"]),
-                series=f"{trained}, rank {rank}, lr {config['lr']:g}", positions=unseen["positions"],
-                train=agreement["found, train split"]["drafter"], unseen=unseen["drafter"], **read)
+    return dict(trained, name=path.stem, report=str(path), machine=report.get("machine", "?"),
+                positions=unseen["positions"], train=agreement["found, train split"]["drafter"],
+                unseen=unseen["drafter"])
+
+
+def trained_on(folder: Path) -> dict | None:
+    """What a drafter folder trained on, from its training.json and config.json (None without a training.json):
+    the distinct teacher-forced text (``text_read``), the steps, and its series: what was trained, head rank, lr."""
+    from .ship import text_read
+
+    if not (folder / "training.json").exists():
+        return None
+    training = json.loads((folder / "training.json").read_text())
+    config = training["config"]
+    what = "head only" if config.get("trainable") == "head" else "whole drafter"
+    rank = json.loads((folder / "config.json").read_text()).get("head_rank")
+    return dict(text_read(str(training.get("data", ""))), steps=len(training["history"]),
+                series=f"{what}, rank {rank}, lr {config['lr']:g}")
 
 
 def _plot_data_curve(curve: dict, path: Path) -> None:
@@ -374,6 +384,10 @@ def _heldout(args) -> int:
                  "split's first texts are what a recipe with text=found trains on first; no recipe trains on the "
                  "held-out split:\n\n"
                  f"{text_agreement_table(result['text_agreement'])}\n")
+    try:  # what the drafter trained on, for slimspec-train data-curve; a drafter not trained here has no record
+        result["trained_on"] = trained_on(Path(folder))
+    except ValueError:  # its data folders are not on this machine
+        result["trained_on"] = None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / Path(folder).name
