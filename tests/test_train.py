@@ -869,6 +869,7 @@ def test_data_curve_fits_unseen_agreement_per_doubling_of_the_text_each_drafter_
     assert exact["series"]["s"]["per_doubling"] == pytest.approx(0.01)
     assert exact["series"]["s"]["twice_the_text"]["texts"] == 4800
     assert exact["series"]["s"]["twice_the_text"]["unseen"] == pytest.approx(0.3 + 0.01 * math.log2(4800))
+    assert exact["series"]["s"]["last_per_doubling"] == pytest.approx(0.01)
     assert exact["series"]["one"]["per_doubling"] is None and exact["series"]["one"]["twice_the_text"] is None
 
     def folder(name, kind, count, tokens):
@@ -900,7 +901,8 @@ def test_data_curve_fits_unseen_agreement_per_doubling_of_the_text_each_drafter_
     assert main(["data-curve", *map(str, reports + [recorded]), "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "data-curve.md").read_text()
     assert "| head only, rank 80, lr 0.001 | report1 | 1,200 | 40 | 3 | 40.0% | **40.0%** |" in table
-    assert "+1.00 points | 42.0% at 4,800 texts" in table and (tmp_path / "out" / "data-curve.png").exists()
+    assert "+1.00 points | +1.00 points | 42.0% at 4,800 texts" in table
+    assert (tmp_path / "out" / "data-curve.png").exists()
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps(dict(command="slimspec-train heldout --drafter x")))
     assert main(["data-curve", str(bare), "--out", str(tmp_path / "out")]) != 0

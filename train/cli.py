@@ -226,10 +226,11 @@ def _data_curve(args) -> int:
     for label, s in curve["series"].items():
         lines += [f"| {label} | {p['name']} | {p['texts']:,} | {p['tokens']:,} | {p['steps']} | {p['train']:.1%} | "
                   f"**{p['unseen']:.1%}** |" for p in s["points"]]
-    lines += ["", "| series | unseen, per doubling of the text | twice the text predicts |", "|---|---|---|"]
-    lines += [f"| {label} | {s['per_doubling'] * 100:+.2f} points | {s['twice_the_text']['unseen']:.1%} at "
-              f"{s['twice_the_text']['texts']:,} texts |" for label, s in curve["series"].items() if s["per_doubling"]
-              is not None]
+    lines += ["", "| series | unseen, per doubling of the text (fit) | between the two largest budgets | twice the "
+                  "text predicts (fit) |", "|---|---|---|---|"]
+    lines += [f"| {label} | {s['per_doubling'] * 100:+.2f} points | {s['last_per_doubling'] * 100:+.2f} points | "
+              f"{s['twice_the_text']['unseen']:.1%} at {s['twice_the_text']['texts']:,} texts |"
+              for label, s in curve["series"].items() if s["per_doubling"] is not None]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "data-curve.md").write_text("\n".join(lines) + "\n")

@@ -263,8 +263,9 @@ def data_curve(points: list) -> dict:
     ``points``: dicts with name, series (what was trained, e.g. "head only, rank 80, lr 0.001"), texts, and unseen
     (``text_agreement``'s hit share on the held-out split). Per series with two text budgets or more: unseen
     agreement linear in log2(texts) by least squares, its gain per doubling of the text, and what twice the largest
-    budget predicts -> dict(series={label: dict(points, per_doubling, at_one_text, twice_the_text)}): the fit is
-    unseen = at_one_text + per_doubling * log2(texts); a series of one budget has None for all three."""
+    budget predicts -> dict(series={label: dict(points, per_doubling, at_one_text, twice_the_text,
+    last_per_doubling)}): the fit is unseen = at_one_text + per_doubling * log2(texts); last_per_doubling is the
+    gain between the two largest budgets alone (a curve that bends shows it there); None for a series of one."""
     import math
 
     series = {}
@@ -275,12 +276,15 @@ def data_curve(points: list) -> dict:
         members = sorted(members, key=lambda p: p["texts"])
         x = [math.log2(p["texts"]) for p in members]
         y = [p["unseen"] for p in members]
-        slope = intercept = twice = None
+        slope = intercept = twice = last = None
         if len(set(x)) > 1:
             mx, my = sum(x) / len(x), sum(y) / len(y)
             slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
             intercept = my - slope * mx
             top = 2 * members[-1]["texts"]
             twice = dict(texts=top, unseen=intercept + slope * math.log2(top))
-        out[label] = dict(points=members, per_doubling=slope, at_one_text=intercept, twice_the_text=twice)
+            if x[-1] > x[-2]:
+                last = (y[-1] - y[-2]) / (x[-1] - x[-2])
+        out[label] = dict(points=members, per_doubling=slope, at_one_text=intercept, twice_the_text=twice,
+                          last_per_doubling=last)
     return dict(series=out)
