@@ -194,7 +194,6 @@ def describe_data(data: str) -> str:
     return "; ".join(parts)
 
 
-
 def text_read(data: str) -> dict:
     """The distinct teacher-forced text a training data argument (folders joined by commas) holds: texts and
     tokens summed over its text folders' meta.json; self-distilled folders add nothing."""
@@ -208,6 +207,8 @@ def text_read(data: str) -> dict:
         if meta.get("kind") == "text":
             texts, tokens = texts + meta["texts"], tokens + meta["tokens"]
     return dict(texts=texts, tokens=tokens)
+
+
 def _card_source(report: dict) -> str:
     init_from = report["recipe"].get("init_from")
     if not init_from:
