@@ -854,7 +854,6 @@ def test_held_out_curve_reads_snapshots_and_minutes(tmp_path):
     assert curve["twice_the_budget"] == dict(minutes=8.0, mean=means[2], per_doubling=0.0)
 
 
-
 def test_data_curve_fits_unseen_agreement_per_doubling_of_the_text_each_drafter_read(tmp_path, capsys):
     """``slimspec-train data-curve``: each report's drafter (named by its command) is traced to the distinct text
     it trained on (text folders' meta.json; self-distilled ones add none); per series the unseen agreement is fitted

@@ -208,9 +208,9 @@ def _data_curve(args) -> int:
     from .evaluate import data_curve
 
     points = [_data_curve_point(Path(path)) for path in args.reports]
-    unseen = {p["positions"] for p in points}
-    if len(unseen) > 1:
-        raise ValueError(f"the reports measured different held-out texts ({sorted(unseen)} positions); rerun them "
+    positions = {p["positions"] for p in points}
+    if len(positions) > 1:
+        raise ValueError(f"the reports measured different held-out texts ({sorted(positions)} positions); rerun them "
                          "with the same --text-agreement N")
     curve = data_curve(points)
     command = "slimspec-train data-curve " + " ".join(args.reports)

@@ -174,17 +174,24 @@ def earlier_stages(init_from: str | None) -> list:
     return earlier_stages(earlier.get("recipe", {}).get("init_from")) + [stage_summary(earlier)]
 
 
+def data_metas(data: str) -> list:
+    """Each folder of a training data argument (folders joined by commas) with its meta.json as a dict, or None where
+    that is not on this machine: [(folder, meta | None)]."""
+    pairs = []
+    for folder in filter(None, data.split(",")):
+        meta_path = Path(folder) / "meta.json"
+        pairs.append((folder, json.loads(meta_path.read_text()) if meta_path.exists() else None))
+    return pairs
+
+
 def describe_data(data: str) -> str:
     """What a training data argument (folders joined by commas) holds, from each folder's meta.json: the kind,
     source and tokens (the folder path where its meta.json is not on this machine)."""
     parts = []
-    for folder in filter(None, data.split(",")):
-        meta_path = Path(folder) / "meta.json"
-        if not meta_path.exists():
+    for folder, meta in data_metas(data):
+        if meta is None:
             parts.append(folder)
-            continue
-        meta = json.loads(meta_path.read_text())
-        if meta.get("kind") == "text":
+        elif meta.get("kind") == "text":
             parts.append(f"{meta['texts']} offline texts teacher-forced ({meta['source']}), {meta['tokens']:,} tokens")
         else:
             modes = tuple(meta.get("modes", [False, True] if meta.get("sampled") else [False]))
@@ -198,12 +205,10 @@ def text_read(data: str) -> dict:
     """The distinct teacher-forced text a training data argument (folders joined by commas) holds: texts and
     tokens summed over its text folders' meta.json; self-distilled folders add nothing."""
     texts = tokens = 0
-    for folder in filter(None, data.split(",")):
-        meta_path = Path(folder) / "meta.json"
-        if not meta_path.exists():
+    for folder, meta in data_metas(data):
+        if meta is None:
             raise ValueError(f"{folder}: no meta.json on this machine, so what text it holds is unknown; measure the "
                              "drafter where its data folders are")
-        meta = json.loads(meta_path.read_text())
         if meta.get("kind") == "text":
             texts, tokens = texts + meta["texts"], tokens + meta["tokens"]
     return dict(texts=texts, tokens=tokens)
